@@ -1,0 +1,241 @@
+-- evproc extension script, version 0.1.0 (copied to evproc--0.1.0.sql by make).
+\echo Use "CREATE EXTENSION evproc" to load this file. \quit
+
+-- Every object is created with an explicit schema; nothing depends on the caller's search_path.
+
+-------------------------------------------------------------------------------
+-- Topics
+-------------------------------------------------------------------------------
+CREATE TABLE evproc.topic (
+    id             integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name           text NOT NULL UNIQUE
+                   CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$'),
+    partitions     integer NOT NULL CHECK (partitions BETWEEN 1 AND 1024),
+    retention      interval NOT NULL CHECK (retention > interval '0'),
+    dedup_window   interval NOT NULL CHECK (dedup_window >= interval '0'),
+    max_pending    bigint CHECK (max_pending > 0),
+    payload_schema jsonb,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE evproc.topic IS 'evproc topics; change them only through evproc_create_topic/alter/drop';
+
+-------------------------------------------------------------------------------
+-- The event log: append-only, doubles as the audit history.
+-------------------------------------------------------------------------------
+CREATE SEQUENCE evproc.event_id_seq AS bigint;
+
+-- No primary key: ids come from evproc.event_id_seq and are unique by construction,
+-- and a second btree would be maintained on every enqueue. Lookups by id go through a
+-- BRIN index, which suits ids that grow with the physical position of rows.
+CREATE TABLE evproc.event (
+    id          bigint NOT NULL,
+    topic_id    integer NOT NULL,
+    partition   integer NOT NULL,
+    key         text,
+    type        text,
+    payload     jsonb NOT NULL,
+    headers     jsonb,
+    dedup_id    text,
+    enqueued_at timestamptz NOT NULL,
+    xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
+);
+ALTER SEQUENCE evproc.event_id_seq OWNED BY evproc.event.id;
+-- The snapshot-window index (DESIGN §3): a unit (topic, partition) reads exactly the
+-- rows whose xid falls in a window; id orders the rows inside one transaction.
+CREATE INDEX event_window_idx ON evproc.event (topic_id, partition, xid, id);
+CREATE INDEX event_id_brin ON evproc.event USING brin (id);
+COMMENT ON TABLE evproc.event IS 'evproc event log (append-only)';
+
+-------------------------------------------------------------------------------
+-- Dedup ids: one row per (topic, dedup id) while its window lasts.
+-------------------------------------------------------------------------------
+CREATE TABLE evproc.dedup (
+    topic_id   integer NOT NULL,
+    dedup_id   text NOT NULL,
+    event_id   bigint NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (topic_id, dedup_id)
+);
+COMMENT ON TABLE evproc.dedup IS 'evproc dedup ids, expired rows are replaced on reuse';
+
+-- Config tables keep their rows in pg_dump.
+SELECT pg_catalog.pg_extension_config_dump('evproc.topic', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.event', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.dedup', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.event_id_seq', '');
+
+-------------------------------------------------------------------------------
+-- C functions
+-------------------------------------------------------------------------------
+CREATE FUNCTION evproc.validate_schema(payload_schema jsonb) RETURNS void
+    LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'evproc_validate_schema';
+COMMENT ON FUNCTION evproc.validate_schema(jsonb) IS
+    'raises 22023 naming the offending keyword when the JSON Schema subset is invalid';
+
+-- Keeps every backend's topic cache honest, whatever statement changed the table.
+CREATE FUNCTION evproc.topic_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_topic_changed';
+CREATE TRIGGER topic_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON evproc.topic
+    FOR EACH STATEMENT EXECUTE FUNCTION evproc.topic_changed();
+
+CREATE FUNCTION public.evproc_enqueue(topic text, key text, payload jsonb,
+                                      type text DEFAULT NULL, dedup_id text DEFAULT NULL,
+                                      headers jsonb DEFAULT NULL)
+    RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_enqueue';
+COMMENT ON FUNCTION public.evproc_enqueue(text, text, jsonb, text, text, jsonb) IS
+    'append one event to the topic''s log inside the calling transaction; returns its id '
+    '(or the first event''s id when dedup_id was already seen within the window)';
+
+CREATE FUNCTION public.evproc_enqueue_batch(topic text, events jsonb)
+    RETURNS bigint[] LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_enqueue_batch';
+COMMENT ON FUNCTION public.evproc_enqueue_batch(text, jsonb) IS
+    'append many events given as a JSON array of {key, payload, type, dedup_id, headers}; '
+    'returns their ids in input order';
+
+-- Test hook for the C++/PostgreSQL error boundary (see src/boundary_test.cpp).
+CREATE FUNCTION evproc.boundary_test(kind text) RETURNS bigint
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'evproc_boundary_test';
+REVOKE ALL ON FUNCTION evproc.boundary_test(text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Topic administration
+-------------------------------------------------------------------------------
+CREATE FUNCTION public.evproc_create_topic(name text,
+                                           partitions integer DEFAULT 16,
+                                           retention interval DEFAULT '7 days',
+                                           dedup_window interval DEFAULT '1 day',
+                                           max_pending bigint DEFAULT NULL,
+                                           payload_schema jsonb DEFAULT NULL)
+    RETURNS integer LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    new_id integer;
+BEGIN
+    PERFORM evproc.check_topic_settings(name, partitions, retention, dedup_window,
+                                        max_pending, payload_schema);
+    INSERT INTO evproc.topic (name, partitions, retention, dedup_window, max_pending,
+                              payload_schema)
+    VALUES (name, partitions, retention, dedup_window, max_pending,
+            evproc.normalize_schema(payload_schema))
+    RETURNING id INTO new_id;
+    RETURN new_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'topic "%" already exists', name USING ERRCODE = 'duplicate_object';
+END
+$fn$;
+
+-- A JSON null schema means "no schema".
+CREATE FUNCTION evproc.normalize_schema(payload_schema jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT CASE WHEN jsonb_typeof(payload_schema) = 'null' THEN NULL ELSE payload_schema END $fn$;
+
+CREATE FUNCTION evproc.check_topic_settings(name text, partitions integer,
+                                            retention interval, dedup_window interval,
+                                            max_pending bigint, payload_schema jsonb)
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'topic name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid topic name "%"', name USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use 1 to 63 characters among letters, digits, "_", ".", ":" and "-", starting with a letter or digit.';
+    END IF;
+    IF partitions IS NULL OR partitions NOT BETWEEN 1 AND 1024 THEN
+        RAISE EXCEPTION 'partitions must be between 1 and 1024, got %', coalesce(partitions::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF retention IS NULL OR retention <= interval '0' THEN
+        RAISE EXCEPTION 'retention must be a positive interval, got %', coalesce(retention::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF dedup_window IS NULL OR dedup_window < interval '0' THEN
+        RAISE EXCEPTION 'dedup_window must be a non-negative interval, got %', coalesce(dedup_window::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_pending IS NOT NULL AND max_pending <= 0 THEN
+        RAISE EXCEPTION 'max_pending must be positive or NULL (unlimited), got %', max_pending
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF evproc.normalize_schema(payload_schema) IS NOT NULL THEN
+        PERFORM evproc.validate_schema(payload_schema);
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION public.evproc_alter_topic(name text,
+                                          partitions integer DEFAULT NULL,
+                                          retention interval DEFAULT NULL,
+                                          dedup_window interval DEFAULT NULL,
+                                          max_pending bigint DEFAULT NULL,
+                                          payload_schema jsonb DEFAULT NULL,
+                                          clear_max_pending boolean DEFAULT false,
+                                          clear_schema boolean DEFAULT false)
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- NULL means "keep the current value"; the clear_* flags turn a setting off.
+DECLARE
+    t evproc.topic;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'topic name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = evproc_alter_topic.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF clear_max_pending AND max_pending IS NOT NULL THEN
+        RAISE EXCEPTION 'max_pending and clear_max_pending are mutually exclusive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF clear_schema AND payload_schema IS NOT NULL THEN
+        RAISE EXCEPTION 'payload_schema and clear_schema are mutually exclusive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF partitions IS NOT NULL AND partitions <> t.partitions
+       AND EXISTS (SELECT 1 FROM evproc.event e WHERE e.topic_id = t.id) THEN
+        -- Re-hashing keys would put a key's new events in another partition than its
+        -- older ones, and the two partitions are drained independently: order would break.
+        RAISE EXCEPTION 'cannot change the partitions of topic "%" once it has events', name
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create a new topic with the desired partitions and move publishers to it.';
+    END IF;
+    t.partitions   := coalesce(partitions, t.partitions);
+    t.retention    := coalesce(retention, t.retention);
+    t.dedup_window := coalesce(dedup_window, t.dedup_window);
+    t.max_pending  := CASE WHEN clear_max_pending THEN NULL ELSE coalesce(max_pending, t.max_pending) END;
+    t.payload_schema := CASE WHEN clear_schema THEN NULL
+                             ELSE coalesce(evproc.normalize_schema(payload_schema), t.payload_schema) END;
+    PERFORM evproc.check_topic_settings(t.name, t.partitions, t.retention, t.dedup_window,
+                                        t.max_pending, t.payload_schema);
+    UPDATE evproc.topic AS tp
+       SET partitions = t.partitions, retention = t.retention, dedup_window = t.dedup_window,
+           max_pending = t.max_pending, payload_schema = t.payload_schema
+     WHERE tp.id = t.id;
+END
+$fn$;
+
+CREATE FUNCTION public.evproc_drop_topic(name text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- Dropping a topic removes its history and dedup ids: an operator action, not hot path.
+DECLARE
+    dropped_id integer;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'topic name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM evproc.topic AS tp WHERE tp.name = evproc_drop_topic.name RETURNING tp.id INTO dropped_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', name USING ERRCODE = 'undefined_object';
+    END IF;
+    DELETE FROM evproc.event WHERE topic_id = dropped_id;
+    DELETE FROM evproc.dedup WHERE topic_id = dropped_id;
+END
+$fn$;
+
+-- Inspection of what a topic holds, without exposing internals.
+CREATE VIEW public.evproc_topics AS
+SELECT t.name, t.partitions, t.retention, t.dedup_window, t.max_pending,
+       t.payload_schema, t.created_at
+  FROM evproc.topic t;

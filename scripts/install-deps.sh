@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what evproc needs to build and test on Debian 12 (run as root). Idempotent:
+# skips apt entirely when every package is already present.
+set -euo pipefail
+
+packages=(
+  postgresql-15 postgresql-server-dev-15 postgresql-client-15
+  nlohmann-json3-dev g++ make cmake googletest libgtest-dev libipc-run-perl
+  clang-format clang-tidy
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+
+if ((${#missing[@]} > 0)); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

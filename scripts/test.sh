@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs evproc's whole test suite on a Debian 12 machine as root: installs dependencies,
+# builds with -Werror, checks formatting, runs the C++ unit tests (ctest), installs the
+# extension, then pg_regress and the isolation specs against private temporary servers
+# started with shared_preload_libraries = 'evproc' (as the postgres user: initdb
+# refuses root). Ends with one line "N passed, N failed".
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+log_dir=$(mktemp -d)
+passed=0
+failed=0
+
+step() {  # step NAME COMMAND...: runs a build step; a failure counts as one failed test
+  echo "== $1"
+  shift
+  if "$@" >"$log_dir/step.log" 2>&1; then
+    return 0
+  fi
+  cat "$log_dir/step.log"
+  echo "!! step failed"
+  failed=$((failed + 1))
+  return 1
+}
+
+count_pg_regress() {  # adds pg_regress per-test results from a log file
+  local ok bad
+  ok=$(grep -cE '^(ok|test) .*\.\.\. +ok' "$1" || true)
+  bad=$(grep -cE '\.\.\. +FAILED' "$1" || true)
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+}
+
+bash scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+step "build (-Werror)" make -s clean all || { echo "$passed passed, $failed failed"; exit 1; }
+step "format check" make -s format-check && passed=$((passed + 1))
+
+echo "== unit tests (ctest)"
+if make -s unit >"$log_dir/unit.log" 2>&1; then :; fi
+grep -E "tests passed|Failed|\*\*\*" "$log_dir/unit.log" || cat "$log_dir/unit.log"
+unit_line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$log_dir/unit.log" || true)
+if [[ -n "$unit_line" ]]; then
+  unit_failed=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$unit_line")
+  unit_total=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/' <<<"$unit_line")
+  passed=$((passed + unit_total - unit_failed))
+  failed=$((failed + unit_failed))
+else
+  echo "!! unit tests did not run"
+  failed=$((failed + 1))
+fi
+
+step "install" make -s install || { echo "$passed passed, $failed failed"; exit 1; }
+
+# The temporary servers run as postgres and write results into the tree.
+chmod -R a+rwX . "$log_dir"
+rm -rf results output_iso tmp_check tmp_check_iso
+
+echo "== pg_regress and isolation specs"
+# -k: a failing regression suite must not stop the isolation specs from running.
+runuser -u postgres -- make -k installcheck PG_CONFIG="$PG_CONFIG" >"$log_dir/installcheck.log" 2>&1
+grep -E '^(ok|not ok|test) |tests passed|tests failed' "$log_dir/installcheck.log"
+before=$((passed + failed))
+count_pg_regress "$log_dir/installcheck.log"
+expected=$(( $(ls sql/*.sql | wc -l) + $(ls test/isolation/specs/*.spec | wc -l) ))
+ran=$((passed + failed - before))
+if ((ran < expected)); then
+  echo "!! only $ran of $expected pg_regress/isolation tests ran"
+  tail -30 "$log_dir/installcheck.log"
+  failed=$((failed + expected - ran))
+fi
+for diffs in regression.diffs output_iso/regression.diffs; do
+  [[ -s "$diffs" ]] && { echo "== $diffs"; cat "$diffs"; }
+done
+
+echo
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -345,9 +345,10 @@ std::unique_ptr<SchemaNode> CompileNode(const json& schema, std::string& path, s
   }
   path.resize(base);
 
-  if (node->minimum && node->maximum && AsLongDouble(*node->minimum) > AsLongDouble(*node->maximum)) {
-    Fail(path, "minimum " + Dump(*node->minimum) + " is greater than maximum " +
-                   Dump(*node->maximum));
+  if (node->minimum && node->maximum &&
+      AsLongDouble(*node->minimum) > AsLongDouble(*node->maximum)) {
+    Fail(path,
+         "minimum " + Dump(*node->minimum) + " is greater than maximum " + Dump(*node->maximum));
   }
   if (node->min_length && node->max_length && *node->min_length > *node->max_length) {
     Fail(path, "minLength " + std::to_string(*node->min_length) + " is greater than maxLength " +

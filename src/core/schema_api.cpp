@@ -49,13 +49,23 @@ std::string_view StripExceptionTag(std::string_view what) noexcept {
   return what;
 }
 
-nlohmann::json ParseText(const char* text, std::size_t len) {
+// Returns an empty string on success, otherwise the parse error.
+std::string ParseText(const char* text, std::size_t len, nlohmann::json& out) {
   if (text == nullptr) {
     text = "";
     len = 0;
   }
-  // Iterator range so embedded NULs are reported rather than truncating input.
-  return nlohmann::json::parse(text, text + len);
+  // nlohmann's lexer treats NUL as end of input, so "{}\0garbage" would be
+  // accepted; reject it explicitly instead of validating a prefix.
+  if (std::memchr(text, '\0', len) != nullptr) {
+    return "embedded NUL byte";
+  }
+  try {
+    out = nlohmann::json::parse(text, text + len);
+  } catch (const nlohmann::json::parse_error& e) {
+    return std::string(StripExceptionTag(e.what()));
+  }
+  return {};
 }
 
 }  // namespace
@@ -64,10 +74,8 @@ CompiledSchema* SchemaCompile(const char* text, std::size_t len, char* err,
                               std::size_t errlen) noexcept {
   try {
     nlohmann::json parsed;
-    try {
-      parsed = ParseText(text, len);
-    } catch (const nlohmann::json::parse_error& e) {
-      WriteError(err, errlen, std::string("invalid schema JSON: ") + std::string(StripExceptionTag(e.what())));
+    if (const std::string perr = ParseText(text, len, parsed); !perr.empty()) {
+      WriteError(err, errlen, "invalid schema JSON: " + perr);
       return nullptr;
     }
     auto* result = new CompiledSchema(JsonSchema::Compile(parsed));
@@ -91,10 +99,8 @@ bool SchemaValidate(const CompiledSchema* schema, const char* doc, std::size_t l
       return false;
     }
     nlohmann::json parsed;
-    try {
-      parsed = ParseText(doc, len);
-    } catch (const nlohmann::json::parse_error& e) {
-      WriteError(err, errlen, std::string("invalid JSON: ") + std::string(StripExceptionTag(e.what())));
+    if (const std::string perr = ParseText(doc, len, parsed); !perr.empty()) {
+      WriteError(err, errlen, "invalid JSON: " + perr);
       return false;
     }
     const std::string msg = schema->schema.Validate(parsed);

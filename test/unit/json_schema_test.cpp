@@ -1,0 +1,459 @@
+#include "core/json_schema.hpp"
+#include "core/schema_api.hpp"
+
+#include <array>
+#include <cstring>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using evproc::core::JsonSchema;
+using evproc::core::SchemaError;
+using nlohmann::json;
+
+JsonSchema Compile(const char* text) { return JsonSchema::Compile(json::parse(text)); }
+
+std::string Check(const char* schema, const char* doc) {
+  return Compile(schema).Validate(json::parse(doc));
+}
+
+std::string CompileError(const char* schema) {
+  try {
+    (void)Compile(schema);
+  } catch (const SchemaError& e) {
+    return e.what();
+  }
+  return "<compiled>";
+}
+
+// Builds [[[...1...]]] with the given number of nested arrays.
+std::string NestedArrays(std::size_t depth) {
+  return std::string(depth, '[') + "1" + std::string(depth, ']');
+}
+
+// ---- type ------------------------------------------------------------------
+
+TEST(JsonSchemaType, EachTypeAcceptsItsValues) {
+  EXPECT_EQ(Check(R"({"type":"object"})", "{}"), "");
+  EXPECT_EQ(Check(R"({"type":"array"})", "[]"), "");
+  EXPECT_EQ(Check(R"({"type":"string"})", R"("x")"), "");
+  EXPECT_EQ(Check(R"({"type":"number"})", "1.5"), "");
+  EXPECT_EQ(Check(R"({"type":"number"})", "-7"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "42"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "-42"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "18446744073709551615"), "");
+  EXPECT_EQ(Check(R"({"type":"boolean"})", "false"), "");
+  EXPECT_EQ(Check(R"({"type":"null"})", "null"), "");
+}
+
+TEST(JsonSchemaType, IntegerAcceptsIntegralFloats) {
+  EXPECT_EQ(Check(R"({"type":"integer"})", "1.0"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "-3e2"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "1.5"), "$: expected integer, got number");
+}
+
+TEST(JsonSchemaType, Mismatches) {
+  EXPECT_EQ(Check(R"({"type":"object"})", "[]"), "$: expected object, got array");
+  EXPECT_EQ(Check(R"({"type":"string"})", "1"), "$: expected string, got number");
+  EXPECT_EQ(Check(R"({"type":"boolean"})", "0"), "$: expected boolean, got number");
+  EXPECT_EQ(Check(R"({"type":"null"})", R"("")"), "$: expected null, got string");
+  EXPECT_EQ(Check(R"({"type":"number"})", "true"), "$: expected number, got boolean");
+  EXPECT_EQ(Check(R"({"type":"array"})", "null"), "$: expected array, got null");
+}
+
+TEST(JsonSchemaType, UnionOfTypes) {
+  const auto s = Compile(R"({"type":["string","null"]})");
+  EXPECT_EQ(s.Validate("x"), "");
+  EXPECT_EQ(s.Validate(nullptr), "");
+  EXPECT_EQ(s.Validate(3), "$: expected string or null, got number");
+}
+
+TEST(JsonSchemaType, NoTypeAcceptsAnything) {
+  const auto s = Compile("{}");
+  for (const char* doc : {"{}", "[]", "1", "1.5", "\"s\"", "true", "null"}) {
+    EXPECT_EQ(s.Validate(json::parse(doc)), "") << doc;
+  }
+}
+
+TEST(JsonSchemaType, NestedPathIsReported) {
+  const char* schema = R"({"type":"object","properties":{
+      "customer":{"type":"object","properties":{"id":{"type":"integer"}}}}})";
+  EXPECT_EQ(Check(schema, R"({"customer":{"id":7}})"), "");
+  EXPECT_EQ(Check(schema, R"({"customer":{"id":"7"}})"),
+            "$.customer.id: expected integer, got string");
+}
+
+// ---- required / properties / additionalProperties ----------------------------
+
+TEST(JsonSchemaObject, Required) {
+  const char* schema = R"({"type":"object","required":["order_id","qty"]})";
+  EXPECT_EQ(Check(schema, R"({"order_id":1,"qty":2})"), "");
+  EXPECT_EQ(Check(schema, R"({"qty":2})"), R"($: missing required property "order_id")");
+  EXPECT_EQ(Check(schema, R"({"order_id":1})"), R"($: missing required property "qty")");
+  // Null counts as present: "required" is about keys, not values.
+  EXPECT_EQ(Check(schema, R"({"order_id":null,"qty":null})"), "");
+}
+
+TEST(JsonSchemaObject, RequiredOnlyAppliesToObjects) {
+  EXPECT_EQ(Check(R"({"required":["a"]})", "[1]"), "");
+  EXPECT_EQ(Check(R"({"required":["a"]})", "5"), "");
+}
+
+TEST(JsonSchemaObject, OptionalPropertiesMayBeAbsent) {
+  const char* schema = R"({"properties":{"a":{"type":"string"}}})";
+  EXPECT_EQ(Check(schema, "{}"), "");
+  EXPECT_EQ(Check(schema, R"({"a":"x","b":1})"), "");
+  EXPECT_EQ(Check(schema, R"({"a":1})"), "$.a: expected string, got number");
+}
+
+TEST(JsonSchemaObject, AdditionalPropertiesFalse) {
+  const char* schema = R"({"properties":{"a":{},"b":{}},"additionalProperties":false})";
+  EXPECT_EQ(Check(schema, R"({"a":1,"b":2})"), "");
+  EXPECT_EQ(Check(schema, R"({"a":1,"extra":2})"),
+            R"($: additional property "extra" is not allowed)");
+  EXPECT_EQ(Check(R"({"additionalProperties":false})", "{}"), "");
+  EXPECT_EQ(Check(R"({"additionalProperties":true})", R"({"x":1})"), "");
+}
+
+TEST(JsonSchemaObject, AdditionalPropertiesNested) {
+  const char* schema =
+      R"({"properties":{"inner":{"properties":{"k":{}},"additionalProperties":false}}})";
+  EXPECT_EQ(Check(schema, R"({"inner":{"k":1},"other":1})"), "");
+  EXPECT_EQ(Check(schema, R"({"inner":{"k":1,"z":1}})"),
+            R"($.inner: additional property "z" is not allowed)");
+}
+
+TEST(JsonSchemaObject, UnusualKeysUseBracketPaths) {
+  const char* schema = R"({"properties":{"a.b":{"properties":{"x y":{"type":"string"}}}}})";
+  EXPECT_EQ(Check(schema, R"({"a.b":{"x y":1}})"),
+            R"($["a.b"]["x y"]: expected string, got number)");
+}
+
+TEST(JsonSchemaObject, DeepNesting) {
+  const char* schema = R"({"properties":{"a":{"properties":{"b":{"properties":{"c":{
+      "required":["d"]}}}}}}})";
+  EXPECT_EQ(Check(schema, R"({"a":{"b":{"c":{"d":0}}}})"), "");
+  EXPECT_EQ(Check(schema, R"({"a":{"b":{"c":{}}}})"), R"($.a.b.c: missing required property "d")");
+}
+
+// ---- items -------------------------------------------------------------------
+
+TEST(JsonSchemaArray, Items) {
+  const char* schema = R"({"type":"object","properties":{"items":{"type":"array",
+      "items":{"type":"string"}}}})";
+  EXPECT_EQ(Check(schema, R"({"items":[]})"), "");
+  EXPECT_EQ(Check(schema, R"({"items":["a","b"]})"), "");
+  EXPECT_EQ(Check(schema, R"({"items":["a","b",3]})"), "$.items[2]: expected string, got number");
+}
+
+TEST(JsonSchemaArray, ItemsOfObjects) {
+  const char* schema = R"({"items":{"required":["sku"],"properties":{"qty":{"minimum":1}}}})";
+  EXPECT_EQ(Check(schema, R"([{"sku":"x","qty":1}])"), "");
+  EXPECT_EQ(Check(schema, R"([{"sku":"x","qty":1},{"qty":1}])"),
+            R"($[1]: missing required property "sku")");
+  EXPECT_EQ(Check(schema, R"([{"sku":"x","qty":0}])"), "$[0].qty: 0 is less than minimum 1");
+  EXPECT_EQ(Check(R"({"items":{"items":{"type":"null"}}})", "[[null],[null,1]]"),
+            "$[1][1]: expected null, got number");
+}
+
+// ---- enum --------------------------------------------------------------------
+
+TEST(JsonSchemaEnum, Values) {
+  const char* schema = R"({"properties":{"status":{"enum":["new","paid",1,null,{"a":[1]}]}}})";
+  EXPECT_EQ(Check(schema, R"({"status":"new"})"), "");
+  EXPECT_EQ(Check(schema, R"({"status":1})"), "");
+  EXPECT_EQ(Check(schema, R"({"status":1.0})"), "");
+  EXPECT_EQ(Check(schema, R"({"status":null})"), "");
+  EXPECT_EQ(Check(schema, R"({"status":{"a":[1]}})"), "");
+  EXPECT_EQ(Check(schema, R"({"status":"NEW"})"), "$.status: value not in enum");
+  EXPECT_EQ(Check(schema, R"({"status":"1"})"), "$.status: value not in enum");
+  EXPECT_EQ(Check(schema, R"({"status":{"a":[2]}})"), "$.status: value not in enum");
+}
+
+// ---- minimum / maximum -------------------------------------------------------
+
+TEST(JsonSchemaNumeric, Bounds) {
+  const char* schema = R"({"properties":{"qty":{"type":"integer","minimum":1,"maximum":10}}})";
+  EXPECT_EQ(Check(schema, R"({"qty":1})"), "");
+  EXPECT_EQ(Check(schema, R"({"qty":10})"), "");
+  EXPECT_EQ(Check(schema, R"({"qty":0})"), "$.qty: 0 is less than minimum 1");
+  EXPECT_EQ(Check(schema, R"({"qty":11})"), "$.qty: 11 is greater than maximum 10");
+  EXPECT_EQ(Check(schema, R"({"qty":-5})"), "$.qty: -5 is less than minimum 1");
+}
+
+TEST(JsonSchemaNumeric, FractionalBounds) {
+  const char* schema = R"({"minimum":-0.5,"maximum":2.5})";
+  EXPECT_EQ(Check(schema, "-0.5"), "");
+  EXPECT_EQ(Check(schema, "2.5"), "");
+  EXPECT_EQ(Check(schema, "-0.6"), "$: -0.6 is less than minimum -0.5");
+  EXPECT_EQ(Check(schema, "3"), "$: 3 is greater than maximum 2.5");
+}
+
+TEST(JsonSchemaNumeric, LargeIntegersCompareExactly) {
+  // Both bounds round to the same double; a double-based comparison would
+  // wrongly accept the value.
+  EXPECT_EQ(Check(R"({"maximum":9007199254740992})", "9007199254740993"),
+            "$: 9007199254740993 is greater than maximum 9007199254740992");
+  EXPECT_EQ(Check(R"({"minimum":18446744073709551615})", "18446744073709551614"),
+            "$: 18446744073709551614 is less than minimum 18446744073709551615");
+}
+
+TEST(JsonSchemaNumeric, OnlyAppliesToNumbers) {
+  EXPECT_EQ(Check(R"({"minimum":5})", R"("1")"), "");
+  EXPECT_EQ(Check(R"({"maximum":5})", "[10]"), "");
+}
+
+// ---- minLength / maxLength ---------------------------------------------------
+
+TEST(JsonSchemaString, Lengths) {
+  const char* schema = R"({"properties":{"name":{"type":"string","minLength":1,"maxLength":3}}})";
+  EXPECT_EQ(Check(schema, R"({"name":"a"})"), "");
+  EXPECT_EQ(Check(schema, R"({"name":"abc"})"), "");
+  EXPECT_EQ(Check(schema, R"({"name":""})"), "$.name: length 0 is less than minLength 1");
+  EXPECT_EQ(Check(schema, R"({"name":"abcd"})"), "$.name: length 4 is greater than maxLength 3");
+}
+
+TEST(JsonSchemaString, LengthCountsCodePoints) {
+  const char* schema = R"({"minLength":4,"maxLength":4})";
+  EXPECT_EQ(Check(schema, R"("ключ")"), "");                  // 8 bytes, 4 code points
+  EXPECT_EQ(Check(schema, R"("a€😀b")"), "");                  // 1+3+4+1 bytes
+  EXPECT_EQ(Check(schema, R"("\ud83d\ude00\u00e9xy")"), "");  // escaped surrogate pair
+  EXPECT_EQ(Check(schema, R"("ключи")"), "$: length 5 is greater than maxLength 4");
+}
+
+TEST(JsonSchemaString, OnlyAppliesToStrings) {
+  EXPECT_EQ(Check(R"({"minLength":3})", "1"), "");
+  EXPECT_EQ(Check(R"({"maxLength":0})", "[1,2]"), "");
+  EXPECT_EQ(Check(R"({"minLength":2.0})", R"("a")"), "$: length 1 is less than minLength 2");
+}
+
+// ---- annotations ---------------------------------------------------------------
+
+TEST(JsonSchemaAnnotations, AreIgnored) {
+  const char* schema = R"({"$schema":"https://json-schema.org/draft/2020-12/schema",
+      "$id":"urn:x","title":"t","description":"d","$comment":"c","default":{"a":1},
+      "examples":[1,"x"],"properties":{"a":{"title":"inner","default":5,"type":"string"}}})";
+  EXPECT_EQ(Check(schema, R"({"a":"x"})"), "");
+  EXPECT_EQ(Check(schema, R"({"a":5})"), "$.a: expected string, got number");
+}
+
+// ---- first violation -----------------------------------------------------------
+
+TEST(JsonSchemaOrder, ReportsOnlyFirstViolation) {
+  const char* schema = R"({"type":"object","required":["a"],"properties":{"b":{"type":"string"}},
+      "additionalProperties":false})";
+  // Type mismatch precedes everything else.
+  EXPECT_EQ(Check(schema, "[]"), "$: expected object, got array");
+  // Required is checked before property contents.
+  EXPECT_EQ(Check(schema, R"({"b":1,"z":1})"), R"($: missing required property "a")");
+}
+
+// ---- invalid schemas -------------------------------------------------------------
+
+TEST(JsonSchemaCompile, RootMustBeObject) {
+  EXPECT_EQ(CompileError("[]"), "schema $: must be an object");
+  EXPECT_EQ(CompileError("true"), "schema $: must be an object");
+  EXPECT_EQ(CompileError(R"({"properties":{"a":true}})"),
+            "schema $.properties.a: must be an object");
+}
+
+TEST(JsonSchemaCompile, UnknownKeywordsRejected) {
+  EXPECT_EQ(CompileError(R"({"pattern":"x"})"), R"(schema $: unsupported keyword "pattern")");
+  EXPECT_EQ(CompileError(R"({"properties":{"x":{"pattern":"^a"}}})"),
+            R"(schema $.properties.x: unsupported keyword "pattern")");
+  EXPECT_EQ(CompileError(R"({"items":{"oneOf":[]}})"),
+            R"(schema $.items: unsupported keyword "oneOf")");
+}
+
+TEST(JsonSchemaCompile, BadType) {
+  EXPECT_EQ(CompileError(R"({"type":"int"})"), R"(schema $.type: unknown type "int")");
+  EXPECT_EQ(CompileError(R"({"type":["string",1]})"),
+            "schema $.type[1]: must be a type name string");
+  EXPECT_EQ(CompileError(R"({"type":[]})"), "schema $.type: must not be an empty array");
+  EXPECT_EQ(CompileError(R"({"type":5})"),
+            "schema $.type: must be a string or an array of strings");
+}
+
+TEST(JsonSchemaCompile, BadRequired) {
+  EXPECT_EQ(CompileError(R"({"required":"a"})"), "schema $.required: must be an array of strings");
+  EXPECT_EQ(CompileError(R"({"required":["a",2]})"), "schema $.required[1]: must be a string");
+}
+
+TEST(JsonSchemaCompile, BadPropertiesAndItems) {
+  EXPECT_EQ(CompileError(R"({"properties":[]})"), "schema $.properties: must be an object");
+  EXPECT_EQ(CompileError(R"({"items":[{}]})"),
+            "schema $.items: must be an object (tuple form is not supported)");
+}
+
+TEST(JsonSchemaCompile, BadEnum) {
+  EXPECT_EQ(CompileError(R"({"enum":[]})"), "schema $.enum: must be a non-empty array");
+  EXPECT_EQ(CompileError(R"({"enum":"a"})"), "schema $.enum: must be a non-empty array");
+}
+
+TEST(JsonSchemaCompile, BadBounds) {
+  EXPECT_EQ(CompileError(R"({"properties":{"qty":{"minimum":"1"}}})"),
+            "schema $.properties.qty.minimum: must be a number");
+  EXPECT_EQ(CompileError(R"({"maximum":null})"), "schema $.maximum: must be a number");
+  EXPECT_EQ(CompileError(R"({"minimum":5,"maximum":1})"),
+            "schema $: minimum 5 is greater than maximum 1");
+  EXPECT_EQ(CompileError(R"({"minimum":1,"maximum":1})"), "<compiled>");
+}
+
+TEST(JsonSchemaCompile, BadLengths) {
+  EXPECT_EQ(CompileError(R"({"minLength":-1})"),
+            "schema $.minLength: must be a non-negative integer");
+  EXPECT_EQ(CompileError(R"({"maxLength":1.5})"),
+            "schema $.maxLength: must be a non-negative integer");
+  EXPECT_EQ(CompileError(R"({"minLength":"1"})"),
+            "schema $.minLength: must be a non-negative integer");
+  EXPECT_EQ(CompileError(R"({"minLength":3,"maxLength":2})"),
+            "schema $: minLength 3 is greater than maxLength 2");
+}
+
+TEST(JsonSchemaCompile, BadAdditionalProperties) {
+  EXPECT_EQ(CompileError(R"({"additionalProperties":{}})"),
+            "schema $.additionalProperties: must be a boolean (subschemas are not supported)");
+}
+
+// ---- depth limits ----------------------------------------------------------------
+
+TEST(JsonSchemaDepth, DocumentDepthLimit) {
+  const auto s = Compile("{}");
+  EXPECT_EQ(s.Validate(json::parse(NestedArrays(evproc::core::kMaxDocumentDepth))), "");
+  EXPECT_EQ(s.Validate(json::parse(NestedArrays(evproc::core::kMaxDocumentDepth + 1))),
+            "$: document nesting exceeds maximum depth 64");
+  // Far beyond any stack: must still be a clean error.
+  EXPECT_EQ(s.Validate(json::parse(NestedArrays(100000))),
+            "$: document nesting exceeds maximum depth 64");
+}
+
+std::string NestedItemsSchema(std::size_t levels) {
+  std::string s;
+  for (std::size_t i = 1; i < levels; ++i) {
+    s += R"({"items":)";
+  }
+  s += "{}";
+  s += std::string(levels - 1, '}');
+  return s;
+}
+
+TEST(JsonSchemaDepth, SchemaDepthLimit) {
+  EXPECT_EQ(CompileError(NestedItemsSchema(evproc::core::kMaxSchemaDepth).c_str()), "<compiled>");
+  const std::string err =
+      CompileError(NestedItemsSchema(evproc::core::kMaxSchemaDepth + 1).c_str());
+  EXPECT_NE(err.find("subschemas nested deeper than 64 levels"), std::string::npos) << err;
+  EXPECT_EQ(err.rfind("schema $.items.items.", 0), 0U) << err;
+}
+
+TEST(JsonSchemaDepth, SchemaJsonDepthLimit) {
+  const std::string schema = R"({"enum":[)" + NestedArrays(100000) + "]}";
+  EXPECT_EQ(CompileError(schema.c_str()), "schema $: JSON nesting exceeds maximum depth 256");
+}
+
+// ---- compiled schema is reusable and copyable --------------------------------------
+
+TEST(JsonSchemaCompile, CopiesShareTheTree) {
+  const auto original = Compile(R"({"type":"string"})");
+  const JsonSchema copy = original;  // NOLINT(performance-unnecessary-copy-initialization)
+  EXPECT_EQ(copy.Validate("x"), "");
+  EXPECT_EQ(copy.Validate(1), "$: expected string, got number");
+  EXPECT_EQ(original.Validate(1), "$: expected string, got number");
+}
+
+// ---- noexcept facade ---------------------------------------------------------------
+
+namespace api = evproc::core;
+
+class SchemaApi : public ::testing::Test {
+ protected:
+  api::CompiledSchema* CompileText(const std::string& text) {
+    return api::SchemaCompile(text.data(), text.size(), err_.data(), err_.size());
+  }
+  bool ValidateText(const api::CompiledSchema* s, const std::string& doc) {
+    return api::SchemaValidate(s, doc.data(), doc.size(), err_.data(), err_.size());
+  }
+  [[nodiscard]] std::string Err() const { return err_.data(); }
+
+  std::array<char, 256> err_{};
+};
+
+static_assert(noexcept(api::SchemaCompile(nullptr, 0, nullptr, 0)), "facade must be noexcept");
+static_assert(noexcept(api::SchemaValidate(nullptr, nullptr, 0, nullptr, 0)),
+              "facade must be noexcept");
+static_assert(noexcept(api::SchemaFree(nullptr)), "facade must be noexcept");
+
+TEST_F(SchemaApi, CompileAndValidate) {
+  api::CompiledSchema* s = CompileText(R"({"type":"object","required":["order_id"]})");
+  ASSERT_NE(s, nullptr) << Err();
+  EXPECT_TRUE(ValidateText(s, R"({"order_id":1})"));
+  EXPECT_EQ(Err(), "");
+  EXPECT_FALSE(ValidateText(s, R"({"id":1})"));
+  EXPECT_EQ(Err(), R"($: missing required property "order_id")");
+  api::SchemaFree(s);
+}
+
+TEST_F(SchemaApi, BadSchemaJsonText) {
+  EXPECT_EQ(CompileText(R"({"type":)"), nullptr);
+  EXPECT_EQ(Err().rfind("invalid schema JSON: ", 0), 0U) << Err();
+  EXPECT_EQ(Err().find("[json.exception"), std::string::npos) << Err();
+  EXPECT_EQ(CompileText(""), nullptr);
+  EXPECT_EQ(Err().rfind("invalid schema JSON: ", 0), 0U) << Err();
+}
+
+TEST_F(SchemaApi, InvalidSchema) {
+  EXPECT_EQ(CompileText(R"({"properties":{"qty":{"minimum":"x"}}})"), nullptr);
+  EXPECT_EQ(Err(), "schema $.properties.qty.minimum: must be a number");
+  EXPECT_EQ(CompileText("[1]"), nullptr);
+  EXPECT_EQ(Err(), "schema $: must be an object");
+}
+
+TEST_F(SchemaApi, BadDocumentJsonText) {
+  api::CompiledSchema* s = CompileText("{}");
+  ASSERT_NE(s, nullptr);
+  EXPECT_FALSE(ValidateText(s, "{\"a\":"));
+  EXPECT_EQ(Err().rfind("invalid JSON: ", 0), 0U) << Err();
+  EXPECT_FALSE(ValidateText(s, std::string("{}\0x", 4)));  // must not validate a prefix
+  EXPECT_EQ(Err(), "invalid JSON: embedded NUL byte");
+  EXPECT_FALSE(ValidateText(s, "\"\xff\""));  // invalid UTF-8
+  EXPECT_EQ(Err().rfind("invalid JSON: ", 0), 0U) << Err();
+  EXPECT_FALSE(api::SchemaValidate(s, nullptr, 0, err_.data(), err_.size()));
+  api::SchemaFree(s);
+}
+
+TEST_F(SchemaApi, DeepDocumentIsRejectedCleanly) {
+  api::CompiledSchema* s = CompileText("{}");
+  ASSERT_NE(s, nullptr);
+  EXPECT_FALSE(ValidateText(s, NestedArrays(200000)));
+  EXPECT_EQ(Err(), "$: document nesting exceeds maximum depth 64");
+  api::SchemaFree(s);
+}
+
+TEST_F(SchemaApi, NullArguments) {
+  EXPECT_FALSE(ValidateText(nullptr, "{}"));
+  EXPECT_EQ(Err(), "no schema");
+  EXPECT_EQ(api::SchemaCompile(nullptr, 0, err_.data(), err_.size()), nullptr);
+  // No error buffer at all must not crash.
+  EXPECT_EQ(api::SchemaCompile("x", 1, nullptr, 0), nullptr);
+  api::SchemaFree(nullptr);
+}
+
+TEST(SchemaApiTruncation, MessageIsTruncatedOnCharacterBoundary) {
+  const std::string schema = R"({"required":["ключключключ"]})";
+  api::CompiledSchema* s = api::SchemaCompile(schema.data(), schema.size(), nullptr, 0);
+  ASSERT_NE(s, nullptr);
+  // Full message: $: missing required property "ключключключ"
+  // 31 ASCII bytes precede the Cyrillic text; 35 bytes cut inside the 3rd letter.
+  std::array<char, 36> small{};
+  small.fill('#');
+  EXPECT_FALSE(api::SchemaValidate(s, "{}", 2, small.data(), small.size()));
+  EXPECT_STREQ(small.data(), "$: missing required property \"кл");
+  std::array<char, 1> tiny{'#'};
+  EXPECT_FALSE(api::SchemaValidate(s, "{}", 2, tiny.data(), tiny.size()));
+  EXPECT_EQ(tiny[0], '\0');
+  api::SchemaFree(s);
+}
+
+}  // namespace

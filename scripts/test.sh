@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs evproc's whole test suite on a Debian 12 machine as root: installs dependencies,
-# builds with -Werror, checks formatting, runs the C++ unit tests (ctest), installs the
+# builds with -Werror, checks formatting, runs the C++ unit tests (ctest) and clang-tidy, installs the
 # extension, then pg_regress and the isolation specs against private temporary servers
 # started with shared_preload_libraries = 'evproc' (as the postgres user: initdb
 # refuses root). Ends with one line "N passed, N failed".
@@ -50,6 +50,8 @@ else
   echo "!! unit tests did not run"
   failed=$((failed + 1))
 fi
+
+step "lint (clang-tidy)" make -s lint && passed=$((passed + 1))
 
 step "install" make -s install || { echo "$passed passed, $failed failed"; exit 1; }
 

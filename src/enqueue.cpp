@@ -97,8 +97,8 @@ void CheckEvent(const char *topic_name, const TopicInfo *topic, const EventInput
   int payload_bytes = VARSIZE(event->payload);
   if (payload_bytes > max_payload_bytes) {
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("%s is too large: %d bytes, the limit is %d", FieldName(index, "payload"),
-                           payload_bytes, max_payload_bytes),
+                    errmsg("%s is too large: %d bytes, the limit is %d",
+                           FieldName(index, "payload"), payload_bytes, max_payload_bytes),
                     errhint("The limit is evproc.max_payload_bytes (jsonb size).")));
   }
   if (event->headers != nullptr) {
@@ -144,25 +144,26 @@ Oid EventIdSequence() {
 // waits, then sees the first's row if it committed or inserts its own if it rolled back.
 int64 ClaimDedupId(const TopicInfo *topic, text *dedup_id, int64 new_id, TimestampTz now) {
   static const Oid claim_types[5] = {INT4OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INTERVALOID};
-  SPIPlanPtr claim = Prepare(
-      &dedup_claim_plan,
-      "INSERT INTO evproc.dedup AS d (topic_id, dedup_id, event_id, expires_at) "
-      "VALUES ($1, $2, $3, $4 + $5) "
-      "ON CONFLICT (topic_id, dedup_id) DO UPDATE "
-      "SET event_id = excluded.event_id, expires_at = excluded.expires_at "
-      "WHERE d.expires_at <= $4 RETURNING d.event_id",
-      5, claim_types);
+  SPIPlanPtr claim =
+      Prepare(&dedup_claim_plan,
+              "INSERT INTO evproc.dedup AS d (topic_id, dedup_id, event_id, expires_at) "
+              "VALUES ($1, $2, $3, $4 + $5) "
+              "ON CONFLICT (topic_id, dedup_id) DO UPDATE "
+              "SET event_id = excluded.event_id, expires_at = excluded.expires_at "
+              "WHERE d.expires_at <= $4 RETURNING d.event_id",
+              5, claim_types);
   Datum args[5] = {Int32GetDatum(topic->id), PointerGetDatum(dedup_id), Int64GetDatum(new_id),
                    TimestampTzGetDatum(now), IntervalPGetDatum(&topic->dedup_window)};
   int rc = SPI_execute_plan(claim, args, nullptr, false, 1);
-  if (rc != SPI_OK_INSERT_RETURNING) elog(ERROR, "evproc: dedup claim failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_INSERT_RETURNING)
+    elog(ERROR, "evproc: dedup claim failed: %s", SPI_result_code_string(rc));
   if (SPI_processed == 1) return new_id;
 
   // A live entry exists (and is now locked by us): return the event it names.
   static const Oid lookup_types[2] = {INT4OID, TEXTOID};
   SPIPlanPtr lookup = Prepare(
-      &dedup_lookup_plan,
-      "SELECT event_id FROM evproc.dedup WHERE topic_id = $1 AND dedup_id = $2", 2, lookup_types);
+      &dedup_lookup_plan, "SELECT event_id FROM evproc.dedup WHERE topic_id = $1 AND dedup_id = $2",
+      2, lookup_types);
   rc = SPI_execute_plan(lookup, args, nullptr, false, 1);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) {
     ereport(ERROR, (errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -177,7 +178,7 @@ Datum NullableDatum(const void *value) { return PointerGetDatum(value); }
 char NullFlag(const void *value) { return value == nullptr ? 'n' : ' '; }
 
 void InsertOne(const TopicInfo *topic, const EventInput *event, int64 id, TimestampTz now) {
-  static const Oid types[9] = {INT8OID, INT4OID, INT4OID, TEXTOID, TEXTOID,
+  static const Oid types[9] = {INT8OID,  INT4OID,  INT4OID, TEXTOID,       TEXTOID,
                                JSONBOID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
   SPIPlanPtr plan = Prepare(
       &insert_plan,
@@ -204,7 +205,8 @@ void InsertOne(const TopicInfo *topic, const EventInput *event, int64 id, Timest
                     ' ',
                     '\0'};
   int rc = SPI_execute_plan(plan, args, nulls, false, 0);
-  if (rc != SPI_OK_INSERT) elog(ERROR, "evproc: event insert failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_INSERT)
+    elog(ERROR, "evproc: event insert failed: %s", SPI_result_code_string(rc));
 }
 
 text *ArgText(FunctionCallInfo fcinfo, int n) {
@@ -222,27 +224,28 @@ const char *TopicName(FunctionCallInfo fcinfo) {
   return name;
 }
 
-// Reads events[index] of a batch into an EventInput, naming the field on any error.
+// Finds events[index].field; false when it is absent or JSON null.
+bool FindField(JsonbContainer *object, const char *field, JsonbValue *value) {
+  return getKeyJsonValueFromContainer(object, field, static_cast<int>(std::strlen(field)), value) !=
+             nullptr &&
+         value->type != jbvNull;
+}
+
 text *BatchText(JsonbContainer *object, const char *field, int index) {
   JsonbValue value;
-  if (getKeyJsonValueFromContainer(object, field, std::strlen(field), &value) == nullptr ||
-      value.type == jbvNull) {
-    return nullptr;
-  }
+  if (!FindField(object, field, &value)) return nullptr;
   if (value.type != jbvString) ReportInvalid(index, field, "must be a JSON string or null");
   return cstring_to_text_with_len(value.val.string.val, value.val.string.len);
 }
 
 Jsonb *BatchJson(JsonbContainer *object, const char *field, int index) {
   JsonbValue value;
-  if (getKeyJsonValueFromContainer(object, field, std::strlen(field), &value) == nullptr ||
-      value.type == jbvNull) {
-    return nullptr;
-  }
+  if (!FindField(object, field, &value)) return nullptr;
   if (value.type != jbvBinary) ReportInvalid(index, field, "must be a JSON object");
   return JsonbValueToJsonb(&value);
 }
 
+// Reads events[index] of a batch into an EventInput, naming the field on any error.
 void ReadBatchEvent(JsonbContainer *array, int index, EventInput *event) {
   JsonbValue *element = getIthJsonbValueFromContainer(array, index);
   if (element->type != jbvBinary || !JsonContainerIsObject(element->val.binary.data)) {
@@ -288,10 +291,10 @@ ArrayType *BuildArray(Datum *values, bool *nulls, int count, Oid element_type) {
 void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *ids,
                 const bool *fresh, int count, TimestampTz now) {
   constexpr int kColumns = 7;  // id, partition, key, type, payload, headers, dedup_id
-  static const Oid element_types[kColumns] = {INT8OID, INT4OID, TEXTOID, TEXTOID,
+  static const Oid element_types[kColumns] = {INT8OID,  INT4OID,  TEXTOID, TEXTOID,
                                               JSONBOID, JSONBOID, TEXTOID};
-  static const Oid types[kColumns + 2] = {INT4OID,      INT8ARRAYOID,  INT4ARRAYOID,
-                                          TEXTARRAYOID, TEXTARRAYOID,  JSONBARRAYOID,
+  static const Oid types[kColumns + 2] = {INT4OID,       INT8ARRAYOID, INT4ARRAYOID,
+                                          TEXTARRAYOID,  TEXTARRAYOID, JSONBARRAYOID,
                                           JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
   auto **values = static_cast<Datum **>(palloc(sizeof(Datum *) * kColumns));
   auto **nulls = static_cast<bool **>(palloc(sizeof(bool *) * kColumns));
@@ -303,7 +306,7 @@ void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *i
   for (int i = 0; i < count; ++i) {
     if (!fresh[i]) continue;
     const EventInput &event = events[i];
-    const void *column_values[kColumns] = {nullptr, nullptr, event.key, event.type,
+    const void *column_values[kColumns] = {nullptr,       nullptr,       event.key,     event.type,
                                            event.payload, event.headers, event.dedup_id};
     values[0][rows] = Int64GetDatum(ids[i]);
     nulls[0][rows] = false;
@@ -409,6 +412,6 @@ extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
   ReleaseTopic();
   int dims[1] = {count};
   int lower_bounds[1] = {1};
-  PG_RETURN_ARRAYTYPE_P(
-      construct_md_array(result, nullptr, 1, dims, lower_bounds, INT8OID, 8, true, TYPALIGN_DOUBLE));
+  PG_RETURN_ARRAYTYPE_P(construct_md_array(result, nullptr, 1, dims, lower_bounds, INT8OID, 8, true,
+                                           TYPALIGN_DOUBLE));
 }

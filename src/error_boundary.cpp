@@ -13,9 +13,7 @@ ErrorData *RunCatchingPostgresError(void (*fn)(void *), void *arg) noexcept {
   MemoryContext caller_context = CurrentMemoryContext;
   ErrorData *volatile error = nullptr;
   PG_TRY();
-  {
-    fn(arg);
-  }
+  { fn(arg); }
   PG_CATCH();
   {
     // CopyErrorData refuses to run in ErrorContext; the caller's context outlives the

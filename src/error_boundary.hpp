@@ -34,9 +34,9 @@ namespace evproc::pg {
 class PgError : public std::exception {
  public:
   explicit PgError(ErrorData *data) noexcept : data_(data) {}
-  const char *what() const noexcept override;
-  int sqlerrcode() const noexcept { return data_->sqlerrcode; }
-  ErrorData *data() const noexcept { return data_; }
+  [[nodiscard]] const char *what() const noexcept override;
+  [[nodiscard]] int sqlerrcode() const noexcept { return data_->sqlerrcode; }
+  [[nodiscard]] ErrorData *data() const noexcept { return data_; }
 
  private:
   ErrorData *data_;
@@ -74,12 +74,10 @@ Datum InvokeCpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo);
 }  // namespace evproc::pg
 
 // Defines the C entry point `name` for a C++ body `name##_cpp(FunctionCallInfo)`.
-#define EVPROC_CPP_FUNCTION(name)                                   \
-  static Datum name##_cpp(FunctionCallInfo fcinfo);                 \
-  extern "C" {                                                      \
-  PG_FUNCTION_INFO_V1(name);                                        \
-  Datum name(PG_FUNCTION_ARGS) {                                    \
-    return evproc::pg::InvokeCpp(name##_cpp, fcinfo);               \
-  }                                                                 \
-  }                                                                 \
+#define EVPROC_CPP_FUNCTION(name)                                                    \
+  static Datum name##_cpp(FunctionCallInfo fcinfo);                                  \
+  extern "C" {                                                                       \
+  PG_FUNCTION_INFO_V1(name);                                                         \
+  Datum name(PG_FUNCTION_ARGS) { return evproc::pg::InvokeCpp(name##_cpp, fcinfo); } \
+  }                                                                                  \
   static Datum name##_cpp(FunctionCallInfo fcinfo)

@@ -19,12 +19,11 @@ int max_batch_events = 10000;
 void DefineSettings() {
   DefineCustomIntVariable("evproc.max_payload_bytes",
                           "Largest event payload accepted by enqueue (jsonb size in bytes).",
-                          nullptr, &max_payload_bytes, 1024 * 1024, 64, 64 * 1024 * 1024,
-                          PGC_SUSET, GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("evproc.max_batch_events",
-                          "Most events accepted by one evproc_enqueue_batch call.", nullptr,
-                          &max_batch_events, 10000, 1, 1000000, PGC_SUSET, 0, nullptr, nullptr,
-                          nullptr);
+                          nullptr, &max_payload_bytes, 1024 * 1024, 64, 64 * 1024 * 1024, PGC_SUSET,
+                          GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.max_batch_events", "Most events accepted by one evproc_enqueue_batch call.", nullptr,
+      &max_batch_events, 10000, 1, 1000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
   MarkGUCPrefixReserved("evproc");
 }
 

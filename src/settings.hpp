@@ -12,8 +12,8 @@ constexpr int kMaxTypeBytes = 128;
 constexpr int kMaxDedupIdBytes = 256;
 constexpr int kMaxHeadersBytes = 64 * 1024;
 
-extern int max_payload_bytes;   // evproc.max_payload_bytes
-extern int max_batch_events;    // evproc.max_batch_events
+extern int max_payload_bytes;  // evproc.max_payload_bytes
+extern int max_batch_events;   // evproc.max_batch_events
 
 void DefineSettings();
 

@@ -52,10 +52,11 @@ void FlushCache() {
   ctl.keysize = kTopicNameBytes;
   ctl.entrysize = sizeof(CacheEntry);
   ctl.hcxt = TopMemoryContext;
-  topic_cache = hash_create("evproc topic cache", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+  topic_cache =
+      hash_create("evproc topic cache", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
   Oid evproc_namespace = get_namespace_oid("evproc", true);
-  topic_relid = OidIsValid(evproc_namespace) ? get_relname_relid("topic", evproc_namespace)
-                                             : InvalidOid;
+  topic_relid =
+      OidIsValid(evproc_namespace) ? get_relname_relid("topic", evproc_namespace) : InvalidOid;
   cache_stale = false;
 }
 
@@ -74,13 +75,15 @@ bool LoadTopic(const char *name, TopicInfo *info) {
         "SELECT id, partitions, coalesce(max_pending, 0), dedup_window, payload_schema::text "
         "FROM evproc.topic WHERE name = $1",
         1, arg_types);
-    if (plan == nullptr) elog(ERROR, "evproc: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+    if (plan == nullptr)
+      elog(ERROR, "evproc: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
     SPI_keepplan(plan);
     lookup_plan = plan;
   }
   Datum args[1] = {CStringGetTextDatum(name)};
   int rc = SPI_execute_plan(lookup_plan, args, nullptr, true, 1);
-  if (rc != SPI_OK_SELECT) elog(ERROR, "evproc: topic lookup failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_SELECT)
+    elog(ERROR, "evproc: topic lookup failed: %s", SPI_result_code_string(rc));
   bool found = SPI_processed == 1;
   if (found) {
     HeapTuple row = SPI_tuptable->vals[0];
@@ -99,8 +102,9 @@ bool LoadTopic(const char *name, TopicInfo *info) {
       // The stored schema was validated when it was set; failing here means the table
       // was edited behind evproc's back.
       if (schema == nullptr) {
-        ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                        errmsg("stored payload schema of topic \"%s\" is invalid: %s", name, error)));
+        ereport(ERROR,
+                (errcode(ERRCODE_DATA_CORRUPTED),
+                 errmsg("stored payload schema of topic \"%s\" is invalid: %s", name, error)));
       }
       info->schema = schema;
     }

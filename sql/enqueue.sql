@@ -133,3 +133,4 @@ SELECT id FROM evproc.event
  WHERE topic_id = 1 AND partition = 3 AND xid >= '1000'::xid8 AND xid < '2000'::xid8
  ORDER BY xid, id;
 RESET enable_seqscan;
+

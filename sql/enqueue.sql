@@ -1,13 +1,5 @@
 -- Enqueue: the event log row, the partition hash, the batch form and every refusal.
--- try(sql): runs a statement and shows its SQLSTATE and message, so every refusal below
--- asserts both the code an application maps and the field the message names.
-CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $fn$
-BEGIN
-  EXECUTE statement;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $fn$;
+\i sql/include/try.sql
 
 SELECT evproc_create_topic('orders', partitions => 16) > 0 AS created;
 SELECT evproc_create_topic('strict', partitions => 4, payload_schema => '{

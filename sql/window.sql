@@ -1,11 +1,5 @@
 -- Snapshot windows (DESIGN §3): ticks, window reads, and their plans.
-CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $fn$
-BEGIN
-  EXECUTE statement;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $fn$;
+\i sql/include/try.sql
 
 SELECT evproc_create_topic('win', partitions => 4) AS win_topic \gset
 SELECT evproc.take_tick() AS tick_a \gset

@@ -81,38 +81,38 @@ void CheckText(text *value, int index, const char *field, int max_bytes, bool re
   }
 }
 
+// The JSON counterpart of CheckText: an object of at most max_bytes (jsonb size).
+void CheckJsonObject(Jsonb *value, int index, const char *field, int max_bytes, bool required,
+                     const char *size_hint) {
+  if (value == nullptr) {
+    if (required) {
+      ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                      errmsg("%s must not be null", FieldName(index, field))));
+    }
+    return;
+  }
+  if (!JB_ROOT_IS_OBJECT(value) || JB_ROOT_IS_SCALAR(value)) {
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("%s must be a JSON object%s", FieldName(index, field),
+                           required ? "" : " or NULL")));
+  }
+  int bytes = static_cast<int>(VARSIZE(value));
+  if (bytes > max_bytes) {
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("%s is too large: %d bytes, the limit is %d", FieldName(index, field),
+                           bytes, max_bytes),
+                    size_hint != nullptr ? errhint("%s", size_hint) : 0));
+  }
+}
+
 void CheckEvent(const char *topic_name, const TopicInfo *topic, const EventInput *event,
                 int index) {
   CheckText(event->key, index, "key", kMaxKeyBytes, false);
   CheckText(event->type, index, "type", kMaxTypeBytes, false);
   CheckText(event->dedup_id, index, "dedup_id", kMaxDedupIdBytes, false);
-  if (event->payload == nullptr) {
-    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                    errmsg("%s must not be null", FieldName(index, "payload"))));
-  }
-  if (!JB_ROOT_IS_OBJECT(event->payload) || JB_ROOT_IS_SCALAR(event->payload)) {
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("%s must be a JSON object", FieldName(index, "payload"))));
-  }
-  int payload_bytes = VARSIZE(event->payload);
-  if (payload_bytes > max_payload_bytes) {
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("%s is too large: %d bytes, the limit is %d",
-                           FieldName(index, "payload"), payload_bytes, max_payload_bytes),
-                    errhint("The limit is evproc.max_payload_bytes (jsonb size).")));
-  }
-  if (event->headers != nullptr) {
-    if (!JB_ROOT_IS_OBJECT(event->headers) || JB_ROOT_IS_SCALAR(event->headers)) {
-      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("%s must be a JSON object or NULL", FieldName(index, "headers"))));
-    }
-    int header_bytes = VARSIZE(event->headers);
-    if (header_bytes > kMaxHeadersBytes) {
-      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                      errmsg("%s is too large: %d bytes, the limit is %d",
-                             FieldName(index, "headers"), header_bytes, kMaxHeadersBytes)));
-    }
-  }
+  CheckJsonObject(event->payload, index, "payload", max_payload_bytes, true,
+                  "The limit is evproc.max_payload_bytes (jsonb size).");
+  CheckJsonObject(event->headers, index, "headers", kMaxHeadersBytes, false, nullptr);
   if (topic->schema != nullptr) {
     char *document = JsonbToCString(nullptr, &event->payload->root, VARSIZE(event->payload));
     char violation[512];

@@ -6,7 +6,7 @@ MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
-          src/topic_admin.o src/boundary_test.o
+          src/topic_admin.o src/boundary_test.o src/spi_plan.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql

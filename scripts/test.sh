@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs evproc's whole test suite on a Debian 12 machine as root: installs dependencies,
 # builds with -Werror, checks formatting, runs the C++ unit tests (ctest) and clang-tidy,
-# installs the extension, then runs pg_regress and the isolation specs against private temporary servers
-# started with shared_preload_libraries = 'evproc' (as the postgres user: initdb
-# refuses root). Ends with one line "N passed, N failed".
+# installs the extension, then runs pg_regress and the isolation specs against private
+# temporary servers started with shared_preload_libraries = 'evproc' (as the postgres
+# user: initdb refuses root). Ends with one line "N passed, N failed".
 set -uo pipefail
 
 cd "$(dirname "$0")/.."

@@ -11,6 +11,7 @@
 #include "core/schema_api.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
+#include "spi_plan.hpp"
 #include "topic_cache.hpp"
 
 extern "C" {
@@ -40,18 +41,6 @@ SPIPlanPtr insert_plan = nullptr;
 SPIPlanPtr insert_many_plan = nullptr;
 SPIPlanPtr dedup_claim_plan = nullptr;
 SPIPlanPtr dedup_lookup_plan = nullptr;
-
-SPIPlanPtr Prepare(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types) {
-  if (*slot == nullptr) {
-    SPIPlanPtr plan = SPI_prepare(sql, nargs, const_cast<Oid *>(types));
-    if (plan == nullptr) {
-      elog(ERROR, "evproc: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-    }
-    SPI_keepplan(plan);
-    *slot = plan;
-  }
-  return *slot;
-}
 
 // "key" for a single event, "events[3].key" inside a batch: errors name the field.
 const char *FieldName(int index, const char *field) {
@@ -145,13 +134,13 @@ Oid EventIdSequence() {
 int64 ClaimDedupId(const TopicInfo *topic, text *dedup_id, int64 new_id, TimestampTz now) {
   static const Oid claim_types[5] = {INT4OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INTERVALOID};
   SPIPlanPtr claim =
-      Prepare(&dedup_claim_plan,
-              "INSERT INTO evproc.dedup AS d (topic_id, dedup_id, event_id, expires_at) "
-              "VALUES ($1, $2, $3, $4 + $5) "
-              "ON CONFLICT (topic_id, dedup_id) DO UPDATE "
-              "SET event_id = excluded.event_id, expires_at = excluded.expires_at "
-              "WHERE d.expires_at <= $4 RETURNING d.event_id",
-              5, claim_types);
+      PrepareOnce(&dedup_claim_plan,
+                  "INSERT INTO evproc.dedup AS d (topic_id, dedup_id, event_id, expires_at) "
+                  "VALUES ($1, $2, $3, $4 + $5) "
+                  "ON CONFLICT (topic_id, dedup_id) DO UPDATE "
+                  "SET event_id = excluded.event_id, expires_at = excluded.expires_at "
+                  "WHERE d.expires_at <= $4 RETURNING d.event_id",
+                  5, claim_types);
   Datum args[5] = {Int32GetDatum(topic->id), PointerGetDatum(dedup_id), Int64GetDatum(new_id),
                    TimestampTzGetDatum(now), IntervalPGetDatum(&topic->dedup_window)};
   int rc = SPI_execute_plan(claim, args, nullptr, false, 1);
@@ -161,7 +150,7 @@ int64 ClaimDedupId(const TopicInfo *topic, text *dedup_id, int64 new_id, Timesta
 
   // A live entry exists (and is now locked by us): return the event it names.
   static const Oid lookup_types[2] = {INT4OID, TEXTOID};
-  SPIPlanPtr lookup = Prepare(
+  SPIPlanPtr lookup = PrepareOnce(
       &dedup_lookup_plan, "SELECT event_id FROM evproc.dedup WHERE topic_id = $1 AND dedup_id = $2",
       2, lookup_types);
   rc = SPI_execute_plan(lookup, args, nullptr, false, 1);
@@ -180,7 +169,7 @@ char NullFlag(const void *value) { return value == nullptr ? 'n' : ' '; }
 void InsertOne(const TopicInfo *topic, const EventInput *event, int64 id, TimestampTz now) {
   static const Oid types[9] = {INT8OID,  INT4OID,  INT4OID, TEXTOID,       TEXTOID,
                                JSONBOID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
-  SPIPlanPtr plan = Prepare(
+  SPIPlanPtr plan = PrepareOnce(
       &insert_plan,
       "INSERT INTO evproc.event (id, topic_id, partition, key, type, payload, headers, dedup_id, "
       "enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -319,7 +308,7 @@ void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *i
     ++rows;
   }
   if (rows == 0) return;
-  SPIPlanPtr plan = Prepare(
+  SPIPlanPtr plan = PrepareOnce(
       &insert_many_plan,
       "INSERT INTO evproc.event (id, topic_id, partition, key, type, payload, headers, dedup_id, "
       "enqueued_at) SELECT u.id, $1, u.partition, u.key, u.type, u.payload, u.headers, "

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/schema_api.hpp"
+#include "spi_plan.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -69,19 +70,14 @@ void FlushCache() {
 // Reads one topic row. Returns false when there is none.
 bool LoadTopic(const char *name, TopicInfo *info) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
-  if (lookup_plan == nullptr) {
-    Oid arg_types[1] = {TEXTOID};
-    SPIPlanPtr plan = SPI_prepare(
-        "SELECT id, partitions, coalesce(max_pending, 0), dedup_window, payload_schema::text "
-        "FROM evproc.topic WHERE name = $1",
-        1, arg_types);
-    if (plan == nullptr)
-      elog(ERROR, "evproc: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-    SPI_keepplan(plan);
-    lookup_plan = plan;
-  }
+  static const Oid arg_types[1] = {TEXTOID};
+  SPIPlanPtr lookup = PrepareOnce(
+      &lookup_plan,
+      "SELECT id, partitions, coalesce(max_pending, 0), dedup_window, payload_schema::text "
+      "FROM evproc.topic WHERE name = $1",
+      1, arg_types);
   Datum args[1] = {CStringGetTextDatum(name)};
-  int rc = SPI_execute_plan(lookup_plan, args, nullptr, true, 1);
+  int rc = SPI_execute_plan(lookup, args, nullptr, true, 1);
   if (rc != SPI_OK_SELECT)
     elog(ERROR, "evproc: topic lookup failed: %s", SPI_result_code_string(rc));
   bool found = SPI_processed == 1;

@@ -4,9 +4,10 @@ EXTENSION = evproc
 EXTVERSION = 0.1.0
 MODULE_big = evproc
 
-CORE_OBJS = src/core/json_schema.o src/core/schema_api.o
+CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
-          src/topic_admin.o src/boundary_test.o src/spi_plan.o
+          src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
+          src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
@@ -40,8 +41,9 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(DATA_built): extension/$(EXTENSION).sql
-	cp $< $@
+# The install script: topics and enqueue, then delivery.
+$(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql
+	cat $^ > $@
 
 .PHONY: unit format format-check lint
 unit:

@@ -62,5 +62,5 @@ END $$;
 
 \echo '== the event log (audit history), per partition'
 SELECT partition, count(*) AS events, min(id) AS first_id, max(id) AS last_id
-  FROM evproc.event GROUP BY partition ORDER BY partition;
-SELECT id, key, type, payload, dedup_id FROM evproc.event ORDER BY id LIMIT 3;
+  FROM evproc.log GROUP BY partition ORDER BY partition;
+SELECT id, key, type, payload, dedup_id FROM evproc.log ORDER BY id LIMIT 3;

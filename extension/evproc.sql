@@ -27,7 +27,7 @@ CREATE SEQUENCE evproc.event_id_seq AS bigint;
 -- No primary key: ids come from evproc.event_id_seq and are unique by construction,
 -- and a second btree would be maintained on every enqueue. Lookups by id go through a
 -- BRIN index, which suits ids that grow with the physical position of rows.
-CREATE TABLE evproc.event (
+CREATE TABLE evproc.log (
     id          bigint NOT NULL,
     topic_id    integer NOT NULL,
     partition   integer NOT NULL,
@@ -39,12 +39,12 @@ CREATE TABLE evproc.event (
     enqueued_at timestamptz NOT NULL,
     xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 );
-ALTER SEQUENCE evproc.event_id_seq OWNED BY evproc.event.id;
+ALTER SEQUENCE evproc.event_id_seq OWNED BY evproc.log.id;
 -- The snapshot-window index (DESIGN §3): a unit (topic, partition) reads exactly the
 -- rows whose xid falls in a window; id orders the rows inside one transaction.
-CREATE INDEX event_window_idx ON evproc.event (topic_id, partition, xid, id);
-CREATE INDEX event_id_brin ON evproc.event USING brin (id);
-COMMENT ON TABLE evproc.event IS 'evproc event log (append-only)';
+CREATE INDEX event_window_idx ON evproc.log (topic_id, partition, xid, id);
+CREATE INDEX event_id_brin ON evproc.log USING brin (id);
+COMMENT ON TABLE evproc.log IS 'evproc event log (append-only)';
 
 -------------------------------------------------------------------------------
 -- Dedup ids: one row per (topic, dedup id) while its window lasts.
@@ -60,7 +60,7 @@ COMMENT ON TABLE evproc.dedup IS 'evproc dedup ids, expired rows are replaced on
 
 -- Config tables keep their rows in pg_dump.
 SELECT pg_catalog.pg_extension_config_dump('evproc.topic', '');
-SELECT pg_catalog.pg_extension_config_dump('evproc.event', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.log', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.dedup', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.event_id_seq', '');
 
@@ -193,10 +193,11 @@ BEGIN
         RAISE EXCEPTION 'payload_schema and clear_schema are mutually exclusive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF partitions IS NOT NULL AND partitions <> t.partitions
-       AND EXISTS (SELECT 1 FROM evproc.event e WHERE e.topic_id = t.id) THEN
+       AND (EXISTS (SELECT 1 FROM evproc.log e WHERE e.topic_id = t.id)
+            OR EXISTS (SELECT 1 FROM evproc.subscription s WHERE s.topic_id = t.id)) THEN
         -- Re-hashing keys would put a key's new events in another partition than its
         -- older ones, and the two partitions are drained independently: order would break.
-        RAISE EXCEPTION 'cannot change the partitions of topic "%" once it has events', name
+        RAISE EXCEPTION 'cannot change the partitions of topic "%" once it has events or subscriptions', name
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Create a new topic with the desired partitions and move publishers to it.';
     END IF;
@@ -225,11 +226,17 @@ BEGIN
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'topic name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    DELETE FROM evproc.topic AS tp WHERE tp.name = evproc_drop_topic.name RETURNING tp.id INTO dropped_id;
+    SELECT tp.id INTO dropped_id FROM evproc.topic AS tp WHERE tp.name = evproc_drop_topic.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'topic "%" does not exist', name USING ERRCODE = 'undefined_object';
     END IF;
-    DELETE FROM evproc.event WHERE topic_id = dropped_id;
+    IF EXISTS (SELECT 1 FROM evproc.subscription s WHERE s.topic_id = dropped_id) THEN
+        RAISE EXCEPTION 'cannot drop topic "%" because subscriptions depend on it', name
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Unsubscribe them first (see evproc_subscriptions).';
+    END IF;
+    DELETE FROM evproc.topic AS tp WHERE tp.id = dropped_id;
+    DELETE FROM evproc.log WHERE topic_id = dropped_id;
     DELETE FROM evproc.dedup WHERE topic_id = dropped_id;
 END
 $fn$;
@@ -266,26 +273,34 @@ AS $fn$
 $fn$;
 
 -- The read of one window: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B,
--- $6 xmax(B). Kept in one place so tests can EXPLAIN exactly what delivery runs.
+-- $6 xmax(B), $7/$8 the (xid, id) cursor inside the window, $9 the most rows to return,
+-- $10 the oldest enqueued_at wanted (a subscription that starts inside the history).
+-- Kept in one place so tests can EXPLAIN exactly what delivery runs.
+-- Rows come in (xid, id) order, the order of event_window_idx: a batch reads only its
+-- own rows and the cursor resumes with an index seek, however big the window (an id
+-- order would re-read and sort the rest of the window at every batch). A transaction's
+-- events keep their enqueue order; transactions are ordered by xid inside one window.
 -- Each branch (point look-ups for xip(A), one range scan for [xmax(A), xmax(B))) is an
 -- index scan on event_window_idx when the bounds are bound as values; a join against
 -- evproc.tick would scan from xid 0. xip(A) lies below xmax(A): the branches never overlap.
 CREATE FUNCTION evproc.window_sql() RETURNS text
     LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT 'SELECT w.* FROM (
-           SELECT e.* FROM evproc.event e
+           SELECT e.* FROM evproc.log e
             WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid = ANY ($3)
+              AND (e.xid, e.id) > ($7, $8) AND e.enqueued_at >= $10
               AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
            UNION ALL
-           SELECT e.* FROM evproc.event e
+           SELECT e.* FROM evproc.log e
             WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid >= $4 AND e.xid < $6
+              AND (e.topic_id, e.partition, e.xid, e.id) > ($1, $2, $7, $8) AND e.enqueued_at >= $10
               AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)) w
-          ORDER BY w.id'::text $fn$;
+          ORDER BY w.xid, w.id LIMIT $9'::text $fn$;
 
--- The events of one (topic, partition) in the window (from_tick, to_tick], in id order.
+-- The events of one (topic, partition) in the window (from_tick, to_tick], in delivery order.
 CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,
                                      from_tick bigint, to_tick bigint)
-    RETURNS SETOF evproc.event
+    RETURNS SETOF evproc.log
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -301,6 +316,7 @@ BEGIN
     RETURN QUERY EXECUTE evproc.window_sql()
         USING topic_id, partition,
               ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b);
+              b, pg_snapshot_xmax(b), '0'::xid8, 0::bigint, NULL::bigint,
+              '-infinity'::timestamptz;
 END
 $fn$;

@@ -19,26 +19,26 @@ SELECT evproc_enqueue('orders', 'customer-42', '{"order_id": 1}', 'OrderCreated.
 SELECT id = :first_id AS same_id, key, type, payload, headers, dedup_id,
        enqueued_at <= clock_timestamp() AS stamped,
        xid::text::bigint > 0 AS has_xid
-  FROM evproc.event WHERE id = :first_id;
+  FROM evproc.log WHERE id = :first_id;
 
 -- Inside one transaction, the events carry the transaction's xid8.
 BEGIN;
 SELECT evproc_enqueue('orders', 'a', '{"n": 1}') AS a_id \gset
 SELECT evproc_enqueue('orders', 'b', '{"n": 2}') AS b_id \gset
 SELECT count(DISTINCT xid) = 1 AND min(xid) = pg_current_xact_id() AS same_xid
-  FROM evproc.event WHERE id IN (:a_id, :b_id);
+  FROM evproc.log WHERE id IN (:a_id, :b_id);
 SELECT :b_id > :a_id AS ids_grow;
 COMMIT;
 
 -- Partitions follow the documented FNV-1a 64-bit hash of the key (fixed values: a
 -- change of hash breaks ordering of existing data and must be caught here).
-SELECT key, partition FROM evproc.event WHERE id IN (:first_id, :a_id, :b_id) ORDER BY id;
+SELECT key, partition FROM evproc.log WHERE id IN (:first_id, :a_id, :b_id) ORDER BY id;
 SELECT evproc_enqueue('orders', 'customer-42', '{"n": 3}') AS again_id \gset
-SELECT partition FROM evproc.event WHERE id = :again_id;
+SELECT partition FROM evproc.log WHERE id = :again_id;
 -- Keyless events are spread by id.
 SELECT evproc_enqueue('orders', NULL, '{"n": 4}') AS keyless_id \gset
 SELECT partition = (:keyless_id % 16) AS keyless_spread, key IS NULL AS no_key
-  FROM evproc.event WHERE id = :keyless_id;
+  FROM evproc.log WHERE id = :keyless_id;
 
 -- Unqualified call works with a default search_path; internals stay in schema evproc.
 SELECT pg_get_function_identity_arguments('evproc_enqueue'::regproc);
@@ -49,7 +49,7 @@ SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 SELECT evproc_enqueue('strict', 'k', '{"order_id": 7, "status": "new", "customer": {"id": "c1"}}') > 0 AS valid;
 
 -- Refusals: SQLSTATE and a message that names the field.
-SELECT count(*) AS before FROM evproc.event \gset
+SELECT count(*) AS before FROM evproc.log \gset
 SELECT pg_temp.try($$SELECT evproc_enqueue(NULL, 'k', '{}')$$);
 SELECT pg_temp.try($$SELECT evproc_enqueue('', 'k', '{}')$$);
 SELECT pg_temp.try($$SELECT evproc_enqueue('missing', 'k', '{}')$$);
@@ -79,14 +79,14 @@ SELECT pg_temp.try($$SELECT evproc_enqueue('strict', 'k', '{"order_id": 7, "cust
 SELECT pg_temp.try($$SELECT evproc_enqueue('strict', 'k', '{"order_id": 7, "customer": {"id": "123456789"}}')$$);
 SELECT pg_temp.try($$SELECT evproc_enqueue('strict', 'k', '{"order_id": 7, "customer": {}}')$$);
 SELECT pg_temp.try($$SELECT evproc_enqueue('strict', 'k', '{"order_id": 7, "customer": {"id": "c"}, "extra": 1}')$$);
-SELECT count(*) = :before AS nothing_written FROM evproc.event;
+SELECT count(*) = :before AS nothing_written FROM evproc.log;
 
 -- An error after earlier enqueues in the same transaction rolls all of them back.
 BEGIN;
 SELECT evproc_enqueue('orders', 'k', '{"n": 10}') > 0 AS ok;
 SELECT evproc_enqueue('orders', 'k', '[]');
 ROLLBACK;
-SELECT count(*) = :before AS nothing_written FROM evproc.event;
+SELECT count(*) = :before AS nothing_written FROM evproc.log;
 
 -- Batch form: ids in input order, one row per event, same validation per element.
 SELECT evproc_enqueue_batch('orders', '[
@@ -99,9 +99,9 @@ SELECT array_length(:'ids'::bigint[], 1) AS n,
        (:'ids'::bigint[])[1] < (:'ids'::bigint[])[2] AS ordered;
 SELECT e.key, e.type, e.payload, e.headers, e.dedup_id, e.partition
   FROM unnest(:'ids'::bigint[]) WITH ORDINALITY AS u(id, pos)
-  JOIN evproc.event e ON e.id = u.id WHERE e.key IS NOT NULL ORDER BY u.pos;
+  JOIN evproc.log e ON e.id = u.id WHERE e.key IS NOT NULL ORDER BY u.pos;
 SELECT evproc_enqueue_batch('orders', '[]') AS empty_batch;
-SELECT count(*) AS before FROM evproc.event \gset
+SELECT count(*) AS before FROM evproc.log \gset
 SELECT pg_temp.try($$SELECT evproc_enqueue_batch('orders', NULL)$$);
 SELECT pg_temp.try($$SELECT evproc_enqueue_batch(NULL, '[]')$$);
 SELECT pg_temp.try($$SELECT evproc_enqueue_batch('orders', '{"payload": {}}')$$);
@@ -116,12 +116,12 @@ SELECT pg_temp.try($$SELECT evproc_enqueue_batch('strict', '[{"payload": {"order
 SET evproc.max_batch_events = 2;
 SELECT pg_temp.try($$SELECT evproc_enqueue_batch('orders', '[{"payload": {}}, {"payload": {}}, {"payload": {}}]')$$);
 RESET evproc.max_batch_events;
-SELECT count(*) = :before AS nothing_written FROM evproc.event;
+SELECT count(*) = :before AS nothing_written FROM evproc.log;
 
 -- The window index serves the snapshot-window scan of DESIGN §3 with literal bounds.
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF)
-SELECT id FROM evproc.event
+SELECT id FROM evproc.log
  WHERE topic_id = 1 AND partition = 3 AND xid >= '1000'::xid8 AND xid < '2000'::xid8
  ORDER BY xid, id;
 RESET enable_seqscan;

@@ -60,7 +60,7 @@ SELECT evproc_alter_topic('tp_payments', partitions => 8);                  -- s
 SELECT evproc_enqueue('tp_payments', 'k', '{"amount": 2}', dedup_id => 'd1') > 0 AS enqueued;
 SELECT evproc_drop_topic('tp_payments');
 SELECT count(*) AS topics FROM evproc_topics WHERE name = 'tp_payments';
-SELECT count(*) AS events FROM evproc.event e WHERE NOT EXISTS (SELECT 1 FROM evproc.topic t WHERE t.id = e.topic_id);
+SELECT count(*) AS events FROM evproc.log e WHERE NOT EXISTS (SELECT 1 FROM evproc.topic t WHERE t.id = e.topic_id);
 SELECT count(*) AS dedup FROM evproc.dedup d WHERE NOT EXISTS (SELECT 1 FROM evproc.topic t WHERE t.id = d.topic_id);
 SELECT evproc_drop_topic('tp_payments');                                    -- 42704
 SELECT evproc_drop_topic(NULL);                                          -- 22023

@@ -8,7 +8,7 @@ SELECT evproc_enqueue('win', 'w', '{"n": 2}') > 0 AS enqueued;
 SELECT evproc.take_tick() AS tick_b \gset
 SELECT evproc_enqueue('win', 'w', '{"n": 3}') > 0 AS enqueued;
 SELECT evproc.take_tick() AS tick_c \gset
-SELECT partition AS w_partition FROM evproc.event WHERE key = 'w' LIMIT 1 \gset
+SELECT partition AS w_partition FROM evproc.log WHERE key = 'w' LIMIT 1 \gset
 
 -- Each window holds exactly the events committed between its ticks, in id order.
 SELECT string_agg(payload->>'n', ',' ORDER BY id) AS a_to_b
@@ -32,7 +32,7 @@ SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_obj
          'key', 'k' || g, 'payload', jsonb_build_object('n', g))) FROM generate_series(1, 10000) g))) AS loaded;
 SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_object(
          'key', 'k' || g, 'payload', jsonb_build_object('n', g))) FROM generate_series(1, 10000) g))) AS loaded;
-ANALYZE evproc.event;
+ANALYZE evproc.log;
 SELECT 'PREPARE window_read(int, int, xid8[], xid8, pg_snapshot, xid8) AS ' || evproc.window_sql() \gexec
 -- The plan's shape, without the literal bounds (which differ from run to run).
 CREATE FUNCTION pg_temp.plan_shape(statement text) RETURNS SETOF text LANGUAGE plpgsql AS $fn$

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "commit_wake.hpp"
 #include "core/partition_hash.hpp"
 #include "core/schema_api.hpp"
 #include "pg_headers.hpp"
@@ -171,7 +172,7 @@ void InsertOne(const TopicInfo *topic, const EventInput *event, int64 id, Timest
                                JSONBOID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
   SPIPlanPtr plan = PrepareOnce(
       &insert_plan,
-      "INSERT INTO evproc.event (id, topic_id, partition, key, type, payload, headers, dedup_id, "
+      "INSERT INTO evproc.log (id, topic_id, partition, key, type, payload, headers, dedup_id, "
       "enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
       9, types);
   Datum args[9] = {Int64GetDatum(id),
@@ -196,6 +197,7 @@ void InsertOne(const TopicInfo *topic, const EventInput *event, int64 id, Timest
   int rc = SPI_execute_plan(plan, args, nulls, false, 0);
   if (rc != SPI_OK_INSERT)
     elog(ERROR, "evproc: event insert failed: %s", SPI_result_code_string(rc));
+  NoteEnqueued(topic->id, DatumGetInt32(args[2]));
 }
 
 text *ArgText(FunctionCallInfo fcinfo, int n) {
@@ -301,6 +303,7 @@ void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *i
     nulls[0][rows] = false;
     values[1][rows] = Int32GetDatum(PartitionOf(topic, event.key, ids[i]));
     nulls[1][rows] = false;
+    NoteEnqueued(topic->id, DatumGetInt32(values[1][rows]));
     for (int c = 2; c < kColumns; ++c) {
       values[c][rows] = PointerGetDatum(column_values[c]);
       nulls[c][rows] = column_values[c] == nullptr;
@@ -310,7 +313,7 @@ void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *i
   if (rows == 0) return;
   SPIPlanPtr plan = PrepareOnce(
       &insert_many_plan,
-      "INSERT INTO evproc.event (id, topic_id, partition, key, type, payload, headers, dedup_id, "
+      "INSERT INTO evproc.log (id, topic_id, partition, key, type, payload, headers, dedup_id, "
       "enqueued_at) SELECT u.id, $1, u.partition, u.key, u.type, u.payload, u.headers, "
       "u.dedup_id, $9 FROM unnest($2, $3, $4, $5, $6, $7, $8) "
       "AS u(id, partition, key, type, payload, headers, dedup_id)",

@@ -1,6 +1,9 @@
 // Module entry: magic block, _PG_init and settings.
+#include "background.hpp"
+#include "commit_wake.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
+#include "shared_state.hpp"
 #include "topic_cache.hpp"
 
 extern "C" {
@@ -24,13 +27,21 @@ void DefineSettings() {
   DefineCustomIntVariable(
       "evproc.max_batch_events", "Most events accepted by one evproc_enqueue_batch call.", nullptr,
       &max_batch_events, 10000, 1, 1000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineBackgroundSettings();
   MarkGUCPrefixReserved("evproc");
 }
 
 }  // namespace evproc
 
 // Nothing here may throw: _PG_init is called by PostgreSQL's C code.
+// Loaded without shared_preload_libraries, evproc still publishes (and its functions
+// work), but no launcher runs and nothing is delivered; evproc_subscribe warns.
 void _PG_init(void) {
   evproc::DefineSettings();
   evproc::RegisterTopicCacheInvalidation();
+  evproc::RegisterCommitWake();
+  if (process_shared_preload_libraries_in_progress) {
+    evproc::RequestSharedState();
+    evproc::RegisterLauncher();
+  }
 }

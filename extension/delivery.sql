@@ -1,0 +1,425 @@
+
+-------------------------------------------------------------------------------
+-- Delivery (DESIGN §4, §5): subscriptions, progress per unit, retries, dead letters.
+-- Appended to evproc.sql by make to form the install script.
+-------------------------------------------------------------------------------
+
+-- What a handler receives, one per event: batch handlers take evproc.event[], per-event
+-- handlers take evproc.event. attempt counts from 1; replay marks re-delivered history.
+CREATE TYPE evproc.event AS (
+    id          bigint,
+    topic       text,
+    key         text,
+    type        text,
+    payload     jsonb,
+    headers     jsonb,
+    enqueued_at timestamptz,
+    attempt     integer,
+    replay      boolean
+);
+
+-- A tick that sees nothing: units that start from retained history start here.
+INSERT INTO evproc.tick (id, snapshot, taken_at) OVERRIDING SYSTEM VALUE
+VALUES (0, '1:1:', '-infinity');
+
+CREATE TABLE evproc.subscription (
+    id                   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name                 text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$'),
+    topic_id             integer NOT NULL REFERENCES evproc.topic (id),
+    -- Schema-qualified signature, resolved at each batch: it survives pg_dump and
+    -- pg_upgrade (unlike a regprocedure column) and a dropped handler is noticed.
+    handler              text NOT NULL,
+    handler_form         text NOT NULL CHECK (handler_form IN ('batch', 'event')),
+    owner                regrole NOT NULL,
+    batch_size           integer NOT NULL CHECK (batch_size BETWEEN 1 AND 10000),
+    max_attempts         integer NOT NULL CHECK (max_attempts BETWEEN 1 AND 1000),
+    backoff_base         interval NOT NULL CHECK (backoff_base > interval '0'),
+    backoff_cap          interval NOT NULL,
+    handler_timeout      interval NOT NULL CHECK (handler_timeout > interval '0'),
+    on_dead_letter       text NOT NULL CHECK (on_dead_letter IN ('skip', 'block')),
+    -- Circuit breaker: above this failure ratio over the last minute (and at least
+    -- breaker_min_attempts attempts), the subscription pauses for breaker_cooldown.
+    failure_budget       real NOT NULL CHECK (failure_budget > 0 AND failure_budget <= 1),
+    breaker_min_attempts integer NOT NULL CHECK (breaker_min_attempts >= 1),
+    breaker_cooldown     interval NOT NULL CHECK (breaker_cooldown > interval '0'),
+    paused               boolean NOT NULL DEFAULT false,
+    paused_reason        text,
+    breaker_open_until   timestamptz,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    CHECK (backoff_cap >= backoff_base)
+);
+COMMENT ON TABLE evproc.subscription IS 'evproc subscriptions; change them only through evproc_subscribe/pause/resume/unsubscribe';
+
+-- One row per unit of work (subscription, partition); a worker holds a unit by locking
+-- its row. The only row updated on the hot path, once per batch: fillfactor leaves room
+-- for HOT updates.
+CREATE TABLE evproc.progress (
+    subscription_id integer NOT NULL REFERENCES evproc.subscription (id) ON DELETE CASCADE,
+    partition       integer NOT NULL,
+    tick_id         bigint NOT NULL,   -- everything visible in this tick is handled
+    window_tick     bigint,            -- the tick of the window being drained, if any
+    cursor_xid      xid8,              -- last (xid, id) handled inside that window
+    cursor_id       bigint,
+    history_from    timestamptz,       -- window from tick 0: skip events enqueued before
+    retry_due_at    timestamptz,       -- earliest due parked key ('infinity': only blocked)
+    batches         bigint NOT NULL DEFAULT 0,
+    delivered       bigint NOT NULL DEFAULT 0,
+    last_batch_at   timestamptz,
+    PRIMARY KEY (subscription_id, partition)
+) WITH (fillfactor = 50);
+
+-- Parked events: a failed event heads its key (is_head) and waits for its next attempt;
+-- later events of that key wait behind it in seq order. Rows exist only while parked.
+CREATE SEQUENCE evproc.retry_seq AS bigint;
+CREATE TABLE evproc.retry (
+    subscription_id integer NOT NULL REFERENCES evproc.subscription (id) ON DELETE CASCADE,
+    partition       integer NOT NULL,
+    key             text,
+    event_id        bigint NOT NULL,
+    seq             bigint NOT NULL DEFAULT nextval('evproc.retry_seq'),
+    event           evproc.event NOT NULL,
+    is_head         boolean NOT NULL,
+    blocked         boolean NOT NULL DEFAULT false,
+    attempt         integer NOT NULL DEFAULT 0,        -- failed attempts so far
+    next_attempt_at timestamptz NOT NULL,
+    first_failed_at timestamptz,
+    last_failed_at  timestamptz,
+    sqlstate        text,
+    message         text,
+    detail          text,
+    hint            text,
+    context         text,
+    PRIMARY KEY (subscription_id, event_id)
+);
+ALTER SEQUENCE evproc.retry_seq OWNED BY evproc.retry.seq;
+CREATE INDEX retry_unit_idx ON evproc.retry (subscription_id, partition, key, seq);
+CREATE INDEX retry_head_idx ON evproc.retry (subscription_id, partition, next_attempt_at)
+    WHERE is_head;
+
+CREATE TABLE evproc.dead_letter (
+    subscription_id integer NOT NULL REFERENCES evproc.subscription (id) ON DELETE CASCADE,
+    event_id        bigint NOT NULL,
+    partition       integer NOT NULL,
+    key             text,
+    type            text,
+    payload         jsonb NOT NULL,
+    headers         jsonb,
+    enqueued_at     timestamptz NOT NULL,
+    attempts        integer NOT NULL,
+    sqlstate        text NOT NULL,
+    message         text,
+    detail          text,
+    hint            text,
+    context         text,
+    first_failed_at timestamptz NOT NULL,
+    last_failed_at  timestamptz NOT NULL,
+    worker_pid      integer NOT NULL,
+    dead_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription_id, event_id)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('evproc.subscription', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.progress', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.retry', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.retry_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.tick', 'WHERE id > 0');
+
+-------------------------------------------------------------------------------
+-- C functions of delivery
+-------------------------------------------------------------------------------
+-- The newest tick at which (topic, partition) may have gained events (shared memory;
+-- conservative: never lower than the truth). Workers skip units at or past it.
+CREATE FUNCTION evproc.dirty_tick(topic_id integer, partition integer) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'evproc_dirty_tick' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+-- Wakes the launcher when the calling transaction commits (admin changes use it).
+CREATE FUNCTION evproc.wake_at_commit() RETURNS void
+    AS 'MODULE_PATHNAME', 'evproc_wake_at_commit' LANGUAGE C STRICT VOLATILE;
+
+-- Is evproc loaded through shared_preload_libraries (so that a launcher runs)?
+CREATE FUNCTION evproc.preloaded() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'evproc_preloaded' LANGUAGE C STRICT STABLE;
+
+-------------------------------------------------------------------------------
+-- Subscription administration
+-------------------------------------------------------------------------------
+-- Resolves a handler name or signature to a function that takes evproc.event[] (batch
+-- form) or evproc.event (per-event form). 42883 when nothing by that name exists,
+-- 42P13 when it exists with the wrong shape.
+-- No SET search_path: a bare handler name is looked up in the caller's search_path
+-- (pg_catalog still comes first for everything else), and stored schema-qualified.
+CREATE FUNCTION evproc.resolve_handler(handler text, OUT fn oid, OUT form text, OUT signature text)
+    LANGUAGE plpgsql STABLE
+AS $fn$
+DECLARE
+    p pg_catalog.pg_proc;
+BEGIN
+    IF handler IS NULL OR handler = '' THEN
+        RAISE EXCEPTION 'handler must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF strpos(handler, '(') > 0 THEN
+        fn := to_regprocedure(handler);
+    ELSE
+        fn := coalesce(to_regprocedure(handler || '(evproc.event[])'),
+                       to_regprocedure(handler || '(evproc.event)'));
+        IF fn IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE oid = to_regproc(handler)) THEN
+            RAISE EXCEPTION 'handler % must take one argument of type evproc.event[] or evproc.event', handler
+                USING ERRCODE = 'invalid_function_definition';
+        END IF;
+    END IF;
+    IF fn IS NULL THEN
+        RAISE EXCEPTION 'handler function % does not exist', handler USING ERRCODE = 'undefined_function',
+            HINT = 'Create f(evproc.event[]) (batch form) or f(evproc.event) (per-event form) first.';
+    END IF;
+    SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid = fn;
+    IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
+       OR p.proargtypes[0] NOT IN ('evproc.event'::regtype, 'evproc.event[]'::regtype) THEN
+        RAISE EXCEPTION 'handler % must be a function of one argument of type evproc.event[] or evproc.event returning a single value',
+                        fn::regprocedure USING ERRCODE = 'invalid_function_definition';
+    END IF;
+    form := CASE WHEN p.proargtypes[0] = 'evproc.event[]'::regtype THEN 'batch' ELSE 'event' END;
+    signature := format('%I.%I(%s)', (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = p.pronamespace),
+                        p.proname, CASE form WHEN 'batch' THEN 'evproc.event[]' ELSE 'evproc.event' END);
+END
+$fn$;
+
+CREATE FUNCTION evproc.check_subscription_settings(
+    batch_size integer, max_attempts integer, backoff_base interval, backoff_cap interval,
+    handler_timeout interval, on_dead_letter text, failure_budget real,
+    breaker_min_attempts integer, breaker_cooldown interval)
+    RETURNS void LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000, got %', coalesce(max_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF backoff_base IS NULL OR backoff_base <= interval '0' OR backoff_cap IS NULL OR backoff_cap < backoff_base THEN
+        RAISE EXCEPTION 'backoff_base must be positive and backoff_cap at least backoff_base, got % and %',
+                        coalesce(backoff_base::text, 'NULL'), coalesce(backoff_cap::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF handler_timeout IS NULL OR handler_timeout <= interval '0' OR handler_timeout > interval '1 day' THEN
+        RAISE EXCEPTION 'handler_timeout must be between 0 and 1 day, got %', coalesce(handler_timeout::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF on_dead_letter IS NULL OR on_dead_letter NOT IN ('skip', 'block') THEN
+        RAISE EXCEPTION 'on_dead_letter must be ''skip'' or ''block'', got %', coalesce(quote_literal(on_dead_letter), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF failure_budget IS NULL OR NOT (failure_budget > 0 AND failure_budget <= 1) THEN
+        RAISE EXCEPTION 'failure_budget must be in (0, 1], got %', coalesce(failure_budget::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF breaker_min_attempts IS NULL OR breaker_min_attempts < 1 THEN
+        RAISE EXCEPTION 'breaker_min_attempts must be at least 1, got %', coalesce(breaker_min_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF breaker_cooldown IS NULL OR breaker_cooldown <= interval '0' THEN
+        RAISE EXCEPTION 'breaker_cooldown must be a positive interval, got %', coalesce(breaker_cooldown::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$fn$;
+
+-- start_from: NULL (default) delivers events committed from now on; a timestamp starts
+-- from the retained history enqueued at or after it ('-infinity': all of it).
+CREATE FUNCTION public.evproc_subscribe(name text, topic text, handler text,
+                                        batch_size integer DEFAULT 100,
+                                        max_attempts integer DEFAULT 10,
+                                        backoff_base interval DEFAULT '1 second',
+                                        backoff_cap interval DEFAULT '10 minutes',
+                                        handler_timeout interval DEFAULT '30 seconds',
+                                        on_dead_letter text DEFAULT 'skip',
+                                        start_from timestamptz DEFAULT NULL,
+                                        run_as regrole DEFAULT NULL,
+                                        failure_budget real DEFAULT 0.5,
+                                        breaker_min_attempts integer DEFAULT 20,
+                                        breaker_cooldown interval DEFAULT '30 seconds')
+    RETURNS integer LANGUAGE plpgsql
+-- No SET search_path, so that the handler name resolves like the caller would; every
+-- other name is qualified.
+AS $fn$
+DECLARE
+    t evproc.topic;
+    h record;
+    owner_role regrole := coalesce(run_as, current_user::regrole);
+    start_tick bigint;
+    new_id integer;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid subscription name "%"', name USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use 1 to 63 characters among letters, digits, "_", ".", ":" and "-", starting with a letter or digit.';
+    END IF;
+    IF topic IS NULL OR topic = '' THEN
+        RAISE EXCEPTION 'topic must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = topic FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', topic USING ERRCODE = 'undefined_object';
+    END IF;
+    h := evproc.resolve_handler(handler);
+    PERFORM evproc.check_subscription_settings(batch_size, max_attempts, backoff_base, backoff_cap,
+        handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts, breaker_cooldown);
+    -- Handlers run as the owner, never as a superuser (a handler's code must not gain
+    -- powers by being called from a superuser background worker).
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = owner_role) THEN
+        RAISE EXCEPTION 'subscription owner % is a superuser; handlers never run as a superuser', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Pass run_as => a non-superuser role that may execute the handler.';
+    END IF;
+    IF NOT pg_has_role(current_user, owner_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to create a subscription owned by %', owner_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT has_function_privilege(owner_role, h.fn, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not execute handler %', owner_role, h.fn::regprocedure
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The key-share lock keeps maintenance from deleting the start tick before our
+    -- progress rows commit (maintenance skips locked ticks).
+    SELECT id INTO start_tick FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
+    INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
+        max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
+        failure_budget, breaker_min_attempts, breaker_cooldown)
+    VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
+        backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
+        breaker_cooldown)
+    RETURNING id INTO new_id;
+    -- From history: the window from tick 0 (sees nothing) holds all retained events.
+    -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
+    INSERT INTO evproc.progress (subscription_id, partition, tick_id, history_from)
+    SELECT new_id, p,
+           CASE WHEN start_from IS NULL THEN start_tick ELSE 0 END,
+           CASE WHEN start_from IS NOT NULL THEN start_from
+                WHEN start_tick = 0 THEN now() END
+      FROM generate_series(0, t.partitions - 1) AS p;
+    IF NOT evproc.preloaded() THEN
+        RAISE WARNING 'evproc is not in shared_preload_libraries: subscription "%" will receive events once it is', name;
+    END IF;
+    PERFORM evproc.wake_at_commit();
+    RETURN new_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = 'duplicate_object';
+END
+$fn$;
+
+CREATE FUNCTION evproc.subscription_for_update(name text) RETURNS evproc.subscription
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO s FROM evproc.subscription AS sb WHERE sb.name = subscription_for_update.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT pg_has_role(current_user, s.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied for subscription "%"', name USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN s;
+END
+$fn$;
+
+CREATE FUNCTION public.evproc_pause(name text, reason text DEFAULT 'paused by operator')
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_for_update(name);
+BEGIN
+    UPDATE evproc.subscription SET paused = true, paused_reason = coalesce(reason, 'paused by operator')
+     WHERE id = s.id;
+END
+$fn$;
+
+-- Resuming also closes an open circuit breaker and re-checks the handler, so a dropped
+-- handler recreated under the same name is picked up.
+CREATE FUNCTION public.evproc_resume(name text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_for_update(name);
+    h record := evproc.resolve_handler(s.handler);
+BEGIN
+    UPDATE evproc.subscription
+       SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
+           handler = h.signature, handler_form = h.form
+     WHERE id = s.id;
+    PERFORM evproc.wake_at_commit();
+END
+$fn$;
+
+CREATE FUNCTION public.evproc_unsubscribe(name text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_for_update(name);
+BEGIN
+    -- Waits for a worker holding one of its units to commit its batch.
+    PERFORM 1 FROM evproc.progress WHERE subscription_id = s.id FOR UPDATE;
+    DELETE FROM evproc.subscription WHERE id = s.id;
+END
+$fn$;
+
+CREATE VIEW public.evproc_subscriptions AS
+SELECT s.name, t.name AS topic, s.handler, s.handler_form, s.owner, s.batch_size,
+       s.max_attempts, s.backoff_base, s.backoff_cap, s.handler_timeout, s.on_dead_letter,
+       CASE WHEN s.paused THEN 'paused'
+            WHEN s.breaker_open_until > now() THEN 'cooling down'
+            ELSE 'active' END AS state,
+       CASE WHEN s.paused THEN s.paused_reason
+            WHEN s.breaker_open_until > now() THEN s.paused_reason END AS reason,
+       s.breaker_open_until,
+       (SELECT sum(p.delivered) FROM evproc.progress p WHERE p.subscription_id = s.id)::bigint AS delivered,
+       (SELECT count(*) FROM evproc.retry r WHERE r.subscription_id = s.id) AS parked,
+       (SELECT count(*) FROM evproc.dead_letter d WHERE d.subscription_id = s.id) AS dead_letters,
+       s.created_at
+  FROM evproc.subscription s JOIN evproc.topic t ON t.id = s.topic_id;
+
+CREATE VIEW public.evproc_dead_letters AS
+SELECT s.name AS subscription, d.event_id, d.partition, d.key, d.type, d.payload, d.headers,
+       d.enqueued_at, d.attempts, d.sqlstate, d.message, d.detail, d.hint, d.context,
+       d.first_failed_at, d.last_failed_at, d.worker_pid, d.dead_at
+  FROM evproc.dead_letter d JOIN evproc.subscription s ON s.id = d.subscription_id;
+
+-- Maintenance, run by the launcher: forget ticks no unit needs and expired dedup ids.
+-- Idle units are first moved to the newest tick when their window holds nothing, so a
+-- quiet partition does not pin old ticks forever.
+CREATE FUNCTION evproc.maintain() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    newest bigint := (SELECT max(id) FROM evproc.tick);
+    u record;
+BEGIN
+    FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
+               FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
+              WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
+                FOR UPDATE OF p SKIP LOCKED LOOP
+        IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest)) THEN
+            UPDATE evproc.progress SET tick_id = newest
+             WHERE subscription_id = u.subscription_id AND partition = u.partition;
+        END IF;
+    END LOOP;
+    DELETE FROM evproc.tick
+     WHERE ctid = ANY (ARRAY(
+           SELECT ctid FROM evproc.tick
+            WHERE id > 0 AND id < newest
+              AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
+                                   FROM evproc.progress), newest)
+              FOR UPDATE SKIP LOCKED));
+    DELETE FROM evproc.dedup
+     WHERE ctid = ANY (ARRAY(SELECT ctid FROM evproc.dedup WHERE expires_at < now() LIMIT 10000));
+END
+$fn$;

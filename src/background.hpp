@@ -1,0 +1,22 @@
+// evproc's background processes (DESIGN §5): the launcher (static, one per server,
+// connected to evproc.database) and its pool of delivery workers (dynamic).
+#pragma once
+
+#include "pg_headers.hpp"
+
+extern "C" {
+PGDLLEXPORT void evproc_launcher_main(Datum main_arg);
+PGDLLEXPORT void evproc_worker_main(Datum main_arg);
+}
+
+namespace evproc {
+
+extern char *database_name;      // evproc.database
+extern int worker_count;         // evproc.workers
+extern int tick_interval_ms;     // evproc.tick_interval
+extern int maintenance_interval_s;  // evproc.maintenance_interval
+
+void DefineBackgroundSettings();
+void RegisterLauncher();  // from _PG_init, preload only
+
+}  // namespace evproc

@@ -1,0 +1,15 @@
+// Commit wake (DESIGN §5): an enqueuing transaction's commit wakes the launcher through
+// shared memory and its latch, so an idle system delivers in milliseconds without
+// polling, and publishing needs nothing but a plain function call (no LISTEN/NOTIFY,
+// which transaction-mode poolers break).
+#pragma once
+
+#include "pg_headers.hpp"
+
+namespace evproc {
+
+void RegisterCommitWake();                      // from _PG_init
+void NoteEnqueued(int32 topic_id, int32 partition);  // remember for this transaction
+void WakeAtCommit();  // wake the launcher at commit, no partition written
+
+}  // namespace evproc

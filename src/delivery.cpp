@@ -1,0 +1,767 @@
+#include "delivery.hpp"
+
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/backoff.hpp"
+#include "delivery_sql.hpp"
+#include "error_boundary.hpp"
+#include "handler_call.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "commands/extension.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+namespace evproc {
+namespace {
+
+using pg::CallPostgres;
+
+// ---------------------------------------------------------------------------------------
+// Kept plans, prepared again when the extension is re-created (its OIDs change).
+// ---------------------------------------------------------------------------------------
+struct Plans {
+  Oid extension = InvalidOid;
+  Oid event_type = InvalidOid;
+  SPIPlanPtr claim = nullptr;
+  SPIPlanPtr next_due = nullptr;
+  SPIPlanPtr bounds = nullptr;
+  SPIPlanPtr due_retries = nullptr;
+  SPIPlanPtr parked_keys = nullptr;
+  SPIPlanPtr window = nullptr;
+  SPIPlanPtr delete_retries = nullptr;
+  SPIPlanPtr park = nullptr;
+  SPIPlanPtr dead_letter = nullptr;
+  SPIPlanPtr promote = nullptr;
+  SPIPlanPtr advance = nullptr;
+  SPIPlanPtr pause = nullptr;
+  SPIPlanPtr trip = nullptr;
+};
+Plans plans;
+
+SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
+  SPIPlanPtr plan = SPI_prepare(text, nargs, const_cast<Oid *>(types));
+  if (plan == nullptr) {
+    elog(ERROR, "evproc: could not prepare a delivery statement: %s",
+         SPI_result_code_string(SPI_result));
+  }
+  SPI_keepplan(plan);
+  return plan;
+}
+
+void FreePlans() {
+  SPIPlanPtr *all[] = {&plans.claim,          &plans.next_due, &plans.bounds,
+                       &plans.due_retries,    &plans.parked_keys, &plans.window,
+                       &plans.delete_retries, &plans.park,     &plans.dead_letter,
+                       &plans.promote,        &plans.advance,  &plans.pause,
+                       &plans.trip};
+  for (SPIPlanPtr *plan : all) {
+    if (*plan != nullptr) SPI_freeplan(*plan);
+    *plan = nullptr;
+  }
+}
+
+// PostgreSQL code; inside SPI. Returns false when the extension is not installed.
+bool EnsurePlans() {
+  Oid extension = get_extension_oid("evproc", true);
+  if (!OidIsValid(extension)) return false;
+  if (extension == plans.extension) return true;
+  FreePlans();
+  if (SPI_execute(sql::kTypes, true, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc: could not read the delivery types");
+  }
+  bool isnull = false;
+  Oid event_type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  char *window_sql = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+  char *window_text = psprintf("%s%s%s", sql::kWindowPrefix, window_sql, sql::kWindowSuffix);
+
+  const Oid two_ids[] = {INT4OID, INT4OID};
+  const Oid bounds_types[] = {INT8OID, INT8OID};
+  const Oid due_types[] = {INT4OID, INT4OID, INT4OID};
+  const Oid window_types[] = {INT4OID, INT4OID,  XID8ARRAYOID, XID8OID,        PG_SNAPSHOTOID, XID8OID,
+                              XID8OID, INT8OID, INT8OID,      TIMESTAMPTZOID, TEXTOID};
+  const Oid delete_types[] = {INT4OID, INT8ARRAYOID};
+  const Oid park_types[] = {INT4OID, INT4OID,        TEXTOID,        INT8OID, event_type,
+                            BOOLOID, BOOLOID,        INT4OID,        TIMESTAMPTZOID,
+                            TIMESTAMPTZOID, TEXTOID, TEXTOID,        TEXTOID, TEXTOID, TEXTOID};
+  const Oid dead_types[] = {INT4OID, INT4OID, event_type, INT4OID,        TEXTOID,        TEXTOID,
+                            TEXTOID, TEXTOID, TEXTOID,    TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
+  const Oid promote_types[] = {INT4OID, INT4OID, TEXTARRAYOID};
+  const Oid advance_types[] = {INT4OID, INT4OID,        INT8OID, INT8OID, XID8OID,
+                               INT8OID, TIMESTAMPTZOID, BOOLOID, INT8OID};
+  const Oid reason_types[] = {INT4OID, TEXTOID};
+
+  plans.claim = Prepare(sql::kClaimUnit, 0, nullptr);
+  plans.next_due = Prepare(sql::kNextDue, 0, nullptr);
+  plans.bounds = Prepare(sql::kWindowBounds, 2, bounds_types);
+  plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
+  plans.parked_keys = Prepare(sql::kParkedKeys, 2, two_ids);
+  plans.window = Prepare(window_text, 11, window_types);
+  plans.delete_retries = Prepare(sql::kDeleteRetries, 2, delete_types);
+  plans.park = Prepare(sql::kParkEvent, 15, park_types);
+  plans.dead_letter = Prepare(sql::kDeadLetter, 12, dead_types);
+  plans.promote = Prepare(sql::kPromoteHeads, 3, promote_types);
+  plans.advance = Prepare(sql::kAdvance, 9, advance_types);
+  plans.pause = Prepare(sql::kPause, 2, reason_types);
+  plans.trip = Prepare(sql::kTripBreaker, 2, reason_types);
+  plans.event_type = event_type;
+  plans.extension = extension;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Small SPI helpers (PostgreSQL code; POD only).
+// ---------------------------------------------------------------------------------------
+uint64 Run(SPIPlanPtr plan, const Datum *args, const char *nulls, bool read_only, int expected) {
+  int rc = SPI_execute_plan(plan, const_cast<Datum *>(args), nulls, read_only, 0);
+  if (rc != expected) elog(ERROR, "evproc: delivery statement failed: %s", SPI_result_code_string(rc));
+  return SPI_processed;
+}
+
+Datum Column(uint64 row, int column, bool *isnull) {
+  return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, isnull);
+}
+
+// A column copied into the batch context (SPI frees its results).
+Datum CopiedColumn(uint64 row, int column, bool *isnull, MemoryContext context) {
+  Datum value = Column(row, column, isnull);
+  if (*isnull) return value;
+  Form_pg_attribute attribute = TupleDescAttr(SPI_tuptable->tupdesc, column - 1);
+  MemoryContext previous = MemoryContextSwitchTo(context);
+  value = datumCopy(value, attribute->attbyval, attribute->attlen);
+  MemoryContextSwitchTo(previous);
+  return value;
+}
+
+char *CopiedText(uint64 row, int column, MemoryContext context) {
+  bool isnull = false;
+  Datum value = Column(row, column, &isnull);
+  if (isnull) return nullptr;
+  return MemoryContextStrdup(context, TextDatumGetCString(value));
+}
+
+Datum TextOrNull(const char *value) { return value == nullptr ? 0 : CStringGetTextDatum(value); }
+char NullFlag(bool isnull) { return isnull ? 'n' : ' '; }
+
+// ---------------------------------------------------------------------------------------
+// The claimed unit and its batch.
+// ---------------------------------------------------------------------------------------
+struct Unit {
+  int32 subscription_id;
+  int32 partition;
+  int64 tick_id;
+  int64 window_tick;  // 0: none
+  Datum cursor_xid;
+  bool has_cursor;
+  int64 cursor_id;
+  TimestampTz history_from;
+  bool has_history_from;
+  bool has_retries;   // retry_due_at is set: parked keys exist
+  bool retries_due;
+  char *name;
+  int32 topic_id;
+  char *topic;
+  char *handler;
+  Oid handler_fn;     // InvalidOid: dropped
+  bool batch_form;
+  Oid owner;
+  char *owner_state;  // ok, missing, superuser, no_execute
+  int32 batch_size;
+  int32 max_attempts;
+  int64 backoff_base_us;
+  int64 backoff_cap_us;
+  int32 timeout_ms;
+  bool block_on_dead;
+  double failure_budget;
+  int32 breaker_min_attempts;
+};
+
+enum class Outcome { kPending, kDelivered, kFailed, kParked };
+
+struct Item {
+  int64 event_id;
+  Datum event;  // evproc.event
+  const char *key;
+  bool from_retry;
+  int32 failed_attempts;  // before this delivery
+  TimestampTz first_failed_at;
+  bool has_first_failed_at;
+  Outcome outcome;
+  ErrorData *error;
+};
+
+// POD list in the batch context: filled by PostgreSQL-facing code, which must not own
+// C++ containers (an ERROR longjmps through it).
+struct ItemList {
+  Item *items;
+  int count;
+  int capacity;
+};
+
+void Append(ItemList *list, const Item &item, MemoryContext context) {
+  if (list->count == list->capacity) {
+    int capacity = list->capacity == 0 ? 64 : list->capacity * 2;
+    auto *grown = static_cast<Item *>(MemoryContextAlloc(context, sizeof(Item) * capacity));
+    if (list->count > 0) std::memcpy(grown, list->items, sizeof(Item) * list->count);
+    list->items = grown;
+    list->capacity = capacity;
+  }
+  list->items[list->count++] = item;
+}
+
+struct KeyList {
+  char **keys;
+  int count;
+};
+
+struct Window {
+  bool present;
+  int64 target_tick;
+  Datum target_snapshot;
+  Datum target_xmax;
+  Datum from_xip;
+  Datum from_xmax;
+  Datum last_xid;
+  int64 last_id;
+  bool read_any;
+  bool complete;
+};
+
+bool ClaimUnit(Unit *unit, MemoryContext context) {
+  if (Run(plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0) return false;
+  bool isnull = false;
+  unit->subscription_id = DatumGetInt32(Column(0, 1, &isnull));
+  unit->partition = DatumGetInt32(Column(0, 2, &isnull));
+  unit->tick_id = DatumGetInt64(Column(0, 3, &isnull));
+  Datum window_tick = Column(0, 4, &isnull);
+  unit->window_tick = isnull ? 0 : DatumGetInt64(window_tick);
+  unit->cursor_xid = CopiedColumn(0, 5, &isnull, context);
+  unit->has_cursor = !isnull;
+  Datum cursor_id = Column(0, 6, &isnull);
+  unit->cursor_id = isnull ? 0 : DatumGetInt64(cursor_id);
+  Datum history_from = Column(0, 7, &isnull);
+  unit->has_history_from = !isnull;
+  unit->history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history_from);
+  Datum retry_due_at = Column(0, 8, &isnull);
+  unit->has_retries = !isnull;
+  unit->retries_due = !isnull && DatumGetTimestampTz(retry_due_at) <= GetCurrentTransactionStartTimestamp();
+  unit->name = CopiedText(0, 9, context);
+  unit->topic_id = DatumGetInt32(Column(0, 10, &isnull));
+  unit->topic = CopiedText(0, 11, context);
+  Datum fn = Column(0, 12, &isnull);
+  unit->handler_fn = isnull ? InvalidOid : DatumGetObjectId(fn);
+  unit->batch_form = DatumGetBool(Column(0, 13, &isnull));
+  unit->owner = DatumGetObjectId(Column(0, 14, &isnull));
+  unit->owner_state = CopiedText(0, 15, context);
+  unit->batch_size = DatumGetInt32(Column(0, 16, &isnull));
+  unit->max_attempts = DatumGetInt32(Column(0, 17, &isnull));
+  unit->backoff_base_us = DatumGetInt64(Column(0, 18, &isnull));
+  unit->backoff_cap_us = DatumGetInt64(Column(0, 19, &isnull));
+  unit->timeout_ms = DatumGetInt32(Column(0, 20, &isnull));
+  unit->block_on_dead = DatumGetBool(Column(0, 21, &isnull));
+  unit->failure_budget = DatumGetFloat8(Column(0, 22, &isnull));
+  unit->breaker_min_attempts = DatumGetInt32(Column(0, 23, &isnull));
+  unit->handler = CopiedText(0, 24, context);
+  return true;
+}
+
+TimestampTz NextDue() {
+  Run(plans.next_due, nullptr, nullptr, true, SPI_OK_SELECT);
+  bool isnull = false;
+  Datum due = Column(0, 1, &isnull);
+  return isnull ? 0 : DatumGetTimestampTz(due);
+}
+
+// Why the handler cannot run at all, or nullptr.
+const char *HandlerProblem(const Unit &unit) {
+  if (!OidIsValid(unit.handler_fn)) {
+    return psprintf("handler %s does not exist (dropped?); recreate it and call evproc_resume",
+                    unit.handler);
+  }
+  std::string_view state(unit.owner_state);
+  if (state == "missing") return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
+  if (state == "superuser") {
+    return psprintf("owner %s is now a superuser; handlers never run as a superuser",
+                    GetUserNameFromId(unit.owner, false));
+  }
+  if (state == "no_execute") {
+    return psprintf("owner %s may not execute handler %s", GetUserNameFromId(unit.owner, false),
+                    unit.handler);
+  }
+  return nullptr;
+}
+
+void SetReason(SPIPlanPtr plan, const Unit &unit, const char *reason) {
+  Datum args[] = {Int32GetDatum(unit.subscription_id), CStringGetTextDatum(reason)};
+  Run(plan, args, nullptr, false, SPI_OK_UPDATE);
+}
+
+void ReadWindowBounds(const Unit &unit, Window *window, MemoryContext context) {
+  Datum args[] = {Int64GetDatum(unit.tick_id), Int64GetDatum(unit.window_tick)};
+  char nulls[] = {' ', NullFlag(unit.window_tick == 0), '\0'};
+  if (Run(plans.bounds, args, nulls, true, SPI_OK_SELECT) != 1) {
+    elog(ERROR, "evproc: ticks of subscription \"%s\" partition %d are missing", unit.name,
+         unit.partition);
+  }
+  bool isnull = false;
+  window->target_tick = DatumGetInt64(Column(0, 1, &isnull));
+  window->present = window->target_tick > unit.tick_id;
+  window->target_snapshot = CopiedColumn(0, 2, &isnull, context);
+  window->target_xmax = CopiedColumn(0, 3, &isnull, context);
+  window->from_xip = CopiedColumn(0, 4, &isnull, context);
+  window->from_xmax = CopiedColumn(0, 5, &isnull, context);
+  window->last_xid = unit.cursor_xid;
+  window->last_id = unit.cursor_id;
+  window->read_any = false;
+  window->complete = false;
+}
+
+void ReadDueRetries(const Unit &unit, ItemList *items, MemoryContext context) {
+  Datum args[] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition),
+                  Int32GetDatum(unit.batch_size)};
+  uint64 rows = Run(plans.due_retries, args, nullptr, true, SPI_OK_SELECT);
+  for (uint64 row = 0; row < rows; ++row) {
+    bool isnull = false;
+    Item item{};
+    item.event_id = DatumGetInt64(Column(row, 1, &isnull));
+    item.event = CopiedColumn(row, 2, &isnull, context);
+    item.key = CopiedText(row, 3, context);
+    item.from_retry = true;
+    item.failed_attempts = DatumGetInt32(Column(row, 4, &isnull));
+    Datum first = Column(row, 5, &isnull);
+    item.has_first_failed_at = !isnull;
+    item.first_failed_at = isnull ? 0 : DatumGetTimestampTz(first);
+    item.outcome = Outcome::kPending;
+    Append(items, item, context);
+  }
+}
+
+void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
+  Datum args[] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition)};
+  uint64 rows = Run(plans.parked_keys, args, nullptr, true, SPI_OK_SELECT);
+  keys->keys = static_cast<char **>(MemoryContextAlloc(context, sizeof(char *) * (rows + 1)));
+  keys->count = static_cast<int>(rows);
+  for (uint64 row = 0; row < rows; ++row) keys->keys[row] = CopiedText(row, 1, context);
+}
+
+void ReadWindow(const Unit &unit, Window *window, int limit, ItemList *items,
+                MemoryContext context) {
+  static const Datum kZeroXid = 0;
+  Datum args[] = {Int32GetDatum(unit.topic_id),
+                  Int32GetDatum(unit.partition),
+                  window->from_xip,
+                  window->from_xmax,
+                  window->target_snapshot,
+                  window->target_xmax,
+                  unit.has_cursor ? window->last_xid : kZeroXid,
+                  Int64GetDatum(unit.has_cursor ? window->last_id : 0),
+                  Int64GetDatum(limit),
+                  TimestampTzGetDatum(unit.history_from),
+                  CStringGetTextDatum(unit.topic)};
+  uint64 rows = Run(plans.window, args, nullptr, true, SPI_OK_SELECT);
+  for (uint64 row = 0; row < rows; ++row) {
+    bool isnull = false;
+    Item item{};
+    item.event = CopiedColumn(row, 1, &isnull, context);
+    item.event_id = DatumGetInt64(Column(row, 2, &isnull));
+    window->last_xid = CopiedColumn(row, 3, &isnull, context);
+    window->last_id = item.event_id;
+    item.key = CopiedText(row, 4, context);
+    item.outcome = Outcome::kPending;
+    Append(items, item, context);
+  }
+  window->read_any = rows > 0;
+  window->complete = rows < static_cast<uint64>(limit);
+}
+
+// ---------------------------------------------------------------------------------------
+// Delivery with poison isolation.
+// ---------------------------------------------------------------------------------------
+class Batch {
+ public:
+  Batch(const Unit &unit, ItemList &items, MemoryContext context)
+      : items_(items.items), count_(static_cast<size_t>(items.count)), context_(context) {
+    target_ = HandlerTarget{unit.handler_fn, unit.batch_form, unit.owner, unit.timeout_ms,
+                            plans.event_type};
+  }
+
+  // Delivers the pending items in order. Returns the error of a handler that is broken
+  // for the whole batch (nothing was charged to the events), or nullptr.
+  ErrorData *Deliver(const std::unordered_set<std::string> &parked) {
+    std::vector<size_t> line;
+    for (size_t i = 0; i < count_; ++i) {
+      Item &item = items_[i];
+      // Window events of parked keys wait behind their head, in order.
+      if (!item.from_retry && item.key != nullptr && parked.count(item.key) != 0) {
+        item.outcome = Outcome::kParked;
+        continue;
+      }
+      line.push_back(i);
+    }
+    if (line.empty()) return nullptr;
+    ErrorData *error = TryCall(line);
+    if (error == nullptr) {
+      for (size_t i : line) items_[i].outcome = Outcome::kDelivered;
+      return nullptr;
+    }
+    if (IsBrokenHandler(error)) return error;
+    Bisect(line, error);
+    return nullptr;
+  }
+
+ private:
+  // Errors that say the handler itself cannot work (its code refers to something missing
+  // or forbidden), whatever the events: pause instead of burning every event's attempts.
+  static bool IsBrokenHandler(const ErrorData *error) {
+    const char *state = unpack_sql_state(error->sqlerrcode);
+    return std::strncmp(state, "42", 2) == 0 || std::strncmp(state, "3F", 2) == 0;
+  }
+
+  ErrorData *TryCall(const std::vector<size_t> &line) {
+    std::vector<Datum> events;
+    events.reserve(line.size());
+    for (size_t i : line) events.push_back(items_[i].event);
+    return CallHandlerIsolated(target_, events.data(), static_cast<int>(events.size()), context_);
+  }
+
+  // The line failed as a whole with `error`: split it until the poison events are alone.
+  // Halves go in order, and a key that failed holds back its later events.
+  void Bisect(const std::vector<size_t> &line, ErrorData *error) {
+    if (line.size() == 1) {
+      MarkFailed(line.front(), error);
+      return;
+    }
+    size_t half = line.size() / 2;
+    DeliverLine(std::vector<size_t>(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(half)));
+    DeliverLine(std::vector<size_t>(line.begin() + static_cast<std::ptrdiff_t>(half), line.end()));
+  }
+
+  void DeliverLine(const std::vector<size_t> &candidates) {
+    std::vector<size_t> line;
+    for (size_t i : candidates) {
+      Item &item = items_[i];
+      if (item.key != nullptr && failed_keys_.count(item.key) != 0) {
+        if (!item.from_retry) item.outcome = Outcome::kParked;
+        continue;  // a retry stays where it is in line
+      }
+      line.push_back(i);
+    }
+    if (line.empty()) return;
+    ErrorData *error = TryCall(line);
+    if (error == nullptr) {
+      for (size_t i : line) items_[i].outcome = Outcome::kDelivered;
+      return;
+    }
+    Bisect(line, error);
+  }
+
+  void MarkFailed(size_t index, ErrorData *error) {
+    Item &item = items_[index];
+    item.outcome = Outcome::kFailed;
+    item.error = error;
+    if (item.key != nullptr) failed_keys_.emplace(item.key);
+  }
+
+  Item *items_;
+  size_t count_;
+  MemoryContext context_;
+  HandlerTarget target_{};
+  std::unordered_set<std::string> failed_keys_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Writing the outcome.
+// ---------------------------------------------------------------------------------------
+struct ErrorFields {
+  Datum values[5];
+  char nulls[5];
+};
+
+ErrorFields FieldsOf(const ErrorData *error) {
+  ErrorFields fields{};
+  const char *texts[5] = {error != nullptr ? pstrdup(unpack_sql_state(error->sqlerrcode)) : nullptr,
+                          error != nullptr ? error->message : nullptr,
+                          error != nullptr ? error->detail : nullptr,
+                          error != nullptr ? error->hint : nullptr,
+                          error != nullptr ? error->context : nullptr};
+  for (int i = 0; i < 5; ++i) {
+    fields.values[i] = TextOrNull(texts[i]);
+    fields.nulls[i] = NullFlag(texts[i] == nullptr);
+  }
+  return fields;
+}
+
+void Park(const Unit &unit, const Item &item, bool head, bool blocked, int32 attempt,
+          TimestampTz next_attempt, const ErrorData *error, TimestampTz now) {
+  ErrorFields fields = FieldsOf(error);
+  Datum args[15] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition),
+                    TextOrNull(item.key), Int64GetDatum(item.event_id), item.event,
+                    BoolGetDatum(head), BoolGetDatum(blocked), Int32GetDatum(attempt),
+                    TimestampTzGetDatum(next_attempt), TimestampTzGetDatum(now)};
+  char nulls[16] = {' ', ' ', NullFlag(item.key == nullptr), ' ', ' ', ' ', ' ', ' ', ' ',
+                    NullFlag(error == nullptr)};
+  for (int i = 0; i < 5; ++i) {
+    args[10 + i] = fields.values[i];
+    nulls[10 + i] = fields.nulls[i];
+  }
+  nulls[15] = '\0';
+  Run(plans.park, args, nulls, false, SPI_OK_INSERT);
+}
+
+void DeadLetter(const Unit &unit, const Item &item, int32 attempts, TimestampTz now) {
+  ErrorFields fields = FieldsOf(item.error);
+  Datum args[12] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition), item.event,
+                    Int32GetDatum(attempts)};
+  char nulls[13] = {' ', ' ', ' ', ' '};
+  for (int i = 0; i < 5; ++i) {
+    args[4 + i] = fields.values[i];
+    nulls[4 + i] = fields.nulls[i];
+  }
+  args[9] = TimestampTzGetDatum(item.first_failed_at);
+  nulls[9] = NullFlag(!item.has_first_failed_at);
+  args[10] = TimestampTzGetDatum(now);
+  nulls[10] = ' ';
+  args[11] = Int32GetDatum(MyProcPid);
+  nulls[11] = ' ';
+  nulls[12] = '\0';
+  Run(plans.dead_letter, args, nulls, false, SPI_OK_INSERT);
+}
+
+// The unit's new position: past the window when it was read to its end.
+void Advance(const Unit &unit, const Window &window, bool retries_changed, int64 delivered) {
+  bool finished = window.present && window.complete;
+  bool in_window = window.present && !window.complete;
+  bool has_cursor = in_window && (window.read_any || unit.has_cursor);
+  Datum args[9] = {Int32GetDatum(unit.subscription_id),
+                   Int32GetDatum(unit.partition),
+                   Int64GetDatum(finished ? window.target_tick : unit.tick_id),
+                   Int64GetDatum(window.target_tick),
+                   has_cursor ? window.last_xid : 0,
+                   Int64GetDatum(window.last_id),
+                   TimestampTzGetDatum(unit.history_from),
+                   BoolGetDatum(retries_changed),
+                   Int64GetDatum(delivered)};
+  char nulls[10] = {' ',
+                    ' ',
+                    ' ',
+                    NullFlag(!in_window),
+                    NullFlag(!has_cursor),
+                    NullFlag(!has_cursor),
+                    NullFlag(finished || !unit.has_history_from),
+                    ' ',
+                    ' ',
+                    '\0'};
+  Run(plans.advance, args, nulls, false, SPI_OK_UPDATE);
+}
+
+struct Tally {
+  int64 delivered = 0;
+  int64 failed = 0;
+  int64 dead = 0;
+};
+
+Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
+  return CallPostgres([&] {
+    int16 length = 0;
+    bool by_value = false;
+    char align = 0;
+    get_typlenbyvalalign(type, &length, &by_value, &align);
+    return PointerGetDatum(construct_array(const_cast<Datum *>(values.data()),
+                                           static_cast<int>(values.size()), type, length,
+                                           by_value, align));
+  });
+}
+
+// Records every item's outcome in line order (so parked events keep their order) and
+// moves the unit.
+Tally WriteOutcome(const Unit &unit, const ItemList &items, const Window &window) {
+  Tally tally;
+  TimestampTz now = CallPostgres([] { return GetCurrentTransactionStartTimestamp(); });
+  std::vector<Datum> settled_retries;  // delivered, or dead without blocking their key
+  std::vector<Datum> heads_moved;      // keys whose head left the line
+  bool retries_changed = false;
+  for (int i = 0; i < items.count; ++i) {
+    const Item &item = items.items[i];
+    switch (item.outcome) {
+      case Outcome::kDelivered:
+        ++tally.delivered;
+        if (item.from_retry) {
+          settled_retries.push_back(Int64GetDatum(item.event_id));
+          if (item.key != nullptr) heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
+        }
+        break;
+      case Outcome::kParked:
+        // Behind its key's head; only window events get here.
+        CallPostgres([&] { Park(unit, item, false, false, 0, DT_NOEND, nullptr, now); });
+        retries_changed = true;
+        break;
+      case Outcome::kFailed: {
+        ++tally.failed;
+        retries_changed = true;
+        int32 attempts = item.failed_attempts + 1;
+        if (attempts >= unit.max_attempts) {
+          ++tally.dead;
+          CallPostgres([&] { DeadLetter(unit, item, attempts, now); });
+          if (unit.block_on_dead && item.key != nullptr) {
+            CallPostgres([&] { Park(unit, item, true, true, attempts, DT_NOEND, item.error, now); });
+          } else if (item.from_retry) {
+            settled_retries.push_back(Int64GetDatum(item.event_id));
+            if (item.key != nullptr) heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
+          }
+        } else {
+          CallPostgres([&] {
+            int64 delay = core::BackoffDelay(attempts, unit.backoff_base_us, unit.backoff_cap_us,
+                                             pg_prng_double(&pg_global_prng_state));
+            Park(unit, item, true, false, attempts, now + delay, item.error, now);
+          });
+        }
+        break;
+      }
+      case Outcome::kPending:
+        break;  // a retry held back behind its key's new failure: stays in line
+    }
+  }
+  if (!settled_retries.empty()) {
+    retries_changed = true;
+    Datum ids = ArrayOf(settled_retries, INT8OID);
+    CallPostgres([&] {
+      Datum args[] = {Int32GetDatum(unit.subscription_id), ids};
+      Run(plans.delete_retries, args, nullptr, false, SPI_OK_DELETE);
+    });
+  }
+  if (!heads_moved.empty()) {
+    Datum keys = ArrayOf(heads_moved, TEXTOID);
+    CallPostgres([&] {
+      Datum args[] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition), keys};
+      Run(plans.promote, args, nullptr, false, SPI_OK_UPDATE);
+    });
+  }
+  CallPostgres([&] { Advance(unit, window, retries_changed, tally.delivered); });
+  return tally;
+}
+
+// ---------------------------------------------------------------------------------------
+// The circuit breaker: each worker judges the failures it saw over the last minute.
+// ---------------------------------------------------------------------------------------
+std::unordered_map<int32, core::FailureWindow> failure_windows;
+
+void JudgeBreaker(const Unit &unit, const Tally &tally, int64 attempted) {
+  if (attempted == 0) return;
+  core::FailureWindow &window = failure_windows[unit.subscription_id];
+  int64 now = static_cast<int64>(CallPostgres([] { return GetCurrentTimestamp(); }) / USECS_PER_SEC);
+  window.Record(now, attempted, tally.failed);
+  if (!window.Exceeded(now, unit.failure_budget, unit.breaker_min_attempts)) return;
+  int64 seen = window.Attempts(now);
+  int64 failed = window.Failures(now);
+  window.Reset();
+  CallPostgres([&] {
+    const char *reason = psprintf(
+        "circuit breaker: %lld of %lld deliveries failed in the last minute (budget %.0f%%); "
+        "cooling down",
+        static_cast<long long>(failed), static_cast<long long>(seen), unit.failure_budget * 100);
+    SetReason(plans.trip, unit, reason);
+    ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, reason)));
+  });
+}
+
+MemoryContext BatchContext() {
+  static MemoryContext context = nullptr;
+  if (context == nullptr) {
+    context = CallPostgres([] {
+      return AllocSetContextCreate(TopMemoryContext, "evproc batch", ALLOCSET_DEFAULT_SIZES);
+    });
+  }
+  return context;
+}
+
+}  // namespace
+
+BatchResult RunOneBatch() {
+  MemoryContext context = BatchContext();
+  CallPostgres([&] {
+    MemoryContextReset(context);
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
+    PushActiveSnapshot(GetTransactionSnapshot());
+  });
+  auto finish = [] {
+    CallPostgres([] {
+      PopActiveSnapshot();
+      SPI_finish();
+      CommitTransactionCommand();
+      pgstat_report_activity(STATE_IDLE, nullptr);
+    });
+  };
+
+  Unit unit{};
+  bool claimed = CallPostgres([&] { return EnsurePlans() && ClaimUnit(&unit, context); });
+  if (!claimed) {
+    TimestampTz next_due = CallPostgres([] { return OidIsValid(plans.extension) ? NextDue() : 0; });
+    finish();
+    return BatchResult{false, next_due};
+  }
+  CallPostgres([&] {
+    pgstat_report_activity(STATE_RUNNING,
+                           psprintf("evproc: subscription %s partition %d", unit.name, unit.partition));
+  });
+
+  const char *problem = CallPostgres([&] { return HandlerProblem(unit); });
+  if (problem != nullptr) {
+    CallPostgres([&] {
+      SetReason(plans.pause, unit, problem);
+      ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, problem)));
+    });
+    finish();
+    return BatchResult{true, 0};
+  }
+
+  ItemList items{};
+  KeyList parked_keys{};
+  Window window{};
+  CallPostgres([&] { ReadWindowBounds(unit, &window, context); });
+  if (unit.retries_due) CallPostgres([&] { ReadDueRetries(unit, &items, context); });
+  if (unit.has_retries) CallPostgres([&] { ReadParkedKeys(unit, &parked_keys, context); });
+  std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
+  int room = unit.batch_size - items.count;
+  if (window.present && room > 0) CallPostgres([&] { ReadWindow(unit, &window, room, &items, context); });
+
+  Batch batch(unit, items, context);
+  ErrorData *broken = batch.Deliver(parked);
+  if (broken != nullptr) {
+    // The handler fails before looking at any event: nothing is charged, the unit does
+    // not move, and the subscription waits for an operator.
+    CallPostgres([&] {
+      const char *reason = psprintf("handler %s is broken: %s: %s; fix it and call evproc_resume",
+                                    unit.handler, unpack_sql_state(broken->sqlerrcode),
+                                    broken->message != nullptr ? broken->message : "");
+      SetReason(plans.pause, unit, reason);
+      ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, reason)));
+    });
+    finish();
+    return BatchResult{true, 0};
+  }
+  Tally tally = CallPostgres([&] { return WriteOutcome(unit, items, window); });
+  int64 attempted = tally.delivered + tally.failed;
+  JudgeBreaker(unit, tally, attempted);
+  finish();
+  return BatchResult{true, 0};
+}
+
+}  // namespace evproc

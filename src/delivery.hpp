@@ -1,0 +1,20 @@
+// One batch of delivery (DESIGN §3, §4): claim a unit, read its due retries and the next
+// events of its snapshot window, hand them to the subscription's handler, isolate poison
+// events, park their keys, record dead letters, and move the unit's position, all in
+// one transaction with the handler's effects.
+#pragma once
+
+#include "pg_headers.hpp"
+
+namespace evproc {
+
+struct BatchResult {
+  bool worked;            // a unit was claimed (run the next batch at once)
+  TimestampTz next_due;   // when idle: the earliest retry or breaker end (0: none)
+};
+
+// Runs one batch in its own transaction. Errors of evproc's own statements propagate
+// as pg::PgError with the transaction still open: the caller aborts it.
+BatchResult RunOneBatch();
+
+}  // namespace evproc

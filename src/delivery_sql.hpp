@@ -1,0 +1,140 @@
+// The statements delivery runs, kept in one place. Each is prepared once per worker
+// (and again when the extension is re-created) and bound with parameters only.
+#pragma once
+
+namespace evproc::sql {
+
+// A unit with work: a window in progress, new ticks where its partition got events,
+// or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
+// least recently served unit goes first.
+inline constexpr const char *kClaimUnit = R"sql(
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_xid, p.cursor_id,
+       p.history_from, p.retry_due_at, s.name, s.topic_id, t.name, h.fn,
+       s.handler_form = 'batch', s.owner::oid,
+       CASE WHEN r.oid IS NULL THEN 'missing'
+            WHEN r.rolsuper THEN 'superuser'
+            WHEN h.fn IS NOT NULL
+             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
+            ELSE 'ok' END,
+       s.batch_size, s.max_attempts,
+       (extract(epoch FROM s.backoff_base) * 1000000)::int8,
+       (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
+       least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
+  FROM evproc.progress p
+  JOIN evproc.subscription s ON s.id = p.subscription_id
+  JOIN evproc.topic t ON t.id = s.topic_id
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
+  CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
+ WHERE NOT s.paused
+   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
+   AND (p.window_tick IS NOT NULL
+        OR p.tick_id < evproc.dirty_tick(s.topic_id, p.partition)
+        OR p.retry_due_at <= now())
+ ORDER BY p.last_batch_at NULLS FIRST
+ LIMIT 1
+   FOR UPDATE OF p SKIP LOCKED)sql";
+
+// When idle: the earliest moment a retry falls due or a breaker closes.
+inline constexpr const char *kNextDue = R"sql(
+SELECT min(due) FROM (
+  SELECT p.retry_due_at AS due FROM evproc.progress p
+    JOIN evproc.subscription s ON s.id = p.subscription_id
+   WHERE NOT s.paused AND p.retry_due_at < 'infinity'
+  UNION ALL
+  SELECT breaker_open_until FROM evproc.subscription
+   WHERE NOT paused AND breaker_open_until > now()) d)sql";
+
+// The unit's window: from tick A ($1) to its window tick or the newest tick ($2).
+inline constexpr const char *kWindowBounds = R"sql(
+SELECT b.id, b.snapshot, pg_catalog.pg_snapshot_xmax(b.snapshot),
+       ARRAY(SELECT pg_catalog.pg_snapshot_xip(a.snapshot)), pg_catalog.pg_snapshot_xmax(a.snapshot)
+  FROM evproc.tick a, evproc.tick b
+ WHERE a.id = $1 AND b.id = coalesce($2, (SELECT max(id) FROM evproc.tick)))sql";
+
+// Due parked keys of the unit with the events waiting behind them, in line order.
+inline constexpr const char *kDueRetries = R"sql(
+WITH due AS (
+  SELECT key, event_id FROM evproc.retry
+   WHERE subscription_id = $1 AND partition = $2 AND is_head AND NOT blocked
+     AND next_attempt_at <= now()
+   ORDER BY next_attempt_at LIMIT $3)
+SELECT r.event_id,
+       ROW((r.event).id, (r.event).topic, (r.event).key, (r.event).type, (r.event).payload,
+           (r.event).headers, (r.event).enqueued_at, r.attempt + 1, (r.event).replay)::evproc.event,
+       r.key, r.attempt, r.first_failed_at
+  FROM evproc.retry r
+ WHERE r.subscription_id = $1 AND r.partition = $2 AND NOT r.blocked
+   AND (r.event_id IN (SELECT event_id FROM due WHERE key IS NULL)
+        OR r.key IN (SELECT key FROM due WHERE key IS NOT NULL))
+ ORDER BY r.seq LIMIT $3)sql";
+
+inline constexpr const char *kParkedKeys = R"sql(
+SELECT key FROM evproc.retry
+ WHERE subscription_id = $1 AND partition = $2 AND is_head AND key IS NOT NULL)sql";
+
+// Wraps evproc.window_sql() (the text the window tests EXPLAIN); $11 is the topic name.
+inline constexpr const char *kWindowPrefix =
+    "SELECT ROW(w.id, $11, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)"
+    "::evproc.event, w.id, w.xid, w.key FROM (";
+inline constexpr const char *kWindowSuffix = ") w";
+
+inline constexpr const char *kDeleteRetries = R"sql(
+DELETE FROM evproc.retry WHERE subscription_id = $1 AND event_id = ANY ($2))sql";
+
+// A failed event heads its key; an event behind a parked key waits (attempt 0).
+inline constexpr const char *kParkEvent = R"sql(
+INSERT INTO evproc.retry AS r (subscription_id, partition, key, event_id, event, is_head, blocked,
+                               attempt, next_attempt_at, first_failed_at, last_failed_at,
+                               sqlstate, message, detail, hint, context)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (subscription_id, event_id) DO UPDATE
+   SET is_head = true, blocked = excluded.blocked, attempt = excluded.attempt,
+       next_attempt_at = excluded.next_attempt_at,
+       first_failed_at = coalesce(r.first_failed_at, excluded.first_failed_at),
+       last_failed_at = excluded.last_failed_at, sqlstate = excluded.sqlstate,
+       message = excluded.message, detail = excluded.detail, hint = excluded.hint,
+       context = excluded.context)sql";
+
+inline constexpr const char *kDeadLetter = R"sql(
+INSERT INTO evproc.dead_letter AS d (subscription_id, event_id, partition, key, type, payload,
+       headers, enqueued_at, attempts, sqlstate, message, detail, hint, context,
+       first_failed_at, last_failed_at, worker_pid)
+SELECT $1, (x.e).id, $2, (x.e).key, (x.e).type, (x.e).payload, (x.e).headers, (x.e).enqueued_at,
+       $4, $5, $6, $7, $8, $9, coalesce($10, $11), $11, $12
+  FROM (SELECT $3 AS e) x
+ON CONFLICT (subscription_id, event_id) DO UPDATE
+   SET attempts = excluded.attempts, sqlstate = excluded.sqlstate, message = excluded.message,
+       detail = excluded.detail, hint = excluded.hint, context = excluded.context,
+       last_failed_at = excluded.last_failed_at, worker_pid = excluded.worker_pid,
+       dead_at = now())sql";
+
+// After heads were delivered or dead-lettered: the oldest waiting event of each of those
+// keys becomes the head, due at once.
+inline constexpr const char *kPromoteHeads = R"sql(
+UPDATE evproc.retry r SET is_head = true, next_attempt_at = now()
+ WHERE r.subscription_id = $1 AND NOT r.is_head
+   AND r.event_id IN (SELECT DISTINCT ON (key) event_id FROM evproc.retry
+                       WHERE subscription_id = $1 AND partition = $2 AND key = ANY ($3)
+                       ORDER BY key, seq))sql";
+
+inline constexpr const char *kAdvance = R"sql(
+UPDATE evproc.progress
+   SET tick_id = $3, window_tick = $4, cursor_xid = $5, cursor_id = $6, history_from = $7,
+       retry_due_at = CASE WHEN $8 THEN (SELECT min(next_attempt_at) FROM evproc.retry
+                                           WHERE subscription_id = $1 AND partition = $2 AND is_head)
+                           ELSE retry_due_at END,
+       batches = batches + 1, delivered = delivered + $9, last_batch_at = now()
+ WHERE subscription_id = $1 AND partition = $2)sql";
+
+inline constexpr const char *kPause = R"sql(
+UPDATE evproc.subscription SET paused = true, paused_reason = $2 WHERE id = $1)sql";
+
+inline constexpr const char *kTripBreaker = R"sql(
+UPDATE evproc.subscription
+   SET breaker_open_until = now() + breaker_cooldown, paused_reason = $2 WHERE id = $1)sql";
+
+inline constexpr const char *kTypes = R"sql(
+SELECT 'evproc.event'::pg_catalog.regtype::oid, evproc.window_sql())sql";
+
+}  // namespace evproc::sql

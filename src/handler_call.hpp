@@ -1,0 +1,30 @@
+// One call of a subscription's handler, isolated (DESIGN §4):
+//  * in a subtransaction, so a failure rolls back exactly the handler's effects and the
+//    batch can go on with the other events;
+//  * as the subscription's owner, in a security-restricted operation (no SET ROLE back
+//    to the worker's superuser), with GUC changes confined to the call;
+//  * under the subscription's timeout (statement_timeout's machinery).
+#pragma once
+
+#include "pg_headers.hpp"
+
+extern "C" {
+#include "utils/elog.h"
+}
+
+namespace evproc {
+
+struct HandlerTarget {
+  Oid function;
+  bool batch_form;     // f(evproc.event[]) rather than f(evproc.event)
+  Oid owner;
+  int timeout_ms;
+  Oid event_type;      // evproc.event
+};
+
+// Calls the handler on events[0..count). Returns nullptr on success, or the error
+// (copied into `error_context`) after rolling the subtransaction back.
+ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, int count,
+                               MemoryContext error_context);
+
+}  // namespace evproc

@@ -1,0 +1,301 @@
+// The launcher: one static background worker per server (DESIGN §5).
+//
+//  * Ticks: when a commit woke it (shared commit_seq moved), it records a snapshot in
+//    evproc.tick, at most every evproc.tick_interval, marks the partitions that got
+//    events, and wakes the workers.
+//  * Supervision: keeps evproc.workers delivery workers running, restarts any that die
+//    (with a pause, so a worker that dies at once does not spin), and stops extra ones
+//    when the setting is lowered.
+//  * Maintenance: every evproc.maintenance_interval, evproc.maintain() forgets ticks no
+//    unit needs and expired dedup ids.
+#include <csetjmp>
+#include <cstring>
+
+#include "background.hpp"
+#include "shared_state.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+}
+
+namespace evproc {
+
+char *database_name = nullptr;
+int worker_count = 2;
+int tick_interval_ms = 2;
+int maintenance_interval_s = 10;
+
+void DefineBackgroundSettings() {
+  DefineCustomStringVariable("evproc.database", "Database whose evproc the launcher serves.",
+                             nullptr, &database_name, "postgres", PGC_POSTMASTER, 0, nullptr,
+                             nullptr, nullptr);
+  DefineCustomIntVariable("evproc.workers", "Number of delivery workers the launcher keeps.",
+                          nullptr, &worker_count, 2, 0, kMaxWorkers, PGC_SIGHUP, 0, nullptr,
+                          nullptr, nullptr);
+  DefineCustomIntVariable("evproc.tick_interval",
+                          "Shortest time between two ticks (snapshots that bound delivery windows).",
+                          nullptr, &tick_interval_ms, 2, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS,
+                          nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("evproc.maintenance_interval",
+                          "Time between two runs of evproc.maintain() by the launcher.", nullptr,
+                          &maintenance_interval_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
+                          nullptr, nullptr);
+}
+
+void RegisterLauncher() {
+  BackgroundWorker worker{};
+  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  worker.bgw_restart_time = 5;
+  std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
+  std::strncpy(worker.bgw_function_name, "evproc_launcher_main", BGW_MAXLEN - 1);
+  std::strncpy(worker.bgw_name, "evproc launcher", BGW_MAXLEN - 1);
+  std::strncpy(worker.bgw_type, "evproc launcher", BGW_MAXLEN - 1);
+  RegisterBackgroundWorker(&worker);
+}
+
+}  // namespace evproc
+
+namespace {
+
+using evproc::kMaxWorkers;
+
+constexpr long kNoExtensionWaitMs = 2000;
+constexpr long kSuperviseWaitMs = 1000;
+constexpr int64 kRestartPauseUs = 1000 * 1000;
+constexpr int64 kNoSlotRetryUs = 10 * 1000 * 1000;
+
+struct Pool {
+  BackgroundWorkerHandle *handles[kMaxWorkers];
+  TimestampTz not_before[kMaxWorkers];
+  bool warned_no_slot;
+};
+Pool pool;
+
+bool ExtensionInstalled() {
+  SetCurrentStatementStartTimestamp();
+  StartTransactionCommand();
+  bool installed = OidIsValid(get_extension_oid("evproc", true));
+  CommitTransactionCommand();
+  return installed;
+}
+
+void StopWorker(int index) {
+  if (pool.handles[index] == nullptr) return;
+  TerminateBackgroundWorker(pool.handles[index]);
+  pfree(pool.handles[index]);
+  pool.handles[index] = nullptr;
+}
+
+void StopAllWorkers(int /*code*/, Datum /*arg*/) {
+  for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
+  if (evproc::Shared() != nullptr) {
+    pg_atomic_write_u32(&evproc::Shared()->launcher_procno, evproc::kNoProc);
+  }
+}
+
+bool StartWorker(int index) {
+  BackgroundWorker worker{};
+  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  worker.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher restarts it
+  std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
+  std::strncpy(worker.bgw_function_name, "evproc_worker_main", BGW_MAXLEN - 1);
+  snprintf(worker.bgw_name, BGW_MAXLEN, "evproc worker %d", index);
+  std::strncpy(worker.bgw_type, "evproc worker", BGW_MAXLEN - 1);
+  worker.bgw_main_arg = Int32GetDatum(index);
+  worker.bgw_notify_pid = MyProcPid;
+  std::memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
+  MemoryContext previous = MemoryContextSwitchTo(TopMemoryContext);
+  bool started = RegisterDynamicBackgroundWorker(&worker, &pool.handles[index]);
+  MemoryContextSwitchTo(previous);
+  return started;
+}
+
+// Keeps workers 0..evproc.workers-1 running; returns how soon to look again (ms).
+long Supervise() {
+  TimestampTz now = GetCurrentTimestamp();
+  long next_look = -1;
+  for (int i = 0; i < kMaxWorkers; ++i) {
+    if (i >= evproc::worker_count) {
+      StopWorker(i);
+      continue;
+    }
+    pid_t pid = 0;
+    if (pool.handles[i] != nullptr && GetBackgroundWorkerPid(pool.handles[i], &pid) != BGWH_STOPPED) {
+      continue;
+    }
+    if (pool.handles[i] != nullptr) {
+      ereport(LOG, (errmsg("evproc worker %d exited; restarting it", i)));
+      pfree(pool.handles[i]);
+      pool.handles[i] = nullptr;
+      pool.not_before[i] = now + kRestartPauseUs;
+    }
+    if (now < pool.not_before[i]) {
+      next_look = kSuperviseWaitMs;
+      continue;
+    }
+    if (!StartWorker(i)) {
+      if (!pool.warned_no_slot) {
+        ereport(WARNING,
+                (errmsg("evproc could not start worker %d: no free background worker slot", i),
+                 errhint("Raise max_worker_processes (it must cover evproc.workers + 1 and "
+                         "every other extension's workers) or lower evproc.workers.")));
+        pool.warned_no_slot = true;
+      }
+      pool.handles[i] = nullptr;
+      pool.not_before[i] = now + kNoSlotRetryUs;
+      next_look = kSuperviseWaitMs;
+    }
+  }
+  return next_look;
+}
+
+// Takes a tick in its own transaction. Returns its id.
+int64 TakeTick() {
+  SetCurrentStatementStartTimestamp();
+  StartTransactionCommand();
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
+  PushActiveSnapshot(GetTransactionSnapshot());
+  if (SPI_execute("SELECT evproc.take_tick()", false, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc launcher: could not take a tick");
+  }
+  bool isnull = false;
+  int64 tick = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  PopActiveSnapshot();
+  SPI_finish();
+  CommitTransactionCommand();
+  return tick;
+}
+
+void Maintain() {
+  SetCurrentStatementStartTimestamp();
+  StartTransactionCommand();
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
+  PushActiveSnapshot(GetTransactionSnapshot());
+  pgstat_report_activity(STATE_RUNNING, "evproc maintenance");
+  if (SPI_execute("SELECT evproc.maintain()", false, 0) != SPI_OK_SELECT) {
+    elog(ERROR, "evproc launcher: maintenance failed");
+  }
+  PopActiveSnapshot();
+  SPI_finish();
+  CommitTransactionCommand();
+  pgstat_report_activity(STATE_IDLE, nullptr);
+}
+
+// Slots stamped after `since` may hold events visible in `tick`.
+void MarkDirty(uint64 since, int64 tick) {
+  for (auto &slot : evproc::Shared()->slots) {
+    if (pg_atomic_read_u64(&slot.last_commit_seq) > since) {
+      pg_atomic_write_u64(&slot.dirty_tick, static_cast<uint64>(tick));
+    }
+  }
+}
+
+void Wait(long milliseconds) {
+  (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, milliseconds,
+                  PG_WAIT_EXTENSION);
+  ResetLatch(MyLatch);
+}
+
+}  // namespace
+
+extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  pqsignal(SIGTERM, die);
+  BackgroundWorkerUnblockSignals();
+  BackgroundWorkerInitializeConnection(evproc::database_name, nullptr, 0);
+  pgstat_report_appname("evproc launcher");
+  // A tick lost in a crash is simply taken again; its commit need not wait for a flush
+  // (workers' commits flush the WAL that holds it).
+  SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+  evproc::SharedState *state = evproc::Shared();
+  pg_atomic_write_u32(&state->launcher_procno, static_cast<uint32>(MyProc->pgprocno));
+  before_shmem_exit(StopAllWorkers, 0);
+  ereport(LOG, (errmsg("evproc launcher started for database \"%s\"", evproc::database_name)));
+
+  // Plain locals live across the longjmp below: they are only written before it or are
+  // re-derived after it, so none needs volatile.
+  static uint64 ticked_seq = 0;
+  static bool ticked_once = false;
+  static TimestampTz last_tick_at = 0;
+  static TimestampTz next_maintenance = 0;
+  static TimestampTz next_extension_check = 0;
+
+  sigjmp_buf recover;
+  if (sigsetjmp(recover, 1) != 0) {
+    error_context_stack = nullptr;
+    HOLD_INTERRUPTS();
+    disable_all_timeouts(false);
+    EmitErrorReport();
+    AbortCurrentTransaction();
+    FlushErrorState();
+    MemoryContextSwitchTo(TopMemoryContext);
+    RESUME_INTERRUPTS();
+    next_extension_check = 0;
+    Wait(kSuperviseWaitMs);
+  }
+  PG_exception_stack = &recover;
+
+  for (;;) {
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending) {
+      ConfigReloadPending = false;
+      ProcessConfigFile(PGC_SIGHUP);
+    }
+    TimestampTz now = GetCurrentTimestamp();
+    // Whether the extension exists is checked once a second, not at every tick; a drop
+    // in between makes the next tick fail, and the recovery above waits a second.
+    if (now >= next_extension_check) {
+      if (!ExtensionInstalled()) {
+        for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
+        ticked_once = false;
+        Wait(kNoExtensionWaitMs);
+        continue;
+      }
+      next_extension_check = now + USECS_PER_SEC;
+    }
+    long wait = Supervise();
+    if (wait < 0) wait = kSuperviseWaitMs * 10;
+
+    uint64 seq = pg_atomic_read_u64(&state->commit_seq);
+    if (seq != ticked_seq || !ticked_once) {
+      long since_tick = TimestampDifferenceMilliseconds(last_tick_at, now);
+      if (!ticked_once || since_tick >= evproc::tick_interval_ms) {
+        // seq is read before the tick's snapshot: every commit counted in it is visible.
+        int64 tick = TakeTick();
+        MarkDirty(ticked_seq, tick);
+        if (!ticked_once) pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));
+        ticked_seq = seq;
+        ticked_once = true;
+        last_tick_at = now;
+        evproc::WakeWorkers();
+        continue;  // commits may have come in meanwhile
+      }
+      long remaining = evproc::tick_interval_ms - since_tick;
+      if (remaining < wait) wait = remaining < 1 ? 1 : remaining;
+    }
+    if (now >= next_maintenance) {
+      Maintain();
+      next_maintenance = now + static_cast<int64>(evproc::maintenance_interval_s) * USECS_PER_SEC;
+    }
+    long to_maintenance = TimestampDifferenceMilliseconds(now, next_maintenance);
+    if (to_maintenance < wait) wait = to_maintenance < 1 ? 1 : to_maintenance;
+    Wait(wait);
+  }
+}

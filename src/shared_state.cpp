@@ -1,0 +1,72 @@
+#include "shared_state.hpp"
+
+extern "C" {
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+}
+
+namespace evproc {
+namespace {
+
+SharedState *shared = nullptr;
+shmem_request_hook_type previous_request_hook = nullptr;
+shmem_startup_hook_type previous_startup_hook = nullptr;
+
+void RequestHook() {
+  if (previous_request_hook != nullptr) previous_request_hook();
+  RequestAddinShmemSpace(sizeof(SharedState));
+}
+
+void StartupHook() {
+  if (previous_startup_hook != nullptr) previous_startup_hook();
+  LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+  bool found = false;
+  shared = static_cast<SharedState *>(ShmemInitStruct("evproc", sizeof(SharedState), &found));
+  if (!found) {
+    pg_atomic_init_u64(&shared->commit_seq, 0);
+    pg_atomic_init_u64(&shared->floor_tick, 0);
+    pg_atomic_init_u32(&shared->launcher_procno, kNoProc);
+    for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
+    for (auto &slot : shared->slots) {
+      pg_atomic_init_u64(&slot.last_commit_seq, 0);
+      pg_atomic_init_u64(&slot.dirty_tick, 0);
+    }
+  }
+  LWLockRelease(AddinShmemInitLock);
+}
+
+}  // namespace
+
+SharedState *Shared() { return shared; }
+
+void RequestSharedState() {
+  previous_request_hook = shmem_request_hook;
+  shmem_request_hook = RequestHook;
+  previous_startup_hook = shmem_startup_hook;
+  shmem_startup_hook = StartupHook;
+}
+
+int SlotOf(int32 topic_id, int32 partition) {
+  uint64 mixed = (static_cast<uint64>(static_cast<uint32>(topic_id)) << 32) |
+                 static_cast<uint32>(partition);
+  mixed *= UINT64CONST(0x9E3779B97F4A7C15);  // Fibonacci hashing spreads neighbours
+  static_assert(kPartitionSlots == 1 << 12, "the shift below takes 12 bits");
+  return static_cast<int>(mixed >> 52);  // top 12 bits
+}
+
+void SetProcLatch(uint32 procno) {
+  if (procno != kNoProc) SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+void WakeLauncher() {
+  if (shared != nullptr) SetProcLatch(pg_atomic_read_u32(&shared->launcher_procno));
+}
+
+void WakeWorkers() {
+  if (shared == nullptr) return;
+  for (auto &procno : shared->worker_procno) SetProcLatch(pg_atomic_read_u32(&procno));
+}
+
+}  // namespace evproc

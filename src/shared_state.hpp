@@ -1,0 +1,51 @@
+// evproc's shared memory (DESIGN §5): what committers, the launcher and the workers
+// tell each other without touching a table.
+//
+//  * Commit wake: a transaction that enqueued bumps commit_seq and stamps the slots of the
+//    (topic, partition) pairs it wrote, after its commit became visible, then sets the
+//    launcher's latch. The launcher turns stamps newer than its previous tick into
+//    dirty_tick = the tick it just took.
+//  * Workers claim a unit only when its position is older than its slot's dirty_tick (or
+//    floor_tick, which covers everything committed before the launcher started), so idle
+//    units cost nothing. Slots are a fixed hash of (topic, partition): a collision only
+//    makes a unit look busy, never idle.
+#pragma once
+
+#include <cstdint>
+
+#include "pg_headers.hpp"
+
+extern "C" {
+#include "port/atomics.h"
+#include "storage/latch.h"
+}
+
+namespace evproc {
+
+constexpr int kPartitionSlots = 4096;
+constexpr int kMaxWorkers = 64;
+constexpr uint32 kNoProc = UINT32_MAX;
+
+struct PartitionSlot {
+  pg_atomic_uint64 last_commit_seq;  // commit_seq of the newest commit that wrote here
+  pg_atomic_uint64 dirty_tick;       // newest tick that may hold events of this slot
+};
+
+struct SharedState {
+  pg_atomic_uint64 commit_seq;
+  pg_atomic_uint64 floor_tick;        // every unit older than this may have work
+  pg_atomic_uint32 launcher_procno;   // kNoProc when no launcher runs
+  pg_atomic_uint32 worker_procno[kMaxWorkers];
+  PartitionSlot slots[kPartitionSlots];
+};
+
+// nullptr unless evproc was loaded by shared_preload_libraries.
+SharedState *Shared();
+
+void RequestSharedState();  // from _PG_init, preload only
+int SlotOf(int32 topic_id, int32 partition);
+void SetProcLatch(uint32 procno);
+void WakeLauncher();
+void WakeWorkers();
+
+}  // namespace evproc

@@ -1,0 +1,127 @@
+// A delivery worker: claims units and delivers batches until told to stop.
+//
+// Errors of evproc's own statements (not of handlers, which delivery isolates) abort the
+// batch's transaction and are logged; the worker waits a second and goes on, so a
+// dropped extension or a lost lock never turns into a crash loop.
+#include <csetjmp>
+#include <cstring>
+#include <new>
+
+#include "background.hpp"
+#include "delivery.hpp"
+#include "error_boundary.hpp"
+#include "shared_state.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+}
+
+namespace {
+
+constexpr long kIdleWaitMs = 60 * 1000;
+constexpr long kErrorPauseMs = 1000;
+
+int worker_index = -1;
+
+void ForgetWorkerSlot(int /*code*/, Datum /*arg*/) {
+  if (evproc::Shared() != nullptr && worker_index >= 0) {
+    pg_atomic_write_u32(&evproc::Shared()->worker_procno[worker_index], evproc::kNoProc);
+  }
+}
+
+struct GuardedBatch {
+  evproc::BatchResult result;
+  ErrorData *error;
+  bool other_failure;
+  char message[256];
+};
+
+// The C++ side of the loop: every C++ frame is gone when this returns.
+void RunBatch(GuardedBatch *out) noexcept {
+  out->error = nullptr;
+  out->other_failure = false;
+  try {
+    out->result = evproc::RunOneBatch();
+  } catch (const evproc::pg::PgError &error) {
+    out->error = error.data();
+  } catch (const std::bad_alloc &) {
+    out->other_failure = true;
+    std::strncpy(out->message, "out of memory", sizeof(out->message) - 1);
+  } catch (const std::exception &error) {
+    out->other_failure = true;
+    std::strncpy(out->message, error.what(), sizeof(out->message) - 1);
+  }
+}
+
+long MillisecondsUntil(TimestampTz due) {
+  if (due == 0) return kIdleWaitMs;
+  long wait = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), due);
+  if (wait < 1) wait = 1;
+  return wait > kIdleWaitMs ? kIdleWaitMs : wait;
+}
+
+void Pause(long milliseconds) {
+  (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, milliseconds,
+                  PG_WAIT_EXTENSION);
+  ResetLatch(MyLatch);
+}
+
+}  // namespace
+
+extern "C" void evproc_worker_main(Datum main_arg) {
+  worker_index = DatumGetInt32(main_arg);
+  Oid database = InvalidOid;
+  std::memcpy(&database, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  pqsignal(SIGTERM, die);  // a batch in flight rolls back at its next interrupt check
+  BackgroundWorkerUnblockSignals();
+  BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
+  pgstat_report_appname("evproc worker");
+
+  if (evproc::Shared() != nullptr && worker_index >= 0 && worker_index < evproc::kMaxWorkers) {
+    pg_atomic_write_u32(&evproc::Shared()->worker_procno[worker_index],
+                        static_cast<uint32>(MyProc->pgprocno));
+    on_shmem_exit(ForgetWorkerSlot, 0);
+  }
+  ereport(LOG, (errmsg("evproc worker %d started", worker_index)));
+
+  sigjmp_buf recover;
+  if (sigsetjmp(recover, 1) != 0) {
+    // Same recovery as PostgreSQL's own background processes.
+    error_context_stack = nullptr;
+    HOLD_INTERRUPTS();
+    disable_all_timeouts(false);
+    EmitErrorReport();
+    AbortCurrentTransaction();
+    FlushErrorState();
+    MemoryContextSwitchTo(TopMemoryContext);
+    RESUME_INTERRUPTS();
+    Pause(kErrorPauseMs);
+  }
+  PG_exception_stack = &recover;
+
+  for (;;) {
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending) {
+      ConfigReloadPending = false;
+      ProcessConfigFile(PGC_SIGHUP);
+    }
+    GuardedBatch batch{};
+    RunBatch(&batch);
+    if (batch.error != nullptr) ReThrowError(batch.error);
+    if (batch.other_failure) elog(ERROR, "evproc worker: %s", batch.message);
+    if (batch.result.worked) continue;
+    Pause(MillisecondsUntil(batch.result.next_due));
+  }
+}

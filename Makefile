@@ -7,7 +7,8 @@ MODULE_big = evproc
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
-          src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o
+          src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o \
+          src/manual_delivery.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
@@ -31,6 +32,10 @@ ISOLATION = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/evproc.conf \
                  --load-extension=evproc --encoding=UTF8 --no-locale
+
+# TAP tests (t/*.pl, PostgreSQL::Test::Cluster): real servers with running workers,
+# killed and restarted. Each starts its own cluster.
+TAP_TESTS = 1
 
 # Debian's PGXS also compiles every source to LLVM bitcode for JIT inlining, with
 # clang and without PG_CXXFLAGS. JIT-inlining evproc's code buys nothing (it is never

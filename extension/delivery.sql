@@ -129,13 +129,21 @@ SELECT pg_catalog.pg_extension_config_dump('evproc.tick', 'WHERE id > 0');
 -- C functions of delivery
 -------------------------------------------------------------------------------
 -- The newest tick at which (topic, partition) may have gained events (shared memory;
--- conservative: never lower than the truth). Workers skip units at or past it.
+-- conservative: never lower than the truth). Workers skip units at or past it. Where no
+-- launcher ticks for this database, every unit may have work.
 CREATE FUNCTION evproc.dirty_tick(topic_id integer, partition integer) RETURNS bigint
     AS 'MODULE_PATHNAME', 'evproc_dirty_tick' LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
 -- Wakes the launcher when the calling transaction commits (admin changes use it).
 CREATE FUNCTION evproc.wake_at_commit() RETURNS void
     AS 'MODULE_PATHNAME', 'evproc_wake_at_commit' LANGUAGE C STRICT VOLATILE;
+
+-- One batch of delivery in the calling transaction (see src/manual_delivery.cpp).
+CREATE FUNCTION evproc.deliver_batch(OUT worked boolean, OUT subscription text,
+                                     OUT partition integer, OUT delivered bigint,
+                                     OUT failed bigint, OUT dead bigint, OUT paused boolean)
+    AS 'MODULE_PATHNAME', 'evproc_deliver_batch' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION evproc.deliver_batch() FROM PUBLIC;
 
 -- Is evproc loaded through shared_preload_libraries (so that a launcher runs)?
 CREATE FUNCTION evproc.preloaded() RETURNS boolean

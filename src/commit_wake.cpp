@@ -109,7 +109,9 @@ extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
 // (not preloaded) every unit may have work.
 extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
   evproc::SharedState *state = evproc::Shared();
-  if (state == nullptr) PG_RETURN_INT64(PG_INT64_MAX);
+  if (state == nullptr || pg_atomic_read_u32(&state->launcher_database) != MyDatabaseId) {
+    PG_RETURN_INT64(PG_INT64_MAX);
+  }
   auto &slot = state->slots[evproc::SlotOf(PG_GETARG_INT32(0), PG_GETARG_INT32(1))];
   uint64 dirty = pg_atomic_read_u64(&slot.dirty_tick);
   uint64 floor = pg_atomic_read_u64(&state->floor_tick);

@@ -692,35 +692,27 @@ MemoryContext BatchContext() {
 
 }  // namespace
 
-BatchResult RunOneBatch() {
-  MemoryContext context = BatchContext();
-  CallPostgres([&] {
-    MemoryContextReset(context);
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
-    PushActiveSnapshot(GetTransactionSnapshot());
-  });
-  auto finish = [] {
-    CallPostgres([] {
-      PopActiveSnapshot();
-      SPI_finish();
-      CommitTransactionCommand();
-      pgstat_report_activity(STATE_IDLE, nullptr);
-    });
-  };
+namespace {
+
+// One batch inside the current transaction, SPI connected.
+BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
+  BatchResult result{};
 
   Unit unit{};
   bool claimed = CallPostgres([&] { return EnsurePlans() && ClaimUnit(&unit, context); });
   if (!claimed) {
-    TimestampTz next_due = CallPostgres([] { return OidIsValid(plans.extension) ? NextDue() : 0; });
-    finish();
-    return BatchResult{false, next_due};
+    result.next_due = CallPostgres([] { return OidIsValid(plans.extension) ? NextDue() : 0; });
+    return result;
   }
-  CallPostgres([&] {
-    pgstat_report_activity(STATE_RUNNING,
-                           psprintf("evproc: subscription %s partition %d", unit.name, unit.partition));
-  });
+  result.worked = true;
+  result.subscription = unit.name;
+  result.partition = unit.partition;
+  if (report_activity) {
+    CallPostgres([&] {
+      pgstat_report_activity(STATE_RUNNING, psprintf("evproc: subscription %s partition %d",
+                                                     unit.name, unit.partition));
+    });
+  }
 
   const char *problem = CallPostgres([&] { return HandlerProblem(unit); });
   if (problem != nullptr) {
@@ -728,8 +720,8 @@ BatchResult RunOneBatch() {
       SetReason(plans.pause, unit, problem);
       ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, problem)));
     });
-    finish();
-    return BatchResult{true, 0};
+    result.paused = true;
+    return result;
   }
 
   ItemList items{};
@@ -754,14 +746,47 @@ BatchResult RunOneBatch() {
       SetReason(plans.pause, unit, reason);
       ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, reason)));
     });
-    finish();
-    return BatchResult{true, 0};
+    result.paused = true;
+    return result;
   }
-  Tally tally = CallPostgres([&] { return WriteOutcome(unit, items, window); });
-  int64 attempted = tally.delivered + tally.failed;
-  JudgeBreaker(unit, tally, attempted);
-  finish();
-  return BatchResult{true, 0};
+  Tally tally = WriteOutcome(unit, items, window);
+  JudgeBreaker(unit, tally, tally.delivered + tally.failed);
+  result.delivered = tally.delivered;
+  result.failed = tally.failed;
+  result.dead = tally.dead;
+  return result;
+}
+
+}  // namespace
+
+BatchResult RunOneBatch() {
+  MemoryContext context = BatchContext();
+  CallPostgres([&] {
+    MemoryContextReset(context);
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
+    PushActiveSnapshot(GetTransactionSnapshot());
+  });
+  BatchResult result = DeliverBatch(context, true);
+  CallPostgres([] {
+    PopActiveSnapshot();
+    SPI_finish();
+    CommitTransactionCommand();
+    pgstat_report_activity(STATE_IDLE, nullptr);
+  });
+  return result;
+}
+
+BatchResult RunOneBatchInTransaction() {
+  MemoryContext context = BatchContext();
+  CallPostgres([&] {
+    MemoryContextReset(context);
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
+  });
+  BatchResult result = DeliverBatch(context, false);
+  CallPostgres([] { SPI_finish(); });
+  return result;
 }
 
 }  // namespace evproc

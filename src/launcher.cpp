@@ -105,6 +105,7 @@ void StopAllWorkers(int /*code*/, Datum /*arg*/) {
   for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
   if (evproc::Shared() != nullptr) {
     pg_atomic_write_u32(&evproc::Shared()->launcher_procno, evproc::kNoProc);
+    pg_atomic_write_u32(&evproc::Shared()->launcher_database, InvalidOid);
   }
 }
 
@@ -280,7 +281,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         // seq is read before the tick's snapshot: every commit counted in it is visible.
         int64 tick = TakeTick();
         MarkDirty(ticked_seq, tick);
-        if (!ticked_once) pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));
+        if (!ticked_once) {
+          pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));
+          pg_atomic_write_u32(&state->launcher_database, MyDatabaseId);
+        }
         ticked_seq = seq;
         ticked_once = true;
         last_tick_at = now;

@@ -46,6 +46,9 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS does not track header dependencies: every object depends on every header.
+$(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
+
 # The install script: topics and enqueue, then delivery.
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql
 	cat $^ > $@

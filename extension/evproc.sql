@@ -272,30 +272,29 @@ AS $fn$
     INSERT INTO evproc.tick (snapshot) VALUES (pg_current_snapshot()) RETURNING id
 $fn$;
 
--- The read of one window: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B,
--- $6 xmax(B), $7/$8 the (xid, id) cursor inside the window, $9 the most rows to return,
--- $10 the oldest enqueued_at wanted (a subscription that starts inside the history).
--- Kept in one place so tests can EXPLAIN exactly what delivery runs.
--- Rows come in (xid, id) order, the order of event_window_idx: a batch reads only its
--- own rows and the cursor resumes with an index seek, however big the window (an id
--- order would re-read and sort the rest of the window at every batch). A transaction's
--- events keep their enqueue order; transactions are ordered by xid inside one window.
--- Each branch (point look-ups for xip(A), one range scan for [xmax(A), xmax(B))) is an
--- index scan on event_window_idx when the bounds are bound as values; a join against
--- evproc.tick would scan from xid 0. xip(A) lies below xmax(A): the branches never overlap.
-CREATE FUNCTION evproc.window_sql() RETURNS text
-    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT 'SELECT w.* FROM (
-           SELECT e.* FROM evproc.log e
-            WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid = ANY ($3)
-              AND (e.xid, e.id) > ($7, $8) AND e.enqueued_at >= $10
-              AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
-           UNION ALL
-           SELECT e.* FROM evproc.log e
-            WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid >= $4 AND e.xid < $6
-              AND (e.topic_id, e.partition, e.xid, e.id) > ($1, $2, $7, $8) AND e.enqueued_at >= $10
-              AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)) w
-          ORDER BY w.xid, w.id LIMIT $9'::text $fn$;
+-- The read of one window, in two parts: 'pending' (xid in xip(A), transactions still
+-- open at tick A, point look-ups) and then 'range' (xid in [xmax(A), xmax(B))). Every
+-- xid of the first part is below xmax(A), so the window in (xid, id) order is the first
+-- part followed by the second: each is one ordered index scan on event_window_idx that
+-- stops after $9 rows, and the (xid, id) cursor ($7, $8) resumes it with an index seek,
+-- however big the window (an id order would re-read and sort the rest of the window at
+-- every batch). A transaction's events keep their enqueue order; transactions are
+-- ordered by xid inside one window.
+-- Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B),
+-- $7/$8 the cursor, $9 the most rows, $10 the oldest enqueued_at wanted (a subscription
+-- that starts inside the history). Bounds are bound as values: written as a join against
+-- evproc.tick, the planner would scan from xid 0. Kept in one place so tests EXPLAIN
+-- exactly what delivery runs.
+CREATE FUNCTION evproc.window_sql(part text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT 'SELECT e.* FROM evproc.log e
+ WHERE e.topic_id = $1 AND e.partition = $2 AND '
+ || CASE part WHEN 'pending' THEN 'e.xid = ANY ($3) AND (e.xid, e.id) > ($7, $8)'
+              WHEN 'range' THEN 'e.xid >= $4 AND e.xid < $6
+   AND (e.topic_id, e.partition, e.xid, e.id) > ($1, $2, $7, $8)' END
+ || '
+   AND e.enqueued_at >= $10 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
+ ORDER BY e.xid, e.id LIMIT $9' $fn$;
 
 -- The events of one (topic, partition) in the window (from_tick, to_tick], in delivery order.
 CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,
@@ -313,10 +312,11 @@ BEGIN
         RAISE EXCEPTION 'no window between ticks % and %', from_tick, to_tick
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY EXECUTE evproc.window_sql()
-        USING topic_id, partition,
-              ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b), '0'::xid8, 0::bigint, NULL::bigint,
-              '-infinity'::timestamptz;
+    RETURN QUERY EXECUTE evproc.window_sql('pending')
+        USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
+              b, pg_snapshot_xmax(b), '0'::xid8, 0::bigint, NULL::bigint, '-infinity'::timestamptz;
+    RETURN QUERY EXECUTE evproc.window_sql('range')
+        USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
+              b, pg_snapshot_xmax(b), '0'::xid8, 0::bigint, NULL::bigint, '-infinity'::timestamptz;
 END
 $fn$;

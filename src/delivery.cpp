@@ -44,7 +44,8 @@ struct Plans {
   SPIPlanPtr bounds = nullptr;
   SPIPlanPtr due_retries = nullptr;
   SPIPlanPtr parked_keys = nullptr;
-  SPIPlanPtr window = nullptr;
+  SPIPlanPtr window_pending = nullptr;
+  SPIPlanPtr window_range = nullptr;
   SPIPlanPtr delete_retries = nullptr;
   SPIPlanPtr park = nullptr;
   SPIPlanPtr dead_letter = nullptr;
@@ -67,7 +68,7 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 
 void FreePlans() {
   SPIPlanPtr *all[] = {&plans.claim,          &plans.next_due, &plans.bounds,
-                       &plans.due_retries,    &plans.parked_keys, &plans.window,
+                       &plans.due_retries,    &plans.parked_keys, &plans.window_pending, &plans.window_range,
                        &plans.delete_retries, &plans.park,     &plans.dead_letter,
                        &plans.promote,        &plans.advance,  &plans.pause,
                        &plans.trip};
@@ -88,8 +89,12 @@ bool EnsurePlans() {
   }
   bool isnull = false;
   Oid event_type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-  char *window_sql = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-  char *window_text = psprintf("%s%s%s", sql::kWindowPrefix, window_sql, sql::kWindowSuffix);
+  char *pending_text = psprintf("%s%s%s", sql::kWindowPrefix,
+                                SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+                                sql::kWindowSuffix);
+  char *range_text = psprintf("%s%s%s", sql::kWindowPrefix,
+                              SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
+                              sql::kWindowSuffix);
 
   const Oid two_ids[] = {INT4OID, INT4OID};
   const Oid bounds_types[] = {INT8OID, INT8OID};
@@ -112,7 +117,8 @@ bool EnsurePlans() {
   plans.bounds = Prepare(sql::kWindowBounds, 2, bounds_types);
   plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
   plans.parked_keys = Prepare(sql::kParkedKeys, 2, two_ids);
-  plans.window = Prepare(window_text, 11, window_types);
+  plans.window_pending = Prepare(pending_text, 11, window_types);
+  plans.window_range = Prepare(range_text, 11, window_types);
   plans.delete_retries = Prepare(sql::kDeleteRetries, 2, delete_types);
   plans.park = Prepare(sql::kParkEvent, 15, park_types);
   plans.dead_letter = Prepare(sql::kDeadLetter, 12, dead_types);
@@ -360,21 +366,23 @@ void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
   for (uint64 row = 0; row < rows; ++row) keys->keys[row] = CopiedText(row, 1, context);
 }
 
-void ReadWindow(const Unit &unit, Window *window, int limit, ItemList *items,
-                MemoryContext context) {
+// Reads up to `limit` rows of one part of the window after the cursor.
+uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, Window *window, int limit,
+                      ItemList *items, MemoryContext context) {
   static const Datum kZeroXid = 0;
+  bool has_cursor = unit.has_cursor || window->read_any;
   Datum args[] = {Int32GetDatum(unit.topic_id),
                   Int32GetDatum(unit.partition),
                   window->from_xip,
                   window->from_xmax,
                   window->target_snapshot,
                   window->target_xmax,
-                  unit.has_cursor ? window->last_xid : kZeroXid,
-                  Int64GetDatum(unit.has_cursor ? window->last_id : 0),
+                  has_cursor ? window->last_xid : kZeroXid,
+                  Int64GetDatum(has_cursor ? window->last_id : 0),
                   Int64GetDatum(limit),
                   TimestampTzGetDatum(unit.history_from),
                   CStringGetTextDatum(unit.topic)};
-  uint64 rows = Run(plans.window, args, nullptr, true, SPI_OK_SELECT);
+  uint64 rows = Run(plan, args, nullptr, true, SPI_OK_SELECT);
   for (uint64 row = 0; row < rows; ++row) {
     bool isnull = false;
     Item item{};
@@ -386,7 +394,18 @@ void ReadWindow(const Unit &unit, Window *window, int limit, ItemList *items,
     item.outcome = Outcome::kPending;
     Append(items, item, context);
   }
-  window->read_any = rows > 0;
+  if (rows > 0) window->read_any = true;
+  return rows;
+}
+
+// The window in (xid, id) order is its pending part, then its range part.
+void ReadWindow(const Unit &unit, Window *window, int limit, ItemList *items,
+                MemoryContext context) {
+  uint64 rows = ReadWindowPart(plans.window_pending, unit, window, limit, items, context);
+  if (rows < static_cast<uint64>(limit)) {
+    rows += ReadWindowPart(plans.window_range, unit, window, limit - static_cast<int>(rows), items,
+                           context);
+  }
   window->complete = rows < static_cast<uint64>(limit);
 }
 

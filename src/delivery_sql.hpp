@@ -29,7 +29,8 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_xid, p
  WHERE NOT s.paused
    AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
    AND (p.window_tick IS NOT NULL
-        OR p.tick_id < evproc.dirty_tick(s.topic_id, p.partition)
+        OR (p.tick_id < evproc.dirty_tick(s.topic_id, p.partition)
+            AND p.tick_id < (SELECT max(id) FROM evproc.tick))
         OR p.retry_due_at <= now())
  ORDER BY p.last_batch_at NULLS FIRST
  LIMIT 1
@@ -73,7 +74,8 @@ inline constexpr const char *kParkedKeys = R"sql(
 SELECT key FROM evproc.retry
  WHERE subscription_id = $1 AND partition = $2 AND is_head AND key IS NOT NULL)sql";
 
-// Wraps evproc.window_sql() (the text the window tests EXPLAIN); $11 is the topic name.
+// Wraps each part of evproc.window_sql() (the text the window tests EXPLAIN); $11 is the
+// topic name.
 inline constexpr const char *kWindowPrefix =
     "SELECT ROW(w.id, $11, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)"
     "::evproc.event, w.id, w.xid, w.key FROM (";
@@ -135,6 +137,7 @@ UPDATE evproc.subscription
    SET breaker_open_until = now() + breaker_cooldown, paused_reason = $2 WHERE id = $1)sql";
 
 inline constexpr const char *kTypes = R"sql(
-SELECT 'evproc.event'::pg_catalog.regtype::oid, evproc.window_sql())sql";
+SELECT 'evproc.event'::pg_catalog.regtype::oid, evproc.window_sql('pending'),
+       evproc.window_sql('range'))sql";
 
 }  // namespace evproc::sql

@@ -4,8 +4,9 @@
 \pset footer off
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS evproc CASCADE;
-DROP TABLE IF EXISTS orders;
+DROP TABLE IF EXISTS orders, customer_totals, audit_log;
 CREATE EXTENSION evproc;
+DO $$ BEGIN CREATE ROLE evproc_demo_app; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 RESET client_min_messages;
 
 \echo '== a topic with 8 key partitions, a 1-hour dedup window and a payload schema'
@@ -15,6 +16,31 @@ SELECT evproc_create_topic('orders', partitions => 8, dedup_window => '1 hour',
                                      "amount": {"type": "number", "minimum": 0}}}') AS topic_id;
 
 CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric NOT NULL);
+
+\echo '== two subscriptions, fed by the background workers; handlers run as evproc_demo_app'
+-- A projection: per-customer totals, maintained batch by batch.
+CREATE TABLE customer_totals (customer text PRIMARY KEY, orders int NOT NULL, amount numeric NOT NULL);
+CREATE FUNCTION project_totals(events evproc.event[]) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO customer_totals AS t (customer, orders, amount)
+  SELECT e.key, count(*), sum((e.payload->>'amount')::numeric) FROM unnest(events) e GROUP BY e.key
+  ON CONFLICT (customer) DO UPDATE SET orders = t.orders + excluded.orders,
+                                      amount = t.amount + excluded.amount
+$$;
+-- An audit trail whose handler rejects amounts of exactly 13 (a "poison" event).
+CREATE TABLE audit_log (event_id bigint PRIMARY KEY, customer text, amount numeric, attempt int);
+CREATE FUNCTION audit(e evproc.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF (e.payload->>'amount')::numeric = 13 THEN
+    RAISE EXCEPTION 'unlucky amount in order %', e.payload->>'order_id' USING HINT = 'fix the auditor';
+  END IF;
+  INSERT INTO audit_log VALUES (e.id, e.key, (e.payload->>'amount')::numeric, e.attempt);
+END $$;
+GRANT SELECT, INSERT, UPDATE ON customer_totals TO evproc_demo_app;
+GRANT INSERT ON audit_log TO evproc_demo_app;
+SELECT evproc_subscribe('totals', 'orders', 'project_totals', batch_size => 100,
+                        run_as => 'evproc_demo_app') AS totals_id;
+SELECT evproc_subscribe('audit', 'orders', 'audit', max_attempts => 3, backoff_base => '100 ms',
+                        failure_budget => 1, run_as => 'evproc_demo_app') AS audit_id;
 
 \echo '== the app writes an order and publishes OrderCreated in the same transaction'
 BEGIN;
@@ -59,6 +85,26 @@ BEGIN
     END;
   END LOOP;
 END $$;
+
+\echo '== waiting for the workers to deliver everything (totals) and to dead-letter the poison (audit)'
+DO $$
+BEGIN
+  FOR i IN 1..300 LOOP
+    EXIT WHEN (SELECT sum(orders) FROM customer_totals) = 1001
+          AND (SELECT count(*) FROM audit_log) + (SELECT count(*) FROM evproc_dead_letters) = 1001;
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+SELECT name, state, delivered, parked, dead_letters FROM evproc_subscriptions ORDER BY name;
+\echo '== the projection, per customer'
+SELECT customer, orders, amount FROM customer_totals ORDER BY amount DESC LIMIT 5;
+\echo '== the poison events, with their full error context'
+SELECT subscription, event_id, key, payload->>'amount' AS amount, attempts, sqlstate, message, hint
+  FROM evproc_dead_letters ORDER BY event_id LIMIT 5;
+\echo '== end-to-end: enqueued = delivered + dead for each subscription'
+SELECT s.name, (SELECT count(*) FROM evproc.log) AS enqueued, s.delivered, s.dead_letters,
+       (SELECT count(*) FROM evproc.log) = s.delivered + s.dead_letters AS balanced
+  FROM evproc_subscriptions s ORDER BY s.name;
 
 \echo '== the event log (audit history), per partition'
 SELECT partition, count(*) AS events, min(id) AS first_id, max(id) AS last_id

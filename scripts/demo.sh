@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets up evproc on a Debian 12 machine as root and runs its main job on a local server:
 # installs dependencies, builds and installs the extension, starts a PostgreSQL 15
-# cluster with evproc preloaded (data in /var/lib/postgresql/evproc-demo, port 5499,
-# left running), then runs examples/demo.sql: an app that publishes events inside its own
-# transactions, with dedup and validation.
+# cluster with evproc preloaded and its launcher serving database evproc_demo (data in
+# /var/lib/postgresql/evproc-demo, port 5499, left running), then runs examples/demo.sql:
+# an app that publishes events inside its own transactions, with dedup and validation,
+# and two subscriptions whose handlers the background workers feed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,6 +29,12 @@ listen_addresses = ''
 shared_preload_libraries = 'evproc'
 CONF
 fi
+# Data directories made by older versions of this script lack the delivery settings.
+grep -q '^evproc.database' "$data/postgresql.conf" || cat >>"$data/postgresql.conf" <<CONF
+evproc.database = 'evproc_demo'
+evproc.workers = 2
+max_worker_processes = 16
+CONF
 if ! as_postgres "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
   as_postgres "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
 else

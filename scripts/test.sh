@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs evproc's whole test suite on a Debian 12 machine as root: installs dependencies,
 # builds with -Werror, checks formatting, runs the C++ unit tests (ctest) and clang-tidy,
-# installs the extension, then runs pg_regress and the isolation specs against private
-# temporary servers started with shared_preload_libraries = 'evproc' (as the postgres
-# user: initdb refuses root). Ends with one line "N passed, N failed".
+# installs the extension, then runs pg_regress, the isolation specs and the TAP tests
+# (real servers with running workers, killed and restarted) against private temporary
+# servers started with shared_preload_libraries = 'evproc' (as the postgres user: initdb
+# refuses root). Ends with one line "N passed, N failed".
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -59,11 +60,12 @@ step "install" make -s install || { echo "$passed passed, $failed failed"; exit 
 chmod -R a+rwX . "$log_dir"
 rm -rf results output_iso tmp_check tmp_check_iso
 
-echo "== pg_regress and isolation specs"
-# -i: pg_regress and the isolation tester share one PGXS recipe; without -i a failing
-# regression test would skip the specs. Pass and fail are counted from the per-test lines.
+echo "== pg_regress, isolation specs and TAP tests"
+# -i: pg_regress, the isolation tester and prove share one PGXS recipe; without -i a
+# failing regression test would skip the rest. Pass and fail are counted from the
+# per-test lines.
 runuser -u postgres -- make -i installcheck PG_CONFIG="$PG_CONFIG" >"$log_dir/installcheck.log" 2>&1
-grep -E '^(ok|not ok|test) |tests passed|tests failed' "$log_dir/installcheck.log"
+grep -E '^(ok|not ok|test) |tests passed|tests failed|^t/|^Result' "$log_dir/installcheck.log"
 before=$((passed + failed))
 count_pg_regress "$log_dir/installcheck.log"
 expected=$(( $(ls sql/*.sql | wc -l) + $(ls test/isolation/specs/*.spec | wc -l) ))
@@ -72,6 +74,17 @@ if ((ran < expected)); then
   echo "!! only $ran of $expected pg_regress/isolation tests ran"
   tail -30 "$log_dir/installcheck.log"
   failed=$((failed + expected - ran))
+fi
+# TAP: a test file passes when prove reports it "ok"; any other end is a failure.
+tap_files=$(ls t/*.pl 2>/dev/null | wc -l)
+tap_ok=$(grep -cE '^t/[^ ]+\.pl \.+ ok' "$log_dir/installcheck.log" || true)
+passed=$((passed + tap_ok))
+if ((tap_ok < tap_files)); then
+  failed=$((failed + tap_files - tap_ok))
+  sed -n '/^t\//,$p' "$log_dir/installcheck.log" | tail -60
+  for tap_log in tmp_check/log/regress_log_*; do
+    [[ -f "$tap_log" ]] && { echo "== $tap_log (tail)"; tail -40 "$tap_log"; }
+  done
 fi
 for diffs in regression.diffs output_iso/regression.diffs; do
   [[ -s "$diffs" ]] && { echo "== $diffs"; cat "$diffs"; }

@@ -101,6 +101,7 @@ PG_FUNCTION_INFO_V1(evproc_preloaded);
 
 // evproc.wake_at_commit(): subscription changes wake the launcher (and so the workers).
 extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
+  (void)fcinfo;
   evproc::WakeAtCommit();
   PG_RETURN_VOID();
 }
@@ -118,4 +119,7 @@ extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
   PG_RETURN_INT64(static_cast<int64>(dirty > floor ? dirty : floor));
 }
 
-extern "C" Datum evproc_preloaded(PG_FUNCTION_ARGS) { PG_RETURN_BOOL(evproc::Shared() != nullptr); }
+extern "C" Datum evproc_preloaded(PG_FUNCTION_ARGS) {
+  (void)fcinfo;
+  PG_RETURN_BOOL(evproc::Shared() != nullptr);
+}

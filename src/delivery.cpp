@@ -67,11 +67,13 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 }
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {&plans.claim,          &plans.next_due, &plans.bounds,
-                       &plans.due_retries,    &plans.parked_keys, &plans.window_pending, &plans.window_range,
-                       &plans.delete_retries, &plans.park,     &plans.dead_letter,
-                       &plans.promote,        &plans.advance,  &plans.pause,
-                       &plans.trip};
+  SPIPlanPtr *all[] = {&plans.claim,        &plans.next_due,
+                       &plans.bounds,       &plans.due_retries,
+                       &plans.parked_keys,  &plans.window_pending,
+                       &plans.window_range, &plans.delete_retries,
+                       &plans.park,         &plans.dead_letter,
+                       &plans.promote,      &plans.advance,
+                       &plans.pause,        &plans.trip};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -88,23 +90,25 @@ bool EnsurePlans() {
     elog(ERROR, "evproc: could not read the delivery types");
   }
   bool isnull = false;
-  Oid event_type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-  char *pending_text = psprintf("%s%s%s", sql::kWindowPrefix,
-                                SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
-                                sql::kWindowSuffix);
-  char *range_text = psprintf("%s%s%s", sql::kWindowPrefix,
-                              SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
-                              sql::kWindowSuffix);
+  Oid event_type =
+      DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  char *pending_text =
+      psprintf("%s%s%s", sql::kWindowPrefix,
+               SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), sql::kWindowSuffix);
+  char *range_text =
+      psprintf("%s%s%s", sql::kWindowPrefix,
+               SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), sql::kWindowSuffix);
 
   const Oid two_ids[] = {INT4OID, INT4OID};
   const Oid bounds_types[] = {INT8OID, INT8OID};
   const Oid due_types[] = {INT4OID, INT4OID, INT4OID};
-  const Oid window_types[] = {INT4OID, INT4OID,  XID8ARRAYOID, XID8OID,        PG_SNAPSHOTOID, XID8OID,
-                              XID8OID, INT8OID, INT8OID,      TIMESTAMPTZOID, TEXTOID};
+  const Oid window_types[] = {INT4OID,        INT4OID,        XID8ARRAYOID, XID8OID,
+                              PG_SNAPSHOTOID, XID8OID,        XID8OID,      INT8OID,
+                              INT8OID,        TIMESTAMPTZOID, TEXTOID};
   const Oid delete_types[] = {INT4OID, INT8ARRAYOID};
-  const Oid park_types[] = {INT4OID, INT4OID,        TEXTOID,        INT8OID, event_type,
-                            BOOLOID, BOOLOID,        INT4OID,        TIMESTAMPTZOID,
-                            TIMESTAMPTZOID, TEXTOID, TEXTOID,        TEXTOID, TEXTOID, TEXTOID};
+  const Oid park_types[] = {INT4OID, INT4OID, TEXTOID, INT8OID,        event_type,
+                            BOOLOID, BOOLOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+                            TEXTOID, TEXTOID, TEXTOID, TEXTOID,        TEXTOID};
   const Oid dead_types[] = {INT4OID, INT4OID, event_type, INT4OID,        TEXTOID,        TEXTOID,
                             TEXTOID, TEXTOID, TEXTOID,    TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
   const Oid promote_types[] = {INT4OID, INT4OID, TEXTARRAYOID};
@@ -136,7 +140,8 @@ bool EnsurePlans() {
 // ---------------------------------------------------------------------------------------
 uint64 Run(SPIPlanPtr plan, const Datum *args, const char *nulls, bool read_only, int expected) {
   int rc = SPI_execute_plan(plan, const_cast<Datum *>(args), nulls, read_only, 0);
-  if (rc != expected) elog(ERROR, "evproc: delivery statement failed: %s", SPI_result_code_string(rc));
+  if (rc != expected)
+    elog(ERROR, "evproc: delivery statement failed: %s", SPI_result_code_string(rc));
   return SPI_processed;
 }
 
@@ -178,13 +183,13 @@ struct Unit {
   int64 cursor_id;
   TimestampTz history_from;
   bool has_history_from;
-  bool has_retries;   // retry_due_at is set: parked keys exist
+  bool has_retries;  // retry_due_at is set: parked keys exist
   bool retries_due;
   char *name;
   int32 topic_id;
   char *topic;
   char *handler;
-  Oid handler_fn;     // InvalidOid: dropped
+  Oid handler_fn;  // InvalidOid: dropped
   bool batch_form;
   Oid owner;
   char *owner_state;  // ok, missing, superuser, no_execute
@@ -266,7 +271,8 @@ bool ClaimUnit(Unit *unit, MemoryContext context) {
   unit->history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history_from);
   Datum retry_due_at = Column(0, 8, &isnull);
   unit->has_retries = !isnull;
-  unit->retries_due = !isnull && DatumGetTimestampTz(retry_due_at) <= GetCurrentTransactionStartTimestamp();
+  unit->retries_due =
+      !isnull && DatumGetTimestampTz(retry_due_at) <= GetCurrentTransactionStartTimestamp();
   unit->name = CopiedText(0, 9, context);
   unit->topic_id = DatumGetInt32(Column(0, 10, &isnull));
   unit->topic = CopiedText(0, 11, context);
@@ -301,7 +307,8 @@ const char *HandlerProblem(const Unit &unit) {
                     unit.handler);
   }
   std::string_view state(unit.owner_state);
-  if (state == "missing") return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
+  if (state == "missing")
+    return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
   if (state == "superuser") {
     return psprintf("owner %s is now a superuser; handlers never run as a superuser",
                     GetUserNameFromId(unit.owner, false));
@@ -367,8 +374,8 @@ void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
 }
 
 // Reads up to `limit` rows of one part of the window after the cursor.
-uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, Window *window, int limit,
-                      ItemList *items, MemoryContext context) {
+uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, Window *window, int limit, ItemList *items,
+                      MemoryContext context) {
   static const Datum kZeroXid = 0;
   bool has_cursor = unit.has_cursor || window->read_any;
   Datum args[] = {Int32GetDatum(unit.topic_id),
@@ -467,7 +474,8 @@ class Batch {
       return;
     }
     size_t half = line.size() / 2;
-    DeliverLine(std::vector<size_t>(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(half)));
+    DeliverLine(
+        std::vector<size_t>(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(half)));
     DeliverLine(std::vector<size_t>(line.begin() + static_cast<std::ptrdiff_t>(half), line.end()));
   }
 
@@ -514,11 +522,10 @@ struct ErrorFields {
 
 ErrorFields FieldsOf(const ErrorData *error) {
   ErrorFields fields{};
-  const char *texts[5] = {error != nullptr ? pstrdup(unpack_sql_state(error->sqlerrcode)) : nullptr,
-                          error != nullptr ? error->message : nullptr,
-                          error != nullptr ? error->detail : nullptr,
-                          error != nullptr ? error->hint : nullptr,
-                          error != nullptr ? error->context : nullptr};
+  const char *texts[5] = {
+      error != nullptr ? pstrdup(unpack_sql_state(error->sqlerrcode)) : nullptr,
+      error != nullptr ? error->message : nullptr, error != nullptr ? error->detail : nullptr,
+      error != nullptr ? error->hint : nullptr, error != nullptr ? error->context : nullptr};
   for (int i = 0; i < 5; ++i) {
     fields.values[i] = TextOrNull(texts[i]);
     fields.nulls[i] = NullFlag(texts[i] == nullptr);
@@ -529,12 +536,18 @@ ErrorFields FieldsOf(const ErrorData *error) {
 void Park(const Unit &unit, const Item &item, bool head, bool blocked, int32 attempt,
           TimestampTz next_attempt, const ErrorData *error, TimestampTz now) {
   ErrorFields fields = FieldsOf(error);
-  Datum args[15] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition),
-                    TextOrNull(item.key), Int64GetDatum(item.event_id), item.event,
-                    BoolGetDatum(head), BoolGetDatum(blocked), Int32GetDatum(attempt),
-                    TimestampTzGetDatum(next_attempt), TimestampTzGetDatum(now)};
-  char nulls[16] = {' ', ' ', NullFlag(item.key == nullptr), ' ', ' ', ' ', ' ', ' ', ' ',
-                    NullFlag(error == nullptr)};
+  Datum args[15] = {Int32GetDatum(unit.subscription_id),
+                    Int32GetDatum(unit.partition),
+                    TextOrNull(item.key),
+                    Int64GetDatum(item.event_id),
+                    item.event,
+                    BoolGetDatum(head),
+                    BoolGetDatum(blocked),
+                    Int32GetDatum(attempt),
+                    TimestampTzGetDatum(next_attempt),
+                    TimestampTzGetDatum(now)};
+  char nulls[16] = {' ', ' ', NullFlag(item.key == nullptr), ' ', ' ', ' ', ' ',
+                    ' ', ' ', NullFlag(error == nullptr)};
   for (int i = 0; i < 5; ++i) {
     args[10 + i] = fields.values[i];
     nulls[10 + i] = fields.nulls[i];
@@ -602,8 +615,8 @@ Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
     char align = 0;
     get_typlenbyvalalign(type, &length, &by_value, &align);
     return PointerGetDatum(construct_array(const_cast<Datum *>(values.data()),
-                                           static_cast<int>(values.size()), type, length,
-                                           by_value, align));
+                                           static_cast<int>(values.size()), type, length, by_value,
+                                           align));
   });
 }
 
@@ -622,7 +635,8 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Window &window
         ++tally.delivered;
         if (item.from_retry) {
           settled_retries.push_back(Int64GetDatum(item.event_id));
-          if (item.key != nullptr) heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
+          if (item.key != nullptr)
+            heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
         }
         break;
       case Outcome::kParked:
@@ -638,10 +652,12 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Window &window
           ++tally.dead;
           CallPostgres([&] { DeadLetter(unit, item, attempts, now); });
           if (unit.block_on_dead && item.key != nullptr) {
-            CallPostgres([&] { Park(unit, item, true, true, attempts, DT_NOEND, item.error, now); });
+            CallPostgres(
+                [&] { Park(unit, item, true, true, attempts, DT_NOEND, item.error, now); });
           } else if (item.from_retry) {
             settled_retries.push_back(Int64GetDatum(item.event_id));
-            if (item.key != nullptr) heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
+            if (item.key != nullptr)
+              heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
           }
         } else {
           CallPostgres([&] {
@@ -683,7 +699,8 @@ std::unordered_map<int32, core::FailureWindow> failure_windows;
 void JudgeBreaker(const Unit &unit, const Tally &tally, int64 attempted) {
   if (attempted == 0) return;
   core::FailureWindow &window = failure_windows[unit.subscription_id];
-  int64 now = static_cast<int64>(CallPostgres([] { return GetCurrentTimestamp(); }) / USECS_PER_SEC);
+  int64 now =
+      static_cast<int64>(CallPostgres([] { return GetCurrentTimestamp(); }) / USECS_PER_SEC);
   window.Record(now, attempted, tally.failed);
   if (!window.Exceeded(now, unit.failure_budget, unit.breaker_min_attempts)) return;
   int64 seen = window.Attempts(now);
@@ -751,7 +768,8 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   if (unit.has_retries) CallPostgres([&] { ReadParkedKeys(unit, &parked_keys, context); });
   std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
   int room = unit.batch_size - items.count;
-  if (window.present && room > 0) CallPostgres([&] { ReadWindow(unit, &window, room, &items, context); });
+  if (window.present && room > 0)
+    CallPostgres([&] { ReadWindow(unit, &window, room, &items, context); });
 
   Batch batch(unit, items, context);
   ErrorData *broken = batch.Deliver(parked);

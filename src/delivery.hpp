@@ -9,11 +9,11 @@
 namespace evproc {
 
 struct BatchResult {
-  bool worked;             // a unit was claimed (run the next batch at once)
-  TimestampTz next_due;    // when idle: the earliest retry or breaker end (0: none)
+  bool worked;               // a unit was claimed (run the next batch at once)
+  TimestampTz next_due;      // when idle: the earliest retry or breaker end (0: none)
   const char *subscription;  // the unit's (batch memory)
   int32 partition;
-  bool paused;             // the subscription was paused instead (broken handler)
+  bool paused;  // the subscription was paused instead (broken handler)
   int64 delivered;
   int64 failed;
   int64 dead;

@@ -38,8 +38,8 @@ void RunAsOwner(const Call &call) {
   Oid saved_user = InvalidOid;
   int saved_security = 0;
   GetUserIdAndSecContext(&saved_user, &saved_security);
-  SetUserIdAndSecContext(target.owner, saved_security | SECURITY_LOCAL_USERID_CHANGE |
-                                           SECURITY_RESTRICTED_OPERATION);
+  SetUserIdAndSecContext(
+      target.owner, saved_security | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
   int guc_level = NewGUCNestLevel();
   FmgrInfo flinfo;
   fmgr_info(target.function, &flinfo);

@@ -16,10 +16,10 @@ namespace evproc {
 
 struct HandlerTarget {
   Oid function;
-  bool batch_form;     // f(evproc.event[]) rather than f(evproc.event)
+  bool batch_form;  // f(evproc.event[]) rather than f(evproc.event)
   Oid owner;
   int timeout_ms;
-  Oid event_type;      // evproc.event
+  Oid event_type;  // evproc.event
 };
 
 // Calls the handler on events[0..count). Returns nullptr on success, or the error

@@ -46,10 +46,10 @@ void DefineBackgroundSettings() {
   DefineCustomIntVariable("evproc.workers", "Number of delivery workers the launcher keeps.",
                           nullptr, &worker_count, 2, 0, kMaxWorkers, PGC_SIGHUP, 0, nullptr,
                           nullptr, nullptr);
-  DefineCustomIntVariable("evproc.tick_interval",
-                          "Shortest time between two ticks (snapshots that bound delivery windows).",
-                          nullptr, &tick_interval_ms, 2, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS,
-                          nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.tick_interval",
+      "Shortest time between two ticks (snapshots that bound delivery windows).", nullptr,
+      &tick_interval_ms, 2, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("evproc.maintenance_interval",
                           "Time between two runs of evproc.maintain() by the launcher.", nullptr,
                           &maintenance_interval_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
@@ -76,8 +76,8 @@ using evproc::kMaxWorkers;
 
 constexpr long kNoExtensionWaitMs = 2000;
 constexpr long kSuperviseWaitMs = 1000;
-constexpr int64 kRestartPauseUs = 1000 * 1000;
-constexpr int64 kNoSlotRetryUs = 10 * 1000 * 1000;
+constexpr int64 kRestartPauseUs = INT64CONST(1000000);
+constexpr int64 kNoSlotRetryUs = INT64CONST(10000000);
 
 struct Pool {
   BackgroundWorkerHandle *handles[kMaxWorkers];
@@ -137,7 +137,8 @@ long Supervise() {
       continue;
     }
     pid_t pid = 0;
-    if (pool.handles[i] != nullptr && GetBackgroundWorkerPid(pool.handles[i], &pid) != BGWH_STOPPED) {
+    if (pool.handles[i] != nullptr &&
+        GetBackgroundWorkerPid(pool.handles[i], &pid) != BGWH_STOPPED) {
       continue;
     }
     if (pool.handles[i] != nullptr) {
@@ -176,7 +177,8 @@ int64 TakeTick() {
     elog(ERROR, "evproc launcher: could not take a tick");
   }
   bool isnull = false;
-  int64 tick = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  int64 tick =
+      DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   PopActiveSnapshot();
   SPI_finish();
   CommitTransactionCommand();

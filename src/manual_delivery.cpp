@@ -20,13 +20,14 @@ EVPROC_CPP_FUNCTION(evproc_deliver_batch) {
   });
   evproc::BatchResult result = evproc::RunOneBatchInTransaction();
   return CallPostgres([&] {
-    Datum values[7] = {BoolGetDatum(result.worked),
-                       result.subscription != nullptr ? CStringGetTextDatum(result.subscription) : 0,
-                       Int32GetDatum(result.partition),
-                       Int64GetDatum(result.delivered),
-                       Int64GetDatum(result.failed),
-                       Int64GetDatum(result.dead),
-                       BoolGetDatum(result.paused)};
+    Datum values[7] = {
+        BoolGetDatum(result.worked),
+        result.subscription != nullptr ? CStringGetTextDatum(result.subscription) : 0,
+        Int32GetDatum(result.partition),
+        Int64GetDatum(result.delivered),
+        Int64GetDatum(result.failed),
+        Int64GetDatum(result.dead),
+        BoolGetDatum(result.paused)};
     bool nulls[7] = {false, !result.worked, !result.worked, false, false, false, false};
     return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(descriptor), values, nulls));
   });

@@ -50,8 +50,8 @@ void RequestSharedState() {
 }
 
 int SlotOf(int32 topic_id, int32 partition) {
-  uint64 mixed = (static_cast<uint64>(static_cast<uint32>(topic_id)) << 32) |
-                 static_cast<uint32>(partition);
+  uint64 mixed =
+      (static_cast<uint64>(static_cast<uint32>(topic_id)) << 32) | static_cast<uint32>(partition);
   mixed *= UINT64CONST(0x9E3779B97F4A7C15);  // Fibonacci hashing spreads neighbours
   static_assert(kPartitionSlots == 1 << 12, "the shift below takes 12 bits");
   return static_cast<int>(mixed >> 52);  // top 12 bits

@@ -28,7 +28,7 @@ extern "C" {
 
 namespace {
 
-constexpr long kIdleWaitMs = 60 * 1000;
+constexpr long kIdleWaitMs = 60000L;
 constexpr long kErrorPauseMs = 1000;
 
 int worker_index = -1;

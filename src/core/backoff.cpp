@@ -25,7 +25,8 @@ void FailureWindow::Record(int64_t now_seconds, int64_t attempts, int64_t failur
 int64_t FailureWindow::Attempts(int64_t now_seconds) const {
   int64_t total = 0;
   for (const Bucket &bucket : buckets_) {
-    if (bucket.second > now_seconds - kSeconds && bucket.second <= now_seconds) total += bucket.attempts;
+    if (bucket.second > now_seconds - kSeconds && bucket.second <= now_seconds)
+      total += bucket.attempts;
   }
   return total;
 }
@@ -33,7 +34,8 @@ int64_t FailureWindow::Attempts(int64_t now_seconds) const {
 int64_t FailureWindow::Failures(int64_t now_seconds) const {
   int64_t total = 0;
   for (const Bucket &bucket : buckets_) {
-    if (bucket.second > now_seconds - kSeconds && bucket.second <= now_seconds) total += bucket.failures;
+    if (bucket.second > now_seconds - kSeconds && bucket.second <= now_seconds)
+      total += bucket.failures;
   }
   return total;
 }

@@ -15,6 +15,7 @@ extern char *database_name;         // evproc.database
 extern int worker_count;            // evproc.workers
 extern int tick_interval_ms;        // evproc.tick_interval
 extern int maintenance_interval_s;  // evproc.maintenance_interval
+extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
 
 void DefineBackgroundSettings();
 void RegisterLauncher();  // from _PG_init, preload only

@@ -730,6 +730,8 @@ MemoryContext BatchContext() {
 
 namespace {
 
+void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out);
+
 // One batch inside the current transaction, SPI connected.
 BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   BatchResult result{};
@@ -749,7 +751,17 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
                                                      unit.name, unit.partition));
     });
   }
+  // The unit's rows are read with a snapshot taken after the claim: the worker that held
+  // the unit before may have committed (parked keys, cursor) after our first snapshot.
+  // (On an error the transaction's abort pops it.)
+  CallPostgres([] { PushActiveSnapshot(GetTransactionSnapshot()); });
+  DeliverClaimed(unit, context, &result);
+  CallPostgres([] { PopActiveSnapshot(); });
+  return result;
+}
 
+void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
+  BatchResult &result = *out;
   const char *problem = CallPostgres([&] { return HandlerProblem(unit); });
   if (problem != nullptr) {
     CallPostgres([&] {
@@ -757,7 +769,7 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
       ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, problem)));
     });
     result.paused = true;
-    return result;
+    return;
   }
 
   ItemList items{};
@@ -784,14 +796,13 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
       ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, reason)));
     });
     result.paused = true;
-    return result;
+    return;
   }
   Tally tally = WriteOutcome(unit, items, window);
   JudgeBreaker(unit, tally, tally.delivered + tally.failed);
   result.delivered = tally.delivered;
   result.failed = tally.failed;
   result.dead = tally.dead;
-  return result;
 }
 
 }  // namespace

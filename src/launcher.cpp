@@ -38,6 +38,7 @@ char *database_name = nullptr;
 int worker_count = 2;
 int tick_interval_ms = 2;
 int maintenance_interval_s = 10;
+bool worker_synchronous_commit = false;
 
 void DefineBackgroundSettings() {
   DefineCustomStringVariable("evproc.database", "Database whose evproc the launcher serves.",
@@ -54,6 +55,12 @@ void DefineBackgroundSettings() {
                           "Time between two runs of evproc.maintain() by the launcher.", nullptr,
                           &maintenance_interval_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
                           nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "evproc.worker_synchronous_commit",
+      "Whether delivery workers wait for the WAL flush of each batch's commit.",
+      "Off by default: a batch lost in a crash is lost with its handler's effects and is "
+      "simply delivered again, so exactly-once effects hold either way.",
+      &worker_synchronous_commit, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 }
 
 void RegisterLauncher() {

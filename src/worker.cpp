@@ -21,6 +21,7 @@ extern "C" {
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
@@ -70,6 +71,13 @@ long MillisecondsUntil(TimestampTz due) {
   return wait > kIdleWaitMs ? kIdleWaitMs : wait;
 }
 
+// A batch's commit carries its handler's effects and its progress together: if a crash
+// loses it, both are lost and the batch is simply delivered again.
+void ApplyCommitSetting() {
+  SetConfigOption("synchronous_commit", evproc::worker_synchronous_commit ? "on" : "off",
+                  PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 void Pause(long milliseconds) {
   (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, milliseconds,
                   PG_WAIT_EXTENSION);
@@ -88,6 +96,7 @@ extern "C" void evproc_worker_main(Datum main_arg) {
   BackgroundWorkerUnblockSignals();
   BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
   pgstat_report_appname("evproc worker");
+  ApplyCommitSetting();
 
   if (evproc::Shared() != nullptr && worker_index >= 0 && worker_index < evproc::kMaxWorkers) {
     pg_atomic_write_u32(&evproc::Shared()->worker_procno[worker_index],
@@ -116,6 +125,7 @@ extern "C" void evproc_worker_main(Datum main_arg) {
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
+      ApplyCommitSetting();
     }
     GuardedBatch batch{};
     RunBatch(&batch);

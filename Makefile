@@ -12,7 +12,7 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
-EXTRA_CLEAN = $(DATA_built) tmp_check tmp_check_iso output_iso results regression.diffs \
+EXTRA_CLEAN = $(DATA_built) tmp_check tmp_check_regress tmp_check_iso output_iso results regression.diffs \
               regression.out log
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
@@ -26,7 +26,7 @@ SHLIB_LINK = -lstdc++
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.
 REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
-REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/evproc.conf \
+REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/evproc.conf \
                --load-extension=evproc --encoding=UTF8 --no-locale
 ISOLATION = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso \

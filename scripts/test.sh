@@ -58,7 +58,7 @@ step "install" make -s install || { echo "$passed passed, $failed failed"; exit 
 
 # The temporary servers run as postgres and write results into the tree.
 chmod -R a+rwX . "$log_dir"
-rm -rf results output_iso tmp_check tmp_check_iso
+rm -rf results output_iso tmp_check tmp_check_regress tmp_check_iso
 
 echo "== pg_regress, isolation specs and TAP tests"
 # -i: pg_regress, the isolation tester and prove share one PGXS recipe; without -i a

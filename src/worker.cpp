@@ -31,6 +31,7 @@ namespace {
 
 constexpr long kIdleWaitMs = 60000L;
 constexpr long kErrorPauseMs = 1000;
+constexpr long kHeldElsewhereWaitMs = 1000;
 
 int worker_index = -1;
 
@@ -64,9 +65,13 @@ void RunBatch(GuardedBatch *out) noexcept {
   }
 }
 
+// How long to sleep when no unit could be claimed. A retry already due that we could not
+// claim is held by another worker, which will run it: no reason to spin.
 long MillisecondsUntil(TimestampTz due) {
   if (due == 0) return kIdleWaitMs;
-  long wait = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), due);
+  TimestampTz now = GetCurrentTimestamp();
+  if (due <= now) return kHeldElsewhereWaitMs;
+  long wait = TimestampDifferenceMilliseconds(now, due);
   if (wait < 1) wait = 1;
   return wait > kIdleWaitMs ? kIdleWaitMs : wait;
 }

@@ -248,6 +248,7 @@ struct Window {
   Datum target_xmax;
   Datum from_xip;
   Datum from_xmax;
+  int32 pending_count;  // transactions open at tick A
   Datum last_xid;
   int64 last_id;
   bool read_any;
@@ -339,6 +340,7 @@ void ReadWindowBounds(const Unit &unit, Window *window, MemoryContext context) {
   window->target_xmax = CopiedColumn(0, 3, &isnull, context);
   window->from_xip = CopiedColumn(0, 4, &isnull, context);
   window->from_xmax = CopiedColumn(0, 5, &isnull, context);
+  window->pending_count = DatumGetInt32(Column(0, 6, &isnull));
   window->last_xid = unit.cursor_xid;
   window->last_id = unit.cursor_id;
   window->read_any = false;
@@ -408,7 +410,14 @@ uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, Window *window, int lim
 // The window in (xid, id) order is its pending part, then its range part.
 void ReadWindow(const Unit &unit, Window *window, int limit, ItemList *items,
                 MemoryContext context) {
-  uint64 rows = ReadWindowPart(plans.window_pending, unit, window, limit, items, context);
+  uint64 rows = 0;
+  // The pending part is skipped (one statement less per batch) when no transaction was
+  // open at tick A or the cursor is past it already (xid8 Datums are the 64-bit xid).
+  bool has_cursor = unit.has_cursor;
+  if (window->pending_count > 0 &&
+      (!has_cursor || DatumGetUInt64(window->last_xid) < DatumGetUInt64(window->from_xmax))) {
+    rows = ReadWindowPart(plans.window_pending, unit, window, limit, items, context);
+  }
   if (rows < static_cast<uint64>(limit)) {
     rows += ReadWindowPart(plans.window_range, unit, window, limit - static_cast<int>(rows), items,
                            context);

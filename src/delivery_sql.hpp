@@ -48,9 +48,11 @@ SELECT min(due) FROM (
 
 // The unit's window: from tick A ($1) to its window tick or the newest tick ($2).
 inline constexpr const char *kWindowBounds = R"sql(
-SELECT b.id, b.snapshot, pg_catalog.pg_snapshot_xmax(b.snapshot),
-       ARRAY(SELECT pg_catalog.pg_snapshot_xip(a.snapshot)), pg_catalog.pg_snapshot_xmax(a.snapshot)
-  FROM evproc.tick a, evproc.tick b
+SELECT b.id, b.snapshot, pg_catalog.pg_snapshot_xmax(b.snapshot), x.xip,
+       pg_catalog.pg_snapshot_xmax(a.snapshot), pg_catalog.cardinality(x.xip)
+  FROM evproc.tick a
+ CROSS JOIN LATERAL (SELECT ARRAY(SELECT pg_catalog.pg_snapshot_xip(a.snapshot)) AS xip) x,
+       evproc.tick b
  WHERE a.id = $1 AND b.id = coalesce($2, (SELECT max(id) FROM evproc.tick)))sql";
 
 // Due parked keys of the unit with the events waiting behind them, in line order.

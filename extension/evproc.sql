@@ -276,7 +276,9 @@ $fn$;
 -- open at tick A, point look-ups) and then 'range' (xid in [xmax(A), xmax(B))). Every
 -- xid of the first part is below xmax(A), so the window in (xid, id) order is the first
 -- part followed by the second: each is one ordered index scan on event_window_idx that
--- stops after $9 rows, and the (xid, id) cursor ($7, $8) resumes it with an index seek,
+-- stops after $9 rows, and the (xid, id) cursor ($7, $8) resumes it with an index seek
+-- (the scan starts at greatest(xmax(A), cursor xid): PostgreSQL starts a btree scan at
+-- a plain bound, not at a row comparison),
 -- however big the window (an id order would re-read and sort the rest of the window at
 -- every batch). A transaction's events keep their enqueue order; transactions are
 -- ordered by xid inside one window.
@@ -290,8 +292,8 @@ CREATE FUNCTION evproc.window_sql(part text) RETURNS text
 AS $fn$ SELECT 'SELECT e.* FROM evproc.log e
  WHERE e.topic_id = $1 AND e.partition = $2 AND '
  || CASE part WHEN 'pending' THEN 'e.xid = ANY ($3) AND (e.xid, e.id) > ($7, $8)'
-              WHEN 'range' THEN 'e.xid >= $4 AND e.xid < $6
-   AND (e.topic_id, e.partition, e.xid, e.id) > ($1, $2, $7, $8)' END
+              WHEN 'range' THEN 'e.xid >= GREATEST($4, $7) AND e.xid < $6
+   AND (e.xid, e.id) > ($7, $8)' END
  || '
    AND e.enqueued_at >= $10 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
  ORDER BY e.xid, e.id LIMIT $9' $fn$;

@@ -146,6 +146,21 @@ SELECT key, (event).payload->>'n' AS n, is_head, blocked FROM evproc.retry r
   JOIN evproc.subscription s ON s.id = r.subscription_id WHERE s.name = 'dl_block' ORDER BY seq;
 SELECT name, parked, dead_letters FROM evproc_subscriptions WHERE name = 'dl_block';
 
+-- max_attempts 1 with 'skip': the events that waited behind a dead event of the same
+-- batch go on (the oldest becomes the head).
+SELECT evproc_create_topic('dl.k', partitions => 1) > 0 AS created;
+SELECT evproc_subscribe('dl_skip1', 'dl.k', 'dl_picky', max_attempts => 1, failure_budget => 1,
+                        run_as => 'evproc_dl_app') > 0 AS subscribed;
+TRUNCATE dl_seen;
+SELECT count(*) AS enqueued FROM (
+  SELECT evproc_enqueue('dl.k', 'a', payload) FROM (VALUES
+    (1, '{"n": 1, "fail_times": 99}'::jsonb), (2, '{"n": 2}'), (3, '{"n": 3}')) v(o, payload) ORDER BY o) x;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain();
+SELECT string_agg(n::text, ',' ORDER BY seq) AS handled FROM dl_seen;
+SELECT count(*) AS parked FROM evproc.retry r JOIN evproc.subscription s ON s.id = r.subscription_id
+ WHERE s.name = 'dl_skip1';
+
 -------------------------------------------------------------------------------
 -- A broken or dropped handler, or an owner who lost the right to run it, pauses the
 -- subscription with a reason; nothing is charged to the events.

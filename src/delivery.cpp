@@ -667,10 +667,13 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Window &window
           if (unit.block_on_dead && item.key != nullptr) {
             CallPostgres(
                 [&] { Park(unit, item, true, true, attempts, DT_NOEND, item.error, now); });
-          } else if (item.from_retry) {
-            settled_retries.push_back(Int64GetDatum(item.event_id));
-            if (item.key != nullptr)
+          } else {
+            if (item.from_retry) settled_retries.push_back(Int64GetDatum(item.event_id));
+            // Events of its key parked behind it (earlier, or in this very batch) get a
+            // new head: the oldest of them.
+            if (item.key != nullptr) {
               heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
+            }
           }
         } else {
           CallPostgres([&] {

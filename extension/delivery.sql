@@ -58,8 +58,7 @@ CREATE TABLE evproc.progress (
     partition       integer NOT NULL,
     tick_id         bigint NOT NULL,   -- everything visible in this tick is handled
     window_tick     bigint,            -- the tick of the window being drained, if any
-    cursor_xid      xid8,              -- last (xid, id) handled inside that window
-    cursor_id       bigint,
+    cursor_id       bigint,            -- last id handled inside that window
     history_from    timestamptz,       -- window from tick 0: skip events enqueued before
     retry_due_at    timestamptz,       -- earliest due parked key ('infinity': only blocked)
     batches         bigint NOT NULL DEFAULT 0,

@@ -259,46 +259,49 @@ SELECT t.name, t.partitions, t.retention, t.dedup_window, t.max_pending,
 CREATE TABLE evproc.tick (
     id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     snapshot pg_snapshot NOT NULL,
-    taken_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    taken_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- The shared-memory slots of the (topic, partition) pairs that got commits since the
+    -- previous tick (NULL: any may have). A unit's window ends at the first tick after its
+    -- position that names its slot, so windows stay about one tick of commits wide.
+    dirty    integer[]
 );
 COMMENT ON TABLE evproc.tick IS 'evproc snapshot ticks; windows between consecutive ticks are delivered in order';
 
 -- Records the current snapshot as a new tick. Must run in its own transaction (the
 -- launcher does); inside a transaction that enqueued, its own events would count as
 -- committed in the tick.
-CREATE FUNCTION evproc.take_tick() RETURNS bigint
+CREATE FUNCTION evproc.take_tick(dirty integer[] DEFAULT NULL) RETURNS bigint
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $fn$
-    INSERT INTO evproc.tick (snapshot) VALUES (pg_current_snapshot()) RETURNING id
+    INSERT INTO evproc.tick (snapshot, dirty) VALUES (pg_current_snapshot(), dirty) RETURNING id
 $fn$;
 
 -- The read of one window, in two parts: 'pending' (xid in xip(A), transactions still
--- open at tick A, point look-ups) and then 'range' (xid in [xmax(A), xmax(B))). Every
--- xid of the first part is below xmax(A), so the window in (xid, id) order is the first
--- part followed by the second: each is one ordered index scan on event_window_idx that
--- stops after $9 rows, and the (xid, id) cursor ($7, $8) resumes it with an index seek
--- (the scan starts at greatest(xmax(A), cursor xid): PostgreSQL starts a btree scan at
--- a plain bound, not at a row comparison),
--- however big the window (an id order would re-read and sort the rest of the window at
--- every batch). A transaction's events keep their enqueue order; transactions are
--- ordered by xid inside one window.
--- Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B),
--- $7/$8 the cursor, $9 the most rows, $10 the oldest enqueued_at wanted (a subscription
--- that starts inside the history). Bounds are bound as values: written as a join against
--- evproc.tick, the planner would scan from xid 0. Kept in one place so tests EXPLAIN
--- exactly what delivery runs.
+-- open at tick A: point look-ups) and 'range' (xid in [xmax(A), xmax(B)): one range
+-- scan), both on event_window_idx, each visible in B. Inside a window events go in id
+-- order: an id is taken inside evproc_enqueue, after whatever lock the publishing
+-- transaction holds on the entity it publishes about, so for one key id order is the
+-- order in which publishers got through that lock, i.e. commit order (an xid is taken
+-- at a transaction's first write, possibly before it waits for that lock). The worker
+-- merges the two parts by id. Windows are kept about one tick wide (evproc.tick.dirty),
+-- so sorting a window's rest at each batch costs little.
+-- Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7
+-- (unused), $8 the id cursor, $9 the most rows, $10 the oldest enqueued_at wanted (a
+-- subscription that starts inside the history). Bounds are bound as values: written as a
+-- join against evproc.tick, the planner would scan from xid 0. Kept in one place so tests
+-- EXPLAIN exactly what delivery runs.
 CREATE FUNCTION evproc.window_sql(part text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT 'SELECT e.* FROM evproc.log e
  WHERE e.topic_id = $1 AND e.partition = $2 AND '
- || CASE part WHEN 'pending' THEN 'e.xid = ANY ($3) AND (e.xid, e.id) > ($7, $8)'
-              WHEN 'range' THEN 'e.xid >= GREATEST($4, $7) AND e.xid < $6
-   AND (e.xid, e.id) > ($7, $8)' END
+ || CASE part WHEN 'pending' THEN 'e.xid = ANY ($3)'
+              WHEN 'range' THEN 'e.xid >= $4 AND e.xid < $6' END
  || '
+   AND e.id > $8
    AND e.enqueued_at >= $10 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
- ORDER BY e.xid, e.id LIMIT $9' $fn$;
+ ORDER BY e.id LIMIT $9' $fn$;
 
--- The events of one (topic, partition) in the window (from_tick, to_tick], in delivery order.
+-- The events of one (topic, partition) in the window (from_tick, to_tick], in id order.
 CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,
                                      from_tick bigint, to_tick bigint)
     RETURNS SETOF evproc.log
@@ -314,11 +317,9 @@ BEGIN
         RAISE EXCEPTION 'no window between ticks % and %', from_tick, to_tick
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY EXECUTE evproc.window_sql('pending')
+    RETURN QUERY EXECUTE format('SELECT w.* FROM ((%s) UNION ALL (%s)) w ORDER BY w.id',
+                                evproc.window_sql('pending'), evproc.window_sql('range'))
         USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b), '0'::xid8, 0::bigint, NULL::bigint, '-infinity'::timestamptz;
-    RETURN QUERY EXECUTE evproc.window_sql('range')
-        USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b), '0'::xid8, 0::bigint, NULL::bigint, '-infinity'::timestamptz;
+              b, pg_snapshot_xmax(b), NULL::xid8, 0::bigint, NULL::bigint, '-infinity'::timestamptz;
 END
 $fn$;

@@ -11,6 +11,7 @@
 #include "delivery_sql.hpp"
 #include "error_boundary.hpp"
 #include "handler_call.hpp"
+#include "shared_state.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -104,7 +105,7 @@ bool EnsurePlans() {
                SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), sql::kWindowSuffix);
 
   const Oid two_ids[] = {INT4OID, INT4OID};
-  const Oid bounds_types[] = {INT8OID, INT8OID};
+  const Oid bounds_types[] = {INT8OID, INT8OID, INT4OID};
   const Oid due_types[] = {INT4OID, INT4OID, INT4OID};
   const Oid window_types[] = {INT4OID,        INT4OID,        XID8ARRAYOID, XID8OID,
                               PG_SNAPSHOTOID, XID8OID,        XID8OID,      INT8OID,
@@ -116,13 +117,13 @@ bool EnsurePlans() {
   const Oid dead_types[] = {INT4OID, INT4OID, event_type, INT4OID,        TEXTOID,        TEXTOID,
                             TEXTOID, TEXTOID, TEXTOID,    TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
   const Oid promote_types[] = {INT4OID, INT4OID, TEXTARRAYOID};
-  const Oid advance_types[] = {INT4OID, INT4OID,        INT8OID, INT8OID, XID8OID,
+  const Oid advance_types[] = {INT4OID, INT4OID,        INT8OID, INT8OID, INT4OID,
                                INT8OID, TIMESTAMPTZOID, BOOLOID, INT8OID};
   const Oid reason_types[] = {INT4OID, TEXTOID};
 
   plans.claim = Prepare(sql::kClaimUnit, 0, nullptr);
   plans.next_due = Prepare(sql::kNextDue, 0, nullptr);
-  plans.bounds = Prepare(sql::kWindowBounds, 2, bounds_types);
+  plans.bounds = Prepare(sql::kWindowBounds, 3, bounds_types);
   plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
   plans.parked_keys = Prepare(sql::kParkedKeys, 2, two_ids);
   plans.window_pending = Prepare(pending_text, 11, window_types);
@@ -182,7 +183,6 @@ struct Unit {
   int32 partition;
   int64 tick_id;
   int64 window_tick;  // 0: none
-  Datum cursor_xid;
   bool has_cursor;
   int64 cursor_id;
   TimestampTz history_from;
@@ -245,6 +245,15 @@ struct KeyList {
   int count;
 };
 
+// Where a unit stands: everything visible in tick_id is handled; while a window is being
+// drained, its target tick and the id cursor inside it.
+struct Position {
+  int64 tick_id;
+  int64 window_tick;  // 0: none
+  bool has_cursor;
+  int64 cursor_id;
+};
+
 struct Window {
   bool present;
   int64 target_tick;
@@ -252,10 +261,7 @@ struct Window {
   Datum target_xmax;
   Datum from_xip;
   Datum from_xmax;
-  int32 pending_count;  // transactions open at tick A
-  Datum last_xid;
-  int64 last_id;
-  bool read_any;
+  int32 pending_count;  // transactions open at the window's start tick
   bool complete;
 };
 
@@ -267,9 +273,8 @@ bool ClaimUnit(Unit *unit, MemoryContext context) {
   unit->tick_id = DatumGetInt64(Column(0, 3, &isnull));
   Datum window_tick = Column(0, 4, &isnull);
   unit->window_tick = isnull ? 0 : DatumGetInt64(window_tick);
-  unit->cursor_xid = CopiedColumn(0, 5, &isnull, context);
-  unit->has_cursor = !isnull;
   Datum cursor_id = Column(0, 6, &isnull);
+  unit->has_cursor = !isnull;
   unit->cursor_id = isnull ? 0 : DatumGetInt64(cursor_id);
   Datum history_from = Column(0, 7, &isnull);
   unit->has_history_from = !isnull;
@@ -330,24 +335,23 @@ void SetReason(SPIPlanPtr plan, const Unit &unit, const char *reason) {
   Run(plan, args, nullptr, false, SPI_OK_UPDATE);
 }
 
-void ReadWindowBounds(const Unit &unit, Window *window, MemoryContext context) {
-  Datum args[] = {Int64GetDatum(unit.tick_id), Int64GetDatum(unit.window_tick)};
-  char nulls[] = {' ', NullFlag(unit.window_tick == 0), '\0'};
+void ReadWindowBounds(const Unit &unit, const Position &at, Window *window,
+                      MemoryContext context) {
+  Datum args[] = {Int64GetDatum(at.tick_id), Int64GetDatum(at.window_tick),
+                  Int32GetDatum(SlotOf(unit.topic_id, unit.partition))};
+  char nulls[] = {' ', NullFlag(at.window_tick == 0), ' ', '\0'};
   if (Run(plans.bounds, args, nulls, true, SPI_OK_SELECT) != 1) {
     elog(ERROR, "evproc: ticks of subscription \"%s\" partition %d are missing", unit.name,
          unit.partition);
   }
   bool isnull = false;
   window->target_tick = DatumGetInt64(Column(0, 1, &isnull));
-  window->present = window->target_tick > unit.tick_id;
+  window->present = window->target_tick > at.tick_id;
   window->target_snapshot = CopiedColumn(0, 2, &isnull, context);
   window->target_xmax = CopiedColumn(0, 3, &isnull, context);
   window->from_xip = CopiedColumn(0, 4, &isnull, context);
   window->from_xmax = CopiedColumn(0, 5, &isnull, context);
   window->pending_count = DatumGetInt32(Column(0, 6, &isnull));
-  window->last_xid = unit.cursor_xid;
-  window->last_id = unit.cursor_id;
-  window->read_any = false;
   window->complete = false;
 }
 
@@ -379,54 +383,58 @@ void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
   for (uint64 row = 0; row < rows; ++row) keys->keys[row] = CopiedText(row, 1, context);
 }
 
-// Reads up to `limit` rows of one part of the window after the cursor.
-uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, Window *window, int limit, ItemList *items,
-                      MemoryContext context) {
-  static const Datum kZeroXid = 0;
-  bool has_cursor = unit.has_cursor || window->read_any;
+// Reads up to `limit` rows of one part of the window after the id cursor.
+uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, const Position &at, const Window &window,
+                      int limit, ItemList *part, MemoryContext context) {
   Datum args[] = {Int32GetDatum(unit.topic_id),
                   Int32GetDatum(unit.partition),
-                  window->from_xip,
-                  window->from_xmax,
-                  window->target_snapshot,
-                  window->target_xmax,
-                  has_cursor ? window->last_xid : kZeroXid,
-                  Int64GetDatum(has_cursor ? window->last_id : 0),
+                  window.from_xip,
+                  window.from_xmax,
+                  window.target_snapshot,
+                  window.target_xmax,
+                  0,
+                  Int64GetDatum(at.has_cursor ? at.cursor_id : 0),
                   Int64GetDatum(limit),
                   TimestampTzGetDatum(unit.history_from),
                   CStringGetTextDatum(unit.topic)};
-  uint64 rows = Run(plan, args, nullptr, true, SPI_OK_SELECT);
+  char nulls[] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' ', ' ', ' ', ' ', '\0'};
+  uint64 rows = Run(plan, args, nulls, true, SPI_OK_SELECT);
   for (uint64 row = 0; row < rows; ++row) {
     bool isnull = false;
     Item item{};
     item.event = CopiedColumn(row, 1, &isnull, context);
     item.event_id = DatumGetInt64(Column(row, 2, &isnull));
-    window->last_xid = CopiedColumn(row, 3, &isnull, context);
-    window->last_id = item.event_id;
     item.key = CopiedText(row, 4, context);
     item.outcome = Outcome::kPending;
-    Append(items, item, context);
+    Append(part, item, context);
   }
-  if (rows > 0) window->read_any = true;
   return rows;
 }
 
-// The window in (xid, id) order is its pending part, then its range part.
-void ReadWindow(const Unit &unit, Window *window, int limit, ItemList *items,
+// Appends the next up to `limit` events of the window in id order (its two parts merged)
+// and moves the cursor past them.
+void ReadWindow(const Unit &unit, Position *at, Window *window, int limit, ItemList *items,
                 MemoryContext context) {
-  uint64 rows = 0;
-  // The pending part is skipped (one statement less per batch) when no transaction was
-  // open at tick A or the cursor is past it already (xid8 Datums are the 64-bit xid).
-  bool has_cursor = unit.has_cursor;
-  if (window->pending_count > 0 &&
-      (!has_cursor || DatumGetUInt64(window->last_xid) < DatumGetUInt64(window->from_xmax))) {
-    rows = ReadWindowPart(plans.window_pending, unit, window, limit, items, context);
+  ItemList pending{};
+  ItemList range{};
+  uint64 pending_rows = 0;
+  if (window->pending_count > 0) {
+    pending_rows = ReadWindowPart(plans.window_pending, unit, *at, *window, limit, &pending, context);
   }
-  if (rows < static_cast<uint64>(limit)) {
-    rows += ReadWindowPart(plans.window_range, unit, window, limit - static_cast<int>(rows), items,
-                           context);
+  uint64 range_rows = ReadWindowPart(plans.window_range, unit, *at, *window, limit, &range, context);
+  int i = 0;
+  int j = 0;
+  for (int taken = 0; taken < limit && (i < pending.count || j < range.count); ++taken) {
+    bool from_pending =
+        j == range.count || (i < pending.count && pending.items[i].event_id < range.items[j].event_id);
+    const Item &next = from_pending ? pending.items[i++] : range.items[j++];
+    Append(items, next, context);
+    at->has_cursor = true;
+    at->cursor_id = next.event_id;
   }
-  window->complete = rows < static_cast<uint64>(limit);
+  window->complete = pending_rows < static_cast<uint64>(limit) &&
+                     range_rows < static_cast<uint64>(limit) && i == pending.count &&
+                     j == range.count;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -589,26 +597,25 @@ void DeadLetter(const Unit &unit, const Item &item, int32 attempts, TimestampTz 
 }
 
 // The unit's new position: past the window when it was read to its end.
-void Advance(const Unit &unit, const Window &window, bool retries_changed, int64 delivered) {
-  bool finished = window.present && window.complete;
-  bool in_window = window.present && !window.complete;
-  bool has_cursor = in_window && (window.read_any || unit.has_cursor);
+// The unit's new position. history_from is dropped once the unit left tick 0.
+void Advance(const Unit &unit, const Position &at, bool retries_changed, int64 delivered) {
+  bool keep_history = unit.has_history_from && at.tick_id == 0;
   Datum args[9] = {Int32GetDatum(unit.subscription_id),
                    Int32GetDatum(unit.partition),
-                   Int64GetDatum(finished ? window.target_tick : unit.tick_id),
-                   Int64GetDatum(window.target_tick),
-                   has_cursor ? window.last_xid : 0,
-                   Int64GetDatum(window.last_id),
+                   Int64GetDatum(at.tick_id),
+                   Int64GetDatum(at.window_tick),
+                   0,
+                   Int64GetDatum(at.cursor_id),
                    TimestampTzGetDatum(unit.history_from),
                    BoolGetDatum(retries_changed),
                    Int64GetDatum(delivered)};
   char nulls[10] = {' ',
                     ' ',
                     ' ',
-                    NullFlag(!in_window),
-                    NullFlag(!has_cursor),
-                    NullFlag(!has_cursor),
-                    NullFlag(finished || !unit.has_history_from),
+                    NullFlag(at.window_tick == 0),
+                    'n',
+                    NullFlag(!at.has_cursor),
+                    NullFlag(!keep_history),
                     ' ',
                     ' ',
                     '\0'};
@@ -635,7 +642,7 @@ Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
 
 // Records every item's outcome in line order (so parked events keep their order) and
 // moves the unit.
-Tally WriteOutcome(const Unit &unit, const ItemList &items, const Window &window) {
+Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) {
   Tally tally;
   TimestampTz now = CallPostgres([] { return GetCurrentTransactionStartTimestamp(); });
   std::vector<Datum> settled_retries;  // delivered, or dead without blocking their key
@@ -703,7 +710,7 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Window &window
       Run(plans.promote, args, nullptr, false, SPI_OK_UPDATE);
     });
   }
-  CallPostgres([&] { Advance(unit, window, retries_changed, tally.delivered); });
+  CallPostgres([&] { Advance(unit, at, retries_changed, tally.delivered); });
   return tally;
 }
 
@@ -776,6 +783,25 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   return result;
 }
 
+// Fills the batch from the unit's windows, one after the other (a window is about one
+// tick of commits wide, often less than a batch), and moves `at` along.
+void ReadWindows(const Unit &unit, Position *at, ItemList *items, MemoryContext context) {
+  constexpr int kMostWindowsPerBatch = 64;
+  for (int windows = 0; windows < kMostWindowsPerBatch; ++windows) {
+    int room = unit.batch_size - items->count;
+    if (room <= 0) return;
+    Window window{};
+    CallPostgres([&] { ReadWindowBounds(unit, *at, &window, context); });
+    if (!window.present) return;
+    CallPostgres([&] { ReadWindow(unit, at, &window, room, items, context); });
+    if (!window.complete) {
+      at->window_tick = window.target_tick;
+      return;
+    }
+    *at = Position{window.target_tick, 0, false, 0};
+  }
+}
+
 void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
   BatchResult &result = *out;
   const char *problem = CallPostgres([&] { return HandlerProblem(unit); });
@@ -790,14 +816,11 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
 
   ItemList items{};
   KeyList parked_keys{};
-  Window window{};
-  CallPostgres([&] { ReadWindowBounds(unit, &window, context); });
   if (unit.retries_due) CallPostgres([&] { ReadDueRetries(unit, &items, context); });
   if (unit.has_retries) CallPostgres([&] { ReadParkedKeys(unit, &parked_keys, context); });
   std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
-  int room = unit.batch_size - items.count;
-  if (window.present && room > 0)
-    CallPostgres([&] { ReadWindow(unit, &window, room, &items, context); });
+  Position at{unit.tick_id, unit.window_tick, unit.has_cursor, unit.cursor_id};
+  ReadWindows(unit, &at, &items, context);
 
   Batch batch(unit, items, context);
   ErrorData *broken = batch.Deliver(parked);
@@ -814,7 +837,7 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
     result.paused = true;
     return;
   }
-  Tally tally = WriteOutcome(unit, items, window);
+  Tally tally = WriteOutcome(unit, items, at);
   JudgeBreaker(unit, tally, tally.delivered + tally.failed);
   result.delivered = tally.delivered;
   result.failed = tally.failed;

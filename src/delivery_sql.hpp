@@ -8,7 +8,7 @@ namespace evproc::sql {
 // or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
 // least recently served unit goes first.
 inline constexpr const char *kClaimUnit = R"sql(
-SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_xid, p.cursor_id,
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, NULL::int, p.cursor_id,
        p.history_from, p.retry_due_at, s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
        CASE WHEN r.oid IS NULL THEN 'missing'
@@ -46,14 +46,19 @@ SELECT min(due) FROM (
   SELECT breaker_open_until FROM evproc.subscription
    WHERE NOT paused AND breaker_open_until > now()) d)sql";
 
-// The unit's window: from tick A ($1) to its window tick or the newest tick ($2).
+// The unit's window: from tick A ($1) to its window tick ($2) or else the first later
+// tick that names the unit's slot ($3) among its dirty ones (or the newest tick).
 inline constexpr const char *kWindowBounds = R"sql(
 SELECT b.id, b.snapshot, pg_catalog.pg_snapshot_xmax(b.snapshot), x.xip,
        pg_catalog.pg_snapshot_xmax(a.snapshot), pg_catalog.cardinality(x.xip)
   FROM evproc.tick a
  CROSS JOIN LATERAL (SELECT ARRAY(SELECT pg_catalog.pg_snapshot_xip(a.snapshot)) AS xip) x,
        evproc.tick b
- WHERE a.id = $1 AND b.id = coalesce($2, (SELECT max(id) FROM evproc.tick)))sql";
+ WHERE a.id = $1
+   AND b.id = coalesce($2,
+                       (SELECT min(t.id) FROM evproc.tick t
+                         WHERE t.id > $1 AND (t.dirty IS NULL OR $3 = ANY (t.dirty))),
+                       (SELECT max(id) FROM evproc.tick)))sql";
 
 // Due parked keys of the unit with the events waiting behind them, in line order.
 inline constexpr const char *kDueRetries = R"sql(
@@ -124,7 +129,7 @@ UPDATE evproc.retry r SET is_head = true, next_attempt_at = now()
 
 inline constexpr const char *kAdvance = R"sql(
 UPDATE evproc.progress
-   SET tick_id = $3, window_tick = $4, cursor_xid = $5, cursor_id = $6, history_from = $7,
+   SET tick_id = $3, window_tick = $4, cursor_id = $6, history_from = $7,
        retry_due_at = CASE WHEN $8 THEN (SELECT min(next_attempt_at) FROM evproc.retry
                                            WHERE subscription_id = $1 AND partition = $2 AND is_head)
                            ELSE retry_due_at END,

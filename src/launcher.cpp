@@ -25,6 +25,8 @@ extern "C" {
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "catalog/pg_type_d.h"
+#include "utils/array.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -174,18 +176,40 @@ long Supervise() {
   return next_look;
 }
 
+// The slots stamped after `since`: the partitions that may have new commits. Read before
+// the tick's snapshot, and any stamp that lands in between only adds a slot: the list is
+// never short of a partition whose commits the tick sees, except those stamped after the
+// snapshot's seq read, which the next tick lists.
+constexpr int kMostListedSlots = 1024;  // beyond: NULL, every unit looks
+
+ArrayType *DirtySlots(uint64 since) {
+  Datum slots[kMostListedSlots];
+  int count = 0;
+  for (int i = 0; i < evproc::kPartitionSlots; ++i) {
+    if (pg_atomic_read_u64(&evproc::Shared()->slots[i].last_commit_seq) <= since) continue;
+    if (count == kMostListedSlots) return nullptr;
+    slots[count++] = Int32GetDatum(i);
+  }
+  return construct_array(slots, count, INT4OID, 4, true, TYPALIGN_INT);
+}
+
 // Takes a tick in its own transaction. Returns its id.
-int64 TakeTick() {
+int64 TakeTick(uint64 since, bool every_slot) {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
-  if (SPI_execute("SELECT evproc.take_tick()", false, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+  ArrayType *dirty = every_slot ? nullptr : DirtySlots(since);
+  Oid types[] = {INT4ARRAYOID};
+  Datum args[] = {PointerGetDatum(dirty)};
+  char nulls[] = {dirty == nullptr ? 'n' : ' ', '\0'};
+  if (SPI_execute_with_args("SELECT evproc.take_tick($1)", 1, types, args, nulls, false, 1) !=
+          SPI_OK_SELECT ||
+      SPI_processed != 1) {
     elog(ERROR, "evproc launcher: could not take a tick");
   }
   bool isnull = false;
-  int64 tick =
-      DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  int64 tick = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   PopActiveSnapshot();
   SPI_finish();
   CommitTransactionCommand();
@@ -288,7 +312,8 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       long since_tick = TimestampDifferenceMilliseconds(last_tick_at, now);
       if (!ticked_once || since_tick >= evproc::tick_interval_ms) {
         // seq is read before the tick's snapshot: every commit counted in it is visible.
-        int64 tick = TakeTick();
+        // The first tick after a start lists nothing (NULL): every unit looks once.
+        int64 tick = TakeTick(ticked_seq, !ticked_once);
         MarkDirty(ticked_seq, tick);
         if (!ticked_once) {
           pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));

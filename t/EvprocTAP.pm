@@ -1,0 +1,103 @@
+# Shared set-up and waiting for evproc's TAP tests (t/*.pl).
+#
+# Each test does `use FindBin; use lib $FindBin::RealBin; use EvprocTAP;`.
+package EvprocTAP;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+
+our @EXPORT = qw(evproc_node wait_until worker_pids sql_value);
+
+# A started node with evproc preloaded, the extension created in database
+# postgres and a non-superuser role `app` that handlers run as.
+# Extra postgresql.conf lines may be passed as one string.
+sub evproc_node
+{
+	my ($name, $extra_conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'evproc'
+evproc.database = 'postgres'
+evproc.workers = 2
+max_worker_processes = 16
+max_connections = 50
+log_min_messages = info
+} . ($extra_conf // ''));
+	$node->start;
+	# USAGE on schema evproc: a PL/pgSQL handler that declares a variable of type
+	# evproc.event resolves that type name as the owner.
+	$node->safe_psql(
+		'postgres', q{
+CREATE EXTENSION evproc;
+CREATE ROLE app;
+GRANT USAGE ON SCHEMA evproc TO app;
+});
+	return $node;
+}
+
+sub sql_value
+{
+	my ($node, $sql) = @_;
+	return $node->safe_psql('postgres', $sql);
+}
+
+# Polls $query (database postgres) until it returns 't'. Gives up after
+# $opts{timeout} seconds (default 120) or as soon as $opts{abort_if} (a query)
+# returns 't' -- e.g. a subscription that was expected to stay active paused.
+# On failure prints the subscriptions and $opts{diag} (a query) and returns 0.
+sub wait_until
+{
+	my ($node, $query, %opts) = @_;
+	my $timeout = $opts{timeout} // 120;
+	my $deadline = time() + $timeout;
+	my $why = 'timed out';
+	while (1)
+	{
+		my ($rc, $out, $err) = $node->psql('postgres', $query);
+		return 1 if $rc == 0 && $out eq 't';
+		if (defined $opts{abort_if})
+		{
+			my ($rc2, $out2) = $node->psql('postgres', $opts{abort_if});
+			if ($rc2 == 0 && $out2 eq 't')
+			{
+				$why = "gave up: $opts{abort_if}";
+				last;
+			}
+		}
+		if (time() > $deadline)
+		{
+			$why = "timed out after ${timeout}s (last output '$out', stderr '$err')";
+			last;
+		}
+		usleep(100_000);
+	}
+	diag "wait_until: $why\n  waiting for: $query";
+	my ($rc, $subs) = $node->psql('postgres',
+		'SELECT name, state, reason, delivered, parked, dead_letters FROM evproc_subscriptions',
+		extra_params => [ '-P', 'format=aligned', '-P', 'tuples_only=off' ]);
+	diag "subscriptions:\n$subs" if $rc == 0;
+	if (defined $opts{diag})
+	{
+		my ($rc3, $d) = $node->psql('postgres', $opts{diag});
+		diag "$opts{diag}:\n$d";
+	}
+	return 0;
+}
+
+# Pids of the running evproc workers, sorted.
+sub worker_pids
+{
+	my ($node) = @_;
+	my $out = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'evproc worker' ORDER BY pid");
+	return grep { $_ ne '' } split /\n/, $out;
+}
+
+1;

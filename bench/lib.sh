@@ -121,6 +121,7 @@ bench_setup_evproc() {
     fi
     sql <<'EOF'
 CREATE ROLE bench_app;
+GRANT USAGE ON SCHEMA evproc TO bench_app;
 CREATE FUNCTION noop(events evproc.event[]) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 GRANT EXECUTE ON FUNCTION noop(evproc.event[]) TO bench_app;
 EOF

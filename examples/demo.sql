@@ -37,6 +37,7 @@ BEGIN
 END $$;
 GRANT SELECT, INSERT, UPDATE ON customer_totals TO evproc_demo_app;
 GRANT INSERT ON audit_log TO evproc_demo_app;
+GRANT USAGE ON SCHEMA evproc TO evproc_demo_app;
 SELECT evproc_subscribe('totals', 'orders', 'project_totals', batch_size => 100,
                         run_as => 'evproc_demo_app') AS totals_id;
 SELECT evproc_subscribe('audit', 'orders', 'audit', max_attempts => 3, backoff_base => '100 ms',

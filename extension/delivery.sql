@@ -287,6 +287,11 @@ BEGIN
         RAISE EXCEPTION 'permission denied to create a subscription owned by %', owner_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    IF NOT has_schema_privilege(owner_role, 'evproc', 'USAGE') THEN
+        RAISE EXCEPTION 'role % may not use schema evproc, where the handler''s argument type evproc.event lives', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT USAGE ON SCHEMA evproc TO %s;', owner_role);
+    END IF;
     IF NOT has_function_privilege(owner_role, h.fn, 'EXECUTE') THEN
         RAISE EXCEPTION 'role % may not execute handler %', owner_role, h.fn::regprocedure
             USING ERRCODE = 'insufficient_privilege';

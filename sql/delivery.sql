@@ -4,6 +4,7 @@
 \i sql/include/try.sql
 
 CREATE ROLE evproc_dl_app;
+GRANT USAGE ON SCHEMA evproc TO evproc_dl_app;
 CREATE TABLE dl_seen (seq bigserial, sub text, id bigint, key text, n int, attempt int,
                       replay boolean, topic text, who text);
 GRANT SELECT, INSERT ON dl_seen TO evproc_dl_app;

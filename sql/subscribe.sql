@@ -47,6 +47,8 @@ SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_batch', breaker
 -- Ownership: never a superuser (the default owner here is the superuser running the
 -- test), only a role the caller belongs to, and one that may execute the handler.
 SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_batch')$$);
+SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_batch', run_as => 'evproc_sub_app')$$);
+GRANT USAGE ON SCHEMA evproc TO evproc_sub_app;
 SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_private', run_as => 'evproc_sub_app')$$);
 SET ROLE evproc_sub_other;
 SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_batch', run_as => 'evproc_sub_app')$$);

@@ -11,10 +11,10 @@ PGDLLEXPORT void evproc_worker_main(Datum main_arg);
 
 namespace evproc {
 
-extern char *database_name;         // evproc.database
-extern int worker_count;            // evproc.workers
-extern int tick_interval_ms;        // evproc.tick_interval
-extern int maintenance_interval_s;  // evproc.maintenance_interval
+extern char *database_name;             // evproc.database
+extern int worker_count;                // evproc.workers
+extern int tick_interval_ms;            // evproc.tick_interval
+extern int maintenance_interval_s;      // evproc.maintenance_interval
 extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
 
 void DefineBackgroundSettings();

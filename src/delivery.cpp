@@ -335,8 +335,7 @@ void SetReason(SPIPlanPtr plan, const Unit &unit, const char *reason) {
   Run(plan, args, nullptr, false, SPI_OK_UPDATE);
 }
 
-void ReadWindowBounds(const Unit &unit, const Position &at, Window *window,
-                      MemoryContext context) {
+void ReadWindowBounds(const Unit &unit, const Position &at, Window *window, MemoryContext context) {
   Datum args[] = {Int64GetDatum(at.tick_id), Int64GetDatum(at.window_tick),
                   Int32GetDatum(SlotOf(unit.topic_id, unit.partition))};
   char nulls[] = {' ', NullFlag(at.window_tick == 0), ' ', '\0'};
@@ -419,14 +418,16 @@ void ReadWindow(const Unit &unit, Position *at, Window *window, int limit, ItemL
   ItemList range{};
   uint64 pending_rows = 0;
   if (window->pending_count > 0) {
-    pending_rows = ReadWindowPart(plans.window_pending, unit, *at, *window, limit, &pending, context);
+    pending_rows =
+        ReadWindowPart(plans.window_pending, unit, *at, *window, limit, &pending, context);
   }
-  uint64 range_rows = ReadWindowPart(plans.window_range, unit, *at, *window, limit, &range, context);
+  uint64 range_rows =
+      ReadWindowPart(plans.window_range, unit, *at, *window, limit, &range, context);
   int i = 0;
   int j = 0;
   for (int taken = 0; taken < limit && (i < pending.count || j < range.count); ++taken) {
-    bool from_pending =
-        j == range.count || (i < pending.count && pending.items[i].event_id < range.items[j].event_id);
+    bool from_pending = j == range.count ||
+                        (i < pending.count && pending.items[i].event_id < range.items[j].event_id);
     const Item &next = from_pending ? pending.items[i++] : range.items[j++];
     Append(items, next, context);
     at->has_cursor = true;

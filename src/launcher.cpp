@@ -209,7 +209,8 @@ int64 TakeTick(uint64 since, bool every_slot) {
     elog(ERROR, "evproc launcher: could not take a tick");
   }
   bool isnull = false;
-  int64 tick = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  int64 tick =
+      DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   PopActiveSnapshot();
   SPI_finish();
   CommitTransactionCommand();

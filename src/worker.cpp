@@ -79,8 +79,8 @@ long MillisecondsUntil(TimestampTz due) {
 // A batch's commit carries its handler's effects and its progress together: if a crash
 // loses it, both are lost and the batch is simply delivered again.
 void ApplyCommitSetting() {
-  SetConfigOption("synchronous_commit", evproc::worker_synchronous_commit ? "on" : "off",
-                  PGC_SUSET, PGC_S_OVERRIDE);
+  SetConfigOption("synchronous_commit", evproc::worker_synchronous_commit ? "on" : "off", PGC_SUSET,
+                  PGC_S_OVERRIDE);
 }
 
 void Pause(long milliseconds) {

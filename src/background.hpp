@@ -18,6 +18,12 @@ extern int maintenance_interval_s;      // evproc.maintenance_interval
 extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
 
 void DefineBackgroundSettings();
+
+// After an ERROR longjmp'd to a background process's main loop: report it, abort the
+// transaction, reset the error state (as PostgreSQL's own background processes do).
+void RecoverFromError();
+// Waits for the latch or the timeout (never busy), then resets the latch.
+void SleepOnLatch(long milliseconds);
 void RegisterLauncher();  // from _PG_init, preload only
 
 }  // namespace evproc

@@ -30,7 +30,6 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "utils/timeout.h"
 #include "utils/timestamp.h"
 }
 
@@ -241,12 +240,6 @@ void MarkDirty(uint64 since, int64 tick) {
   }
 }
 
-void Wait(long milliseconds) {
-  (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, milliseconds,
-                  PG_WAIT_EXTENSION);
-  ResetLatch(MyLatch);
-}
-
 }  // namespace
 
 extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
@@ -274,16 +267,9 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
 
   sigjmp_buf recover;
   if (sigsetjmp(recover, 1) != 0) {
-    error_context_stack = nullptr;
-    HOLD_INTERRUPTS();
-    disable_all_timeouts(false);
-    EmitErrorReport();
-    AbortCurrentTransaction();
-    FlushErrorState();
-    MemoryContextSwitchTo(TopMemoryContext);
-    RESUME_INTERRUPTS();
+    evproc::RecoverFromError();
     next_extension_check = 0;
-    Wait(kSuperviseWaitMs);
+    evproc::SleepOnLatch(kSuperviseWaitMs);
   }
   PG_exception_stack = &recover;
 
@@ -300,7 +286,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       if (!ExtensionInstalled()) {
         for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
         ticked_once = false;
-        Wait(kNoExtensionWaitMs);
+        evproc::SleepOnLatch(kNoExtensionWaitMs);
         continue;
       }
       next_extension_check = now + USECS_PER_SEC;
@@ -335,6 +321,6 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
     }
     long to_maintenance = TimestampDifferenceMilliseconds(now, next_maintenance);
     if (to_maintenance < wait) wait = to_maintenance < 1 ? 1 : to_maintenance;
-    Wait(wait);
+    evproc::SleepOnLatch(wait);
   }
 }

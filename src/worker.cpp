@@ -18,12 +18,9 @@ extern "C" {
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/memutils.h"
-#include "utils/timeout.h"
 #include "utils/timestamp.h"
 }
 
@@ -83,12 +80,6 @@ void ApplyCommitSetting() {
                   PGC_S_OVERRIDE);
 }
 
-void Pause(long milliseconds) {
-  (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, milliseconds,
-                  PG_WAIT_EXTENSION);
-  ResetLatch(MyLatch);
-}
-
 }  // namespace
 
 extern "C" void evproc_worker_main(Datum main_arg) {
@@ -112,16 +103,8 @@ extern "C" void evproc_worker_main(Datum main_arg) {
 
   sigjmp_buf recover;
   if (sigsetjmp(recover, 1) != 0) {
-    // Same recovery as PostgreSQL's own background processes.
-    error_context_stack = nullptr;
-    HOLD_INTERRUPTS();
-    disable_all_timeouts(false);
-    EmitErrorReport();
-    AbortCurrentTransaction();
-    FlushErrorState();
-    MemoryContextSwitchTo(TopMemoryContext);
-    RESUME_INTERRUPTS();
-    Pause(kErrorPauseMs);
+    evproc::RecoverFromError();
+    evproc::SleepOnLatch(kErrorPauseMs);
   }
   PG_exception_stack = &recover;
 
@@ -137,6 +120,6 @@ extern "C" void evproc_worker_main(Datum main_arg) {
     if (batch.error != nullptr) ReThrowError(batch.error);
     if (batch.other_failure) elog(ERROR, "evproc worker: %s", batch.message);
     if (batch.result.worked) continue;
-    Pause(MillisecondsUntil(batch.result.next_due));
+    evproc::SleepOnLatch(MillisecondsUntil(batch.result.next_due));
   }
 }

@@ -175,30 +175,35 @@ long Supervise() {
   return next_look;
 }
 
-// The slots stamped after `since`: the partitions that may have new commits. Read before
-// the tick's snapshot, and any stamp that lands in between only adds a slot: the list is
-// never short of a partition whose commits the tick sees, except those stamped after the
-// snapshot's seq read, which the next tick lists.
-constexpr int kMostListedSlots = 1024;  // beyond: NULL, every unit looks
-
-ArrayType *DirtySlots(uint64 since) {
-  Datum slots[kMostListedSlots];
+// The slots stamped after `since`: the partitions that may have new commits, collected
+// once per tick (before its snapshot) for both the tick's dirty list and the marks. Any
+// slot whose stamp the launcher's seq read covers is in it; a slot stamped later is in
+// the next tick's list, whose snapshot sees its commit.
+int CollectDirtySlots(uint64 since, int *slots) {
   int count = 0;
   for (int i = 0; i < evproc::kPartitionSlots; ++i) {
-    if (pg_atomic_read_u64(&evproc::Shared()->slots[i].last_commit_seq) <= since) continue;
-    if (count == kMostListedSlots) return nullptr;
-    slots[count++] = Int32GetDatum(i);
+    if (pg_atomic_read_u64(&evproc::Shared()->slots[i].last_commit_seq) > since) slots[count++] = i;
   }
-  return construct_array(slots, count, INT4OID, 4, true, TYPALIGN_INT);
+  return count;
+}
+
+constexpr int kMostListedSlots = 1024;  // beyond: NULL, every unit looks
+
+// The tick's dirty list, or nullptr (NULL: any partition may have commits).
+ArrayType *DirtyList(const int *slots, int count, bool every_slot) {
+  if (every_slot || count > kMostListedSlots) return nullptr;
+  Datum values[kMostListedSlots];
+  for (int i = 0; i < count; ++i) values[i] = Int32GetDatum(slots[i]);
+  return construct_array(values, count, INT4OID, 4, true, TYPALIGN_INT);
 }
 
 // Takes a tick in its own transaction. Returns its id.
-int64 TakeTick(uint64 since, bool every_slot) {
+int64 TakeTick(const int *slots, int count, bool every_slot) {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
-  ArrayType *dirty = every_slot ? nullptr : DirtySlots(since);
+  ArrayType *dirty = DirtyList(slots, count, every_slot);
   Oid types[] = {INT4ARRAYOID};
   Datum args[] = {PointerGetDatum(dirty)};
   char nulls[] = {dirty == nullptr ? 'n' : ' ', '\0'};
@@ -231,12 +236,10 @@ void Maintain() {
   pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
-// Slots stamped after `since` may hold events visible in `tick`.
-void MarkDirty(uint64 since, int64 tick) {
-  for (auto &slot : evproc::Shared()->slots) {
-    if (pg_atomic_read_u64(&slot.last_commit_seq) > since) {
-      pg_atomic_write_u64(&slot.dirty_tick, static_cast<uint64>(tick));
-    }
+// The collected slots may hold events visible in `tick`.
+void MarkDirty(const int *slots, int count, int64 tick) {
+  for (int i = 0; i < count; ++i) {
+    pg_atomic_write_u64(&evproc::Shared()->slots[slots[i]].dirty_tick, static_cast<uint64>(tick));
   }
 }
 
@@ -300,8 +303,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       if (!ticked_once || since_tick >= evproc::tick_interval_ms) {
         // seq is read before the tick's snapshot: every commit counted in it is visible.
         // The first tick after a start lists nothing (NULL): every unit looks once.
-        int64 tick = TakeTick(ticked_seq, !ticked_once);
-        MarkDirty(ticked_seq, tick);
+        static int dirty_slots[evproc::kPartitionSlots];
+        int dirty_count = CollectDirtySlots(ticked_seq, dirty_slots);
+        int64 tick = TakeTick(dirty_slots, dirty_count, !ticked_once);
+        MarkDirty(dirty_slots, dirty_count, tick);
         if (!ticked_once) {
           pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));
           pg_atomic_write_u32(&state->launcher_database, MyDatabaseId);

@@ -22,22 +22,21 @@ void FailureWindow::Record(int64_t now_seconds, int64_t attempts, int64_t failur
   bucket.failures += failures;
 }
 
-int64_t FailureWindow::Attempts(int64_t now_seconds) const {
+int64_t FailureWindow::Sum(int64_t now_seconds, int64_t Bucket::*field) const {
   int64_t total = 0;
   for (const Bucket &bucket : buckets_) {
     if (bucket.second > now_seconds - kSeconds && bucket.second <= now_seconds)
-      total += bucket.attempts;
+      total += bucket.*field;
   }
   return total;
 }
 
+int64_t FailureWindow::Attempts(int64_t now_seconds) const {
+  return Sum(now_seconds, &Bucket::attempts);
+}
+
 int64_t FailureWindow::Failures(int64_t now_seconds) const {
-  int64_t total = 0;
-  for (const Bucket &bucket : buckets_) {
-    if (bucket.second > now_seconds - kSeconds && bucket.second <= now_seconds)
-      total += bucket.failures;
-  }
-  return total;
+  return Sum(now_seconds, &Bucket::failures);
 }
 
 bool FailureWindow::Exceeded(int64_t now_seconds, double budget, int64_t min_attempts) const {

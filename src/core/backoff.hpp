@@ -30,6 +30,9 @@ class FailureWindow {
     int64_t attempts = 0;
     int64_t failures = 0;
   };
+  // The total of one bucket field over the window ending at now_seconds.
+  [[nodiscard]] int64_t Sum(int64_t now_seconds, int64_t Bucket::*field) const;
+
   std::array<Bucket, kSeconds> buckets_{};
 };
 

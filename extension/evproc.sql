@@ -285,9 +285,9 @@ $fn$;
 -- at a transaction's first write, possibly before it waits for that lock). The worker
 -- merges the two parts by id. Windows are kept about one tick wide (evproc.tick.dirty),
 -- so sorting a window's rest at each batch costs little.
--- Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7
--- (unused), $8 the id cursor, $9 the most rows, $10 the oldest enqueued_at wanted (a
--- subscription that starts inside the history). Bounds are bound as values: written as a
+-- Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7 the
+-- id cursor, $8 the most rows, $9 the oldest enqueued_at wanted (a subscription that
+-- starts inside the history). Bounds are bound as values: written as a
 -- join against evproc.tick, the planner would scan from xid 0. Kept in one place so tests
 -- EXPLAIN exactly what delivery runs.
 CREATE FUNCTION evproc.window_sql(part text) RETURNS text
@@ -297,9 +297,9 @@ AS $fn$ SELECT 'SELECT e.* FROM evproc.log e
  || CASE part WHEN 'pending' THEN 'e.xid = ANY ($3)'
               WHEN 'range' THEN 'e.xid >= $4 AND e.xid < $6' END
  || '
-   AND e.id > $8
-   AND e.enqueued_at >= $10 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
- ORDER BY e.id LIMIT $9' $fn$;
+   AND e.id > $7
+   AND e.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
+ ORDER BY e.id LIMIT $8' $fn$;
 
 -- The events of one (topic, partition) in the window (from_tick, to_tick], in id order.
 CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,
@@ -320,6 +320,6 @@ BEGIN
     RETURN QUERY EXECUTE format('SELECT w.* FROM ((%s) UNION ALL (%s)) w ORDER BY w.id',
                                 evproc.window_sql('pending'), evproc.window_sql('range'))
         USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b), NULL::xid8, 0::bigint, NULL::bigint, '-infinity'::timestamptz;
+              b, pg_snapshot_xmax(b), 0::bigint, NULL::bigint, '-infinity'::timestamptz;
 END
 $fn$;

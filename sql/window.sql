@@ -34,7 +34,7 @@ SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_obj
 SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_object(
          'key', 'k' || g, 'payload', jsonb_build_object('n', g))) FROM generate_series(1, 10000) g))) AS loaded;
 ANALYZE evproc.log;
-SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, xid8, bigint, bigint, timestamptz) AS ', part)
+SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, bigint, bigint, timestamptz) AS ', part)
        || evproc.window_sql(part) FROM unnest(ARRAY['pending', 'range']) part \gexec
 -- The plan's shape, without the literal bounds (which differ from run to run).
 CREATE FUNCTION pg_temp.plan_shape(statement text) RETURNS SETOF text LANGUAGE plpgsql AS $fn$
@@ -52,7 +52,7 @@ SELECT part, bool_or(plan ~ 'event_window_idx') AS uses_window_index,
        bool_or(plan ~ 'Seq Scan') AS seq_scan, bool_or(plan ~ '^ *Limit') AS limited
   FROM unnest(ARRAY['pending', 'range']) part, pg_temp.plan_shape(format(
   'EXECUTE window_%s(%s, 1, ARRAY[pg_snapshot_xmin(pg_current_snapshot())], ''0'', '
-  'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), ''0'', 0, 100, ''-infinity'')',
+  'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'')',
   part, :win_topic)) AS plan GROUP BY part ORDER BY part;
 -- Also as the generic plan a worker keeps.
 SET plan_cache_mode = force_generic_plan;
@@ -60,6 +60,6 @@ SELECT part, bool_or(plan ~ 'event_window_idx') AS uses_window_index,
        bool_or(plan ~ 'Seq Scan') AS seq_scan, bool_or(plan ~ '^ *Limit') AS limited
   FROM unnest(ARRAY['pending', 'range']) part, pg_temp.plan_shape(format(
   'EXECUTE window_%s(%s, 1, ARRAY[pg_snapshot_xmin(pg_current_snapshot())], ''0'', '
-  'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), ''0'', 0, 100, ''-infinity'')',
+  'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'')',
   part, :win_topic)) AS plan GROUP BY part ORDER BY part;
 RESET plan_cache_mode;

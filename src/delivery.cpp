@@ -107,9 +107,8 @@ bool EnsurePlans() {
   const Oid two_ids[] = {INT4OID, INT4OID};
   const Oid bounds_types[] = {INT8OID, INT8OID, INT4OID};
   const Oid due_types[] = {INT4OID, INT4OID, INT4OID};
-  const Oid window_types[] = {INT4OID,        INT4OID,        XID8ARRAYOID, XID8OID,
-                              PG_SNAPSHOTOID, XID8OID,        XID8OID,      INT8OID,
-                              INT8OID,        TIMESTAMPTZOID, TEXTOID};
+  const Oid window_types[] = {INT4OID, INT4OID, XID8ARRAYOID, XID8OID,        PG_SNAPSHOTOID,
+                              XID8OID, INT8OID, INT8OID,      TIMESTAMPTZOID, TEXTOID};
   const Oid delete_types[] = {INT4OID, INT8ARRAYOID};
   const Oid park_types[] = {INT4OID, INT4OID, TEXTOID, INT8OID,        event_type,
                             BOOLOID, BOOLOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
@@ -117,7 +116,7 @@ bool EnsurePlans() {
   const Oid dead_types[] = {INT4OID, INT4OID, event_type, INT4OID,        TEXTOID,        TEXTOID,
                             TEXTOID, TEXTOID, TEXTOID,    TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
   const Oid promote_types[] = {INT4OID, INT4OID, TEXTARRAYOID};
-  const Oid advance_types[] = {INT4OID, INT4OID,        INT8OID, INT8OID, INT4OID,
+  const Oid advance_types[] = {INT4OID, INT4OID,        INT8OID, INT8OID,
                                INT8OID, TIMESTAMPTZOID, BOOLOID, INT8OID};
   const Oid reason_types[] = {INT4OID, TEXTOID};
 
@@ -126,13 +125,13 @@ bool EnsurePlans() {
   plans.bounds = Prepare(sql::kWindowBounds, 3, bounds_types);
   plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
   plans.parked_keys = Prepare(sql::kParkedKeys, 2, two_ids);
-  plans.window_pending = Prepare(pending_text, 11, window_types);
-  plans.window_range = Prepare(range_text, 11, window_types);
+  plans.window_pending = Prepare(pending_text, 10, window_types);
+  plans.window_range = Prepare(range_text, 10, window_types);
   plans.delete_retries = Prepare(sql::kDeleteRetries, 2, delete_types);
   plans.park = Prepare(sql::kParkEvent, 15, park_types);
   plans.dead_letter = Prepare(sql::kDeadLetter, 12, dead_types);
   plans.promote = Prepare(sql::kPromoteHeads, 3, promote_types);
-  plans.advance = Prepare(sql::kAdvance, 9, advance_types);
+  plans.advance = Prepare(sql::kAdvance, 8, advance_types);
   plans.pause = Prepare(sql::kPause, 2, reason_types);
   plans.trip = Prepare(sql::kTripBreaker, 2, reason_types);
   plans.event_type = event_type;
@@ -273,33 +272,33 @@ bool ClaimUnit(Unit *unit, MemoryContext context) {
   unit->tick_id = DatumGetInt64(Column(0, 3, &isnull));
   Datum window_tick = Column(0, 4, &isnull);
   unit->window_tick = isnull ? 0 : DatumGetInt64(window_tick);
-  Datum cursor_id = Column(0, 6, &isnull);
+  Datum cursor_id = Column(0, 5, &isnull);
   unit->has_cursor = !isnull;
   unit->cursor_id = isnull ? 0 : DatumGetInt64(cursor_id);
-  Datum history_from = Column(0, 7, &isnull);
+  Datum history_from = Column(0, 6, &isnull);
   unit->has_history_from = !isnull;
   unit->history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history_from);
-  Datum retry_due_at = Column(0, 8, &isnull);
+  Datum retry_due_at = Column(0, 7, &isnull);
   unit->has_retries = !isnull;
   unit->retries_due =
       !isnull && DatumGetTimestampTz(retry_due_at) <= GetCurrentTransactionStartTimestamp();
-  unit->name = CopiedText(0, 9, context);
-  unit->topic_id = DatumGetInt32(Column(0, 10, &isnull));
-  unit->topic = CopiedText(0, 11, context);
-  Datum fn = Column(0, 12, &isnull);
+  unit->name = CopiedText(0, 8, context);
+  unit->topic_id = DatumGetInt32(Column(0, 9, &isnull));
+  unit->topic = CopiedText(0, 10, context);
+  Datum fn = Column(0, 11, &isnull);
   unit->handler_fn = isnull ? InvalidOid : DatumGetObjectId(fn);
-  unit->batch_form = DatumGetBool(Column(0, 13, &isnull));
-  unit->owner = DatumGetObjectId(Column(0, 14, &isnull));
-  unit->owner_state = CopiedText(0, 15, context);
-  unit->batch_size = DatumGetInt32(Column(0, 16, &isnull));
-  unit->max_attempts = DatumGetInt32(Column(0, 17, &isnull));
-  unit->backoff_base_us = DatumGetInt64(Column(0, 18, &isnull));
-  unit->backoff_cap_us = DatumGetInt64(Column(0, 19, &isnull));
-  unit->timeout_ms = DatumGetInt32(Column(0, 20, &isnull));
-  unit->block_on_dead = DatumGetBool(Column(0, 21, &isnull));
-  unit->failure_budget = DatumGetFloat8(Column(0, 22, &isnull));
-  unit->breaker_min_attempts = DatumGetInt32(Column(0, 23, &isnull));
-  unit->handler = CopiedText(0, 24, context);
+  unit->batch_form = DatumGetBool(Column(0, 12, &isnull));
+  unit->owner = DatumGetObjectId(Column(0, 13, &isnull));
+  unit->owner_state = CopiedText(0, 14, context);
+  unit->batch_size = DatumGetInt32(Column(0, 15, &isnull));
+  unit->max_attempts = DatumGetInt32(Column(0, 16, &isnull));
+  unit->backoff_base_us = DatumGetInt64(Column(0, 17, &isnull));
+  unit->backoff_cap_us = DatumGetInt64(Column(0, 18, &isnull));
+  unit->timeout_ms = DatumGetInt32(Column(0, 19, &isnull));
+  unit->block_on_dead = DatumGetBool(Column(0, 20, &isnull));
+  unit->failure_budget = DatumGetFloat8(Column(0, 21, &isnull));
+  unit->breaker_min_attempts = DatumGetInt32(Column(0, 22, &isnull));
+  unit->handler = CopiedText(0, 23, context);
   return true;
 }
 
@@ -391,19 +390,17 @@ uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, const Position &at, con
                   window.from_xmax,
                   window.target_snapshot,
                   window.target_xmax,
-                  0,
                   Int64GetDatum(at.has_cursor ? at.cursor_id : 0),
                   Int64GetDatum(limit),
                   TimestampTzGetDatum(unit.history_from),
                   CStringGetTextDatum(unit.topic)};
-  char nulls[] = {' ', ' ', ' ', ' ', ' ', ' ', 'n', ' ', ' ', ' ', ' ', '\0'};
-  uint64 rows = Run(plan, args, nulls, true, SPI_OK_SELECT);
+  uint64 rows = Run(plan, args, nullptr, true, SPI_OK_SELECT);
   for (uint64 row = 0; row < rows; ++row) {
     bool isnull = false;
     Item item{};
     item.event = CopiedColumn(row, 1, &isnull, context);
     item.event_id = DatumGetInt64(Column(row, 2, &isnull));
-    item.key = CopiedText(row, 4, context);
+    item.key = CopiedText(row, 3, context);
     item.outcome = Outcome::kPending;
     Append(part, item, context);
   }
@@ -597,29 +594,22 @@ void DeadLetter(const Unit &unit, const Item &item, int32 attempts, TimestampTz 
   Run(plans.dead_letter, args, nulls, false, SPI_OK_INSERT);
 }
 
-// The unit's new position: past the window when it was read to its end.
 // The unit's new position. history_from is dropped once the unit left tick 0.
 void Advance(const Unit &unit, const Position &at, bool retries_changed, int64 delivered) {
   bool keep_history = unit.has_history_from && at.tick_id == 0;
-  Datum args[9] = {Int32GetDatum(unit.subscription_id),
-                   Int32GetDatum(unit.partition),
-                   Int64GetDatum(at.tick_id),
-                   Int64GetDatum(at.window_tick),
-                   0,
-                   Int64GetDatum(at.cursor_id),
-                   TimestampTzGetDatum(unit.history_from),
-                   BoolGetDatum(retries_changed),
-                   Int64GetDatum(delivered)};
-  char nulls[10] = {' ',
-                    ' ',
-                    ' ',
-                    NullFlag(at.window_tick == 0),
-                    'n',
-                    NullFlag(!at.has_cursor),
-                    NullFlag(!keep_history),
-                    ' ',
-                    ' ',
-                    '\0'};
+  Datum args[8] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition),
+                   Int64GetDatum(at.tick_id),           Int64GetDatum(at.window_tick),
+                   Int64GetDatum(at.cursor_id),         TimestampTzGetDatum(unit.history_from),
+                   BoolGetDatum(retries_changed),       Int64GetDatum(delivered)};
+  char nulls[9] = {' ',
+                   ' ',
+                   ' ',
+                   NullFlag(at.window_tick == 0),
+                   NullFlag(!at.has_cursor),
+                   NullFlag(!keep_history),
+                   ' ',
+                   ' ',
+                   '\0'};
   Run(plans.advance, args, nulls, false, SPI_OK_UPDATE);
 }
 

@@ -8,7 +8,7 @@ namespace evproc::sql {
 // or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
 // least recently served unit goes first.
 inline constexpr const char *kClaimUnit = R"sql(
-SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, NULL::int, p.cursor_id,
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        p.history_from, p.retry_due_at, s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
        CASE WHEN r.oid IS NULL THEN 'missing'
@@ -81,11 +81,11 @@ inline constexpr const char *kParkedKeys = R"sql(
 SELECT key FROM evproc.retry
  WHERE subscription_id = $1 AND partition = $2 AND is_head AND key IS NOT NULL)sql";
 
-// Wraps each part of evproc.window_sql() (the text the window tests EXPLAIN); $11 is the
+// Wraps each part of evproc.window_sql() (the text the window tests EXPLAIN); $10 is the
 // topic name.
 inline constexpr const char *kWindowPrefix =
-    "SELECT ROW(w.id, $11, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)"
-    "::evproc.event, w.id, w.xid, w.key FROM (";
+    "SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)"
+    "::evproc.event, w.id, w.key FROM (";
 inline constexpr const char *kWindowSuffix = ") w";
 
 inline constexpr const char *kDeleteRetries = R"sql(
@@ -129,11 +129,11 @@ UPDATE evproc.retry r SET is_head = true, next_attempt_at = now()
 
 inline constexpr const char *kAdvance = R"sql(
 UPDATE evproc.progress
-   SET tick_id = $3, window_tick = $4, cursor_id = $6, history_from = $7,
-       retry_due_at = CASE WHEN $8 THEN (SELECT min(next_attempt_at) FROM evproc.retry
+   SET tick_id = $3, window_tick = $4, cursor_id = $5, history_from = $6,
+       retry_due_at = CASE WHEN $7 THEN (SELECT min(next_attempt_at) FROM evproc.retry
                                            WHERE subscription_id = $1 AND partition = $2 AND is_head)
                            ELSE retry_due_at END,
-       batches = batches + 1, delivered = delivered + $9, last_batch_at = now()
+       batches = batches + 1, delivered = delivered + $8, last_batch_at = now()
  WHERE subscription_id = $1 AND partition = $2)sql";
 
 inline constexpr const char *kPause = R"sql(

@@ -4,11 +4,11 @@ EXTENSION = evproc
 EXTVERSION = 0.1.0
 MODULE_big = evproc
 
-CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o
+CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
-          src/manual_delivery.o
+          src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
@@ -49,8 +49,8 @@ include $(PGXS)
 # PGXS does not track header dependencies: every object depends on every header.
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
-# The install script: topics and enqueue, then delivery.
-$(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql
+# The install script: topics and enqueue, delivery, monitoring.
+$(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/monitoring.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint

@@ -11,6 +11,8 @@
 #include "delivery_sql.hpp"
 #include "error_boundary.hpp"
 #include "handler_call.hpp"
+#include "metrics.hpp"
+#include "metrics_local.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -216,6 +218,7 @@ struct Item {
   int32 failed_attempts;  // before this delivery
   TimestampTz first_failed_at;
   bool has_first_failed_at;
+  TimestampTz enqueued_at;
   Outcome outcome;
   ErrorData *error;
 };
@@ -368,6 +371,7 @@ void ReadDueRetries(const Unit &unit, ItemList *items, MemoryContext context) {
     Datum first = Column(row, 5, &isnull);
     item.has_first_failed_at = !isnull;
     item.first_failed_at = isnull ? 0 : DatumGetTimestampTz(first);
+    item.enqueued_at = DatumGetTimestampTz(Column(row, 6, &isnull));
     item.outcome = Outcome::kPending;
     Append(items, item, context);
   }
@@ -401,6 +405,7 @@ uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, const Position &at, con
     item.event = CopiedColumn(row, 1, &isnull, context);
     item.event_id = DatumGetInt64(Column(row, 2, &isnull));
     item.key = CopiedText(row, 3, context);
+    item.enqueued_at = DatumGetTimestampTz(Column(row, 4, &isnull));
     item.outcome = Outcome::kPending;
     Append(part, item, context);
   }
@@ -631,6 +636,21 @@ Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
   });
 }
 
+// The batch's counts and end-to-end latencies, applied to shared memory at commit.
+void CountOutcome(const Unit &unit, const ItemList &items, const Tally &tally) {
+  CallPostgres([&] {
+    metrics::NoteDelivered(unit.subscription_id, tally.delivered, false);
+    metrics::NoteFailed(unit.subscription_id, tally.failed);
+    metrics::NoteDead(unit.subscription_id, tally.dead);
+    TimestampTz now = GetCurrentTimestamp();
+    for (int i = 0; i < items.count; ++i) {
+      const Item &item = items.items[i];
+      if (item.outcome == Outcome::kDelivered)
+        metrics::NoteLatency(unit.subscription_id, now - item.enqueued_at);
+    }
+  });
+}
+
 // Records every item's outcome in line order (so parked events keep their order) and
 // moves the unit.
 Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) {
@@ -702,6 +722,7 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) 
     });
   }
   CallPostgres([&] { Advance(unit, at, retries_changed, tally.delivered); });
+  CountOutcome(unit, items, tally);
   return tally;
 }
 
@@ -761,6 +782,7 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   result.partition = unit.partition;
   if (report_activity) {
     CallPostgres([&] {
+      metrics::WorkerBusy(unit.subscription_id, unit.partition, false);
       pgstat_report_activity(STATE_RUNNING, psprintf("evproc: subscription %s partition %d",
                                                      unit.name, unit.partition));
     });

@@ -70,7 +70,7 @@ WITH due AS (
 SELECT r.event_id,
        ROW((r.event).id, (r.event).topic, (r.event).key, (r.event).type, (r.event).payload,
            (r.event).headers, (r.event).enqueued_at, r.attempt + 1, (r.event).replay)::evproc.event,
-       r.key, r.attempt, r.first_failed_at
+       r.key, r.attempt, r.first_failed_at, (r.event).enqueued_at
   FROM evproc.retry r
  WHERE r.subscription_id = $1 AND r.partition = $2 AND NOT r.blocked
    AND (r.event_id IN (SELECT event_id FROM due WHERE key IS NULL)
@@ -85,7 +85,7 @@ SELECT key FROM evproc.retry
 // topic name.
 inline constexpr const char *kWindowPrefix =
     "SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)"
-    "::evproc.event, w.id, w.key FROM (";
+    "::evproc.event, w.id, w.key, w.enqueued_at FROM (";
 inline constexpr const char *kWindowSuffix = ") w";
 
 inline constexpr const char *kDeleteRetries = R"sql(

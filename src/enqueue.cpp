@@ -8,6 +8,8 @@
 #include <string_view>
 
 #include "commit_wake.hpp"
+#include "metrics.hpp"
+#include "metrics_local.hpp"
 #include "core/partition_hash.hpp"
 #include "core/schema_api.hpp"
 #include "pg_headers.hpp"
@@ -116,6 +118,43 @@ void CheckEvent(const char *topic_name, const TopicInfo *topic, const EventInput
   }
 }
 
+// A malformed event counts as a rejection of its topic (evproc_topic_stats) before its
+// error propagates.
+void CheckCountingRejections(const char *topic_name, const TopicInfo *topic,
+                             const EventInput *event, int index) {
+  PG_TRY();
+  { CheckEvent(topic_name, topic, event, index); }
+  PG_CATCH();
+  {
+    metrics::CountRejected(topic->id, false);
+    PG_RE_THROW();
+  }
+  PG_END_TRY();
+}
+
+// max_pending (DESIGN §8): 53400 when the topic's depth, i.e. the pending events of its
+// slowest subscription (shared-memory counters, constant time) plus what this
+// transaction enqueued and has not committed, would pass the limit with `adding` more.
+// A topic no subscription drains has no depth: retention bounds it instead.
+void CheckBackpressure(const char *topic_name, const TopicInfo *topic, int64 adding) {
+  if (topic->max_pending <= 0) return;
+  metrics::TopicStats *stats = metrics::FindTopic(MyDatabaseId, topic->id, true);
+  if (stats == nullptr) return;
+  int64 depth =
+      metrics::TopicDepth(MyDatabaseId, *stats) + metrics::UncommittedPublished(topic->id);
+  if (depth + adding <= topic->max_pending) return;
+  metrics::CountRejected(topic->id, true);
+  ereport(ERROR,
+          (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+           errmsg("topic \"%s\" is full: %lld events pending, max_pending is %lld", topic_name,
+                  static_cast<long long>(depth), static_cast<long long>(topic->max_pending)),
+           errdetail("Pending counts the events its slowest subscription has not handled yet; "
+                     "this call would add %lld.",
+                     static_cast<long long>(adding)),
+           errhint("Retry later: publishing resumes as subscriptions catch up. Or raise "
+                   "max_pending with evproc_alter_topic.")));
+}
+
 int32 PartitionOf(const TopicInfo *topic, const text *key, int64 id) {
   if (key == nullptr) return static_cast<int32>(id % topic->partitions);  // spread keyless events
   return core::PartitionForKey(std::string_view(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)),
@@ -198,6 +237,7 @@ void InsertOne(const TopicInfo *topic, const EventInput *event, int64 id, Timest
   if (rc != SPI_OK_INSERT)
     elog(ERROR, "evproc: event insert failed: %s", SPI_result_code_string(rc));
   NoteEnqueued(topic->id, DatumGetInt32(args[2]));
+  metrics::NotePublished(topic->id, 1);
 }
 
 text *ArgText(FunctionCallInfo fcinfo, int n) {
@@ -328,6 +368,7 @@ void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *i
   if (rc != SPI_OK_INSERT || SPI_processed != static_cast<uint64>(rows)) {
     elog(ERROR, "evproc: batch insert failed: %s", SPI_result_code_string(rc));
   }
+  metrics::NotePublished(topic->id, rows);
 }
 
 }  // namespace
@@ -346,14 +387,19 @@ extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
                    PG_ARGISNULL(2) ? nullptr : PG_GETARG_JSONB_P(2),
                    PG_ARGISNULL(5) ? nullptr : PG_GETARG_JSONB_P(5), ArgText(fcinfo, 4)};
   const TopicInfo *topic = AcquireTopic(topic_name);
-  CheckEvent(topic_name, topic, &event, -1);
+  CheckCountingRejections(topic_name, topic, &event, -1);
+  CheckBackpressure(topic_name, topic, 1);
 
   int64 id = nextval_internal(EventIdSequence(), false);
   TimestampTz now = GetCurrentTimestamp();
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
   int64 result = id;
   if (event.dedup_id != nullptr) result = ClaimDedupId(topic, event.dedup_id, id, now);
-  if (result == id) InsertOne(topic, &event, id, now);
+  if (result == id) {
+    InsertOne(topic, &event, id, now);
+  } else {
+    metrics::CountDedupHit(topic->id);
+  }
   SPI_finish();
   ReleaseTopic();
   PG_RETURN_INT64(result);
@@ -381,8 +427,9 @@ extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
   auto *events = static_cast<EventInput *>(palloc0(sizeof(EventInput) * (count + 1)));
   for (int i = 0; i < count; ++i) {
     ReadBatchEvent(&batch->root, i, &events[i]);
-    CheckEvent(topic_name, topic, &events[i], i);
+    CheckCountingRejections(topic_name, topic, &events[i], i);
   }
+  CheckBackpressure(topic_name, topic, count);
 
   Oid sequence = EventIdSequence();
   TimestampTz now = GetCurrentTimestamp();
@@ -397,6 +444,7 @@ extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
     // first occurrence, exactly as two separate calls would.
     if (events[i].dedup_id != nullptr) owner = ClaimDedupId(topic, events[i].dedup_id, ids[i], now);
     fresh[i] = owner == ids[i];
+    if (!fresh[i]) metrics::CountDedupHit(topic->id);
     result[i] = Int64GetDatum(owner);
   }
   InsertMany(topic, events, ids, fresh, count, now);

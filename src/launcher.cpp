@@ -6,6 +6,8 @@
 //  * Supervision: keeps evproc.workers delivery workers running, restarts any that die
 //    (with a pause, so a worker that dies at once does not spin), and stops extra ones
 //    when the setting is lowered.
+//  * Metrics: every second, evproc.sync_stats() registers new subscriptions in shared
+//    memory (counting their backlog once) and forgets dropped ones.
 //  * Maintenance: every evproc.maintenance_interval, evproc.maintain() forgets ticks no
 //    unit needs and expired dedup ids.
 #include <csetjmp>
@@ -221,20 +223,26 @@ int64 TakeTick(const int *slots, int count, bool every_slot) {
   return tick;
 }
 
-void Maintain() {
+// Runs one statement in its own transaction, shown as `activity` in pg_stat_activity.
+void RunStatement(const char *statement, const char *activity) {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
-  pgstat_report_activity(STATE_RUNNING, "evproc maintenance");
-  if (SPI_execute("SELECT evproc.maintain()", false, 0) != SPI_OK_SELECT) {
-    elog(ERROR, "evproc launcher: maintenance failed");
+  pgstat_report_activity(STATE_RUNNING, activity);
+  if (SPI_execute(statement, false, 0) != SPI_OK_SELECT) {
+    elog(ERROR, "evproc launcher: %s failed", activity);
   }
   PopActiveSnapshot();
   SPI_finish();
   CommitTransactionCommand();
   pgstat_report_activity(STATE_IDLE, nullptr);
 }
+
+void Maintain() { RunStatement("SELECT evproc.maintain()", "evproc maintenance"); }
+
+// Keeps the metrics registry in step with the subscriptions.
+void SyncStats() { RunStatement("SELECT evproc.sync_stats()", "evproc metrics registry"); }
 
 // The collected slots may hold events visible in `tick`.
 void MarkDirty(const int *slots, int count, int64 tick) {
@@ -293,6 +301,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         continue;
       }
       next_extension_check = now + USECS_PER_SEC;
+      SyncStats();
     }
     long wait = Supervise();
     if (wait < 0) wait = kSuperviseWaitMs * 10;

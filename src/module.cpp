@@ -1,6 +1,7 @@
 // Module entry: magic block, _PG_init and settings.
 #include "background.hpp"
 #include "commit_wake.hpp"
+#include "metrics_local.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "shared_state.hpp"
@@ -40,6 +41,7 @@ void _PG_init(void) {
   evproc::DefineSettings();
   evproc::RegisterTopicCacheInvalidation();
   evproc::RegisterCommitWake();
+  evproc::metrics::RegisterTransactionCounters();
   if (process_shared_preload_libraries_in_progress) {
     evproc::RequestSharedState();
     evproc::RegisterLauncher();

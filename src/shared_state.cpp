@@ -11,12 +11,14 @@ namespace evproc {
 namespace {
 
 SharedState *shared = nullptr;
+LWLock *shared_lock = nullptr;
 shmem_request_hook_type previous_request_hook = nullptr;
 shmem_startup_hook_type previous_startup_hook = nullptr;
 
 void RequestHook() {
   if (previous_request_hook != nullptr) previous_request_hook();
   RequestAddinShmemSpace(sizeof(SharedState));
+  RequestNamedLWLockTranche("evproc", 1);
 }
 
 void StartupHook() {
@@ -34,13 +36,17 @@ void StartupHook() {
       pg_atomic_init_u64(&slot.last_commit_seq, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
     }
+    metrics::InitMetrics(&shared->metrics);
   }
+  shared_lock = &GetNamedLWLockTranche("evproc")->lock;
   LWLockRelease(AddinShmemInitLock);
 }
 
 }  // namespace
 
 SharedState *Shared() { return shared; }
+
+LWLock *SharedLock() { return shared_lock; }
 
 void RequestSharedState() {
   previous_request_hook = shmem_request_hook;

@@ -13,11 +13,13 @@
 
 #include <cstdint>
 
+#include "metrics.hpp"
 #include "pg_headers.hpp"
 
 extern "C" {
 #include "port/atomics.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 }
 
 namespace evproc {
@@ -25,6 +27,7 @@ namespace evproc {
 constexpr int kPartitionSlots = 4096;
 constexpr int kMaxWorkers = 64;
 constexpr uint32 kNoProc = UINT32_MAX;
+static_assert(metrics::kMaxWorkerSlots == kMaxWorkers, "one status slot per worker");
 
 struct PartitionSlot {
   pg_atomic_uint64 last_commit_seq;  // commit_seq of the newest commit that wrote here
@@ -38,12 +41,14 @@ struct SharedState {
   pg_atomic_uint32 launcher_database;  // the database it serves, once it ticked
   pg_atomic_uint32 worker_procno[kMaxWorkers];
   PartitionSlot slots[kPartitionSlots];
+  metrics::Metrics metrics;
 };
 
 // nullptr unless evproc was loaded by shared_preload_libraries.
 SharedState *Shared();
 
 void RequestSharedState();  // from _PG_init, preload only
+LWLock *SharedLock();       // guards claiming and freeing metrics slots
 int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();

@@ -10,6 +10,7 @@
 #include "background.hpp"
 #include "delivery.hpp"
 #include "error_boundary.hpp"
+#include "metrics.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -33,6 +34,7 @@ constexpr long kHeldElsewhereWaitMs = 1000;
 int worker_index = -1;
 
 void ForgetWorkerSlot(int /*code*/, Datum /*arg*/) {
+  evproc::metrics::WorkerStopped(worker_index);
   if (evproc::Shared() != nullptr && worker_index >= 0) {
     pg_atomic_write_u32(&evproc::Shared()->worker_procno[worker_index], evproc::kNoProc);
   }
@@ -98,6 +100,7 @@ extern "C" void evproc_worker_main(Datum main_arg) {
     pg_atomic_write_u32(&evproc::Shared()->worker_procno[worker_index],
                         static_cast<uint32>(MyProc->pgprocno));
     on_shmem_exit(ForgetWorkerSlot, 0);
+    evproc::metrics::WorkerStarted(worker_index);
   }
   ereport(LOG, (errmsg("evproc worker %d started", worker_index)));
 
@@ -117,9 +120,19 @@ extern "C" void evproc_worker_main(Datum main_arg) {
     }
     GuardedBatch batch{};
     RunBatch(&batch);
-    if (batch.error != nullptr) ReThrowError(batch.error);
-    if (batch.other_failure) elog(ERROR, "evproc worker: %s", batch.message);
-    if (batch.result.worked) continue;
+    if (batch.error != nullptr) {
+      evproc::metrics::WorkerError(batch.error->message);
+      ReThrowError(batch.error);
+    }
+    if (batch.other_failure) {
+      evproc::metrics::WorkerError(batch.message);
+      elog(ERROR, "evproc worker: %s", batch.message);
+    }
+    if (batch.result.worked) {
+      evproc::metrics::WorkerBatchDone(batch.result.delivered + batch.result.failed);
+      continue;
+    }
+    evproc::metrics::WorkerIdle();
     evproc::SleepOnLatch(MillisecondsUntil(batch.result.next_due));
   }
 }

@@ -12,7 +12,7 @@ CREATE FUNCTION evproc.topic_stats(OUT topic_id integer, OUT published bigint,
 
 CREATE FUNCTION evproc.subscription_stats(OUT subscription_id integer, OUT pending bigint,
                                           OUT delivered bigint, OUT failed bigint, OUT dead bigint,
-                                          OUT replayed bigint, OUT redriven bigint,
+                                          OUT replayed bigint, OUT requeued bigint,
                                           OUT delivered_rate float8, OUT failed_rate float8,
                                           OUT replayed_rate float8, OUT latency_samples bigint,
                                           OUT latency_p50_ms float8, OUT latency_p95_ms float8,
@@ -30,11 +30,11 @@ CREATE FUNCTION evproc.sync_stats_registry(subscription_ids integer[], topic_ids
     RETURNS integer[] AS 'MODULE_PATHNAME', 'evproc_sync_stats_registry' LANGUAGE C VOLATILE;
 CREATE FUNCTION evproc.set_pending(subscription_id integer, pending bigint)
     RETURNS boolean AS 'MODULE_PATHNAME', 'evproc_set_pending' LANGUAGE C VOLATILE;
-CREATE FUNCTION evproc.note_redriven(subscription_id integer, events bigint)
-    RETURNS void AS 'MODULE_PATHNAME', 'evproc_note_redriven' LANGUAGE C VOLATILE;
+CREATE FUNCTION evproc.note_requeued(subscription_id integer, events bigint)
+    RETURNS void AS 'MODULE_PATHNAME', 'evproc_note_requeued' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION evproc.sync_stats_registry(integer[], integer[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION evproc.set_pending(integer, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION evproc.note_redriven(integer, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION evproc.note_requeued(integer, bigint) FROM PUBLIC;
 
 -- The backlog of one subscription, counted: events committed after each unit's position
 -- (less those of its current window it already handled) and parked events (a dead head
@@ -109,7 +109,7 @@ SELECT s.name AS subscription, t.name AS topic,
        s.breaker_open_until,
        st.pending AS lag_events,
        CASE WHEN st.pending = 0 THEN 0 ELSE evproc.lag_seconds(s.id) END AS lag_seconds,
-       st.delivered, st.failed, st.dead, st.replayed, st.redriven,
+       st.delivered, st.failed, st.dead, st.replayed, st.requeued,
        round(st.delivered_rate::numeric, 2) AS delivered_per_second,
        round(st.failed_rate::numeric, 2) AS failed_per_second,
        round(st.replayed_rate::numeric, 2) AS replayed_per_second,

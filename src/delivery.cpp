@@ -1,6 +1,7 @@
 #include "delivery.hpp"
 
 #include <cstring>
+#include <map>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -43,6 +44,11 @@ struct Plans {
   Oid extension = InvalidOid;
   Oid event_type = InvalidOid;
   SPIPlanPtr claim = nullptr;
+  SPIPlanPtr claim_replay = nullptr;
+  SPIPlanPtr replay_events = nullptr;
+  SPIPlanPtr advance_replay = nullptr;
+  SPIPlanPtr parked_keys_anywhere = nullptr;
+  SPIPlanPtr retry_due = nullptr;
   SPIPlanPtr next_due = nullptr;
   SPIPlanPtr bounds = nullptr;
   SPIPlanPtr due_retries = nullptr;
@@ -74,13 +80,13 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 }
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {&plans.claim,        &plans.next_due,
-                       &plans.bounds,       &plans.due_retries,
-                       &plans.parked_keys,  &plans.window_pending,
-                       &plans.window_range, &plans.delete_retries,
-                       &plans.park,         &plans.dead_letter,
-                       &plans.promote,      &plans.advance,
-                       &plans.pause,        &plans.trip};
+  SPIPlanPtr *all[] = {&plans.claim,         &plans.next_due,       &plans.bounds,
+                       &plans.due_retries,   &plans.parked_keys,    &plans.window_pending,
+                       &plans.window_range,  &plans.delete_retries, &plans.park,
+                       &plans.dead_letter,   &plans.promote,        &plans.advance,
+                       &plans.pause,         &plans.trip,           &plans.claim_replay,
+                       &plans.replay_events, &plans.advance_replay, &plans.parked_keys_anywhere,
+                       &plans.retry_due};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -122,7 +128,21 @@ bool EnsurePlans() {
                                INT8OID, TIMESTAMPTZOID, BOOLOID, INT8OID};
   const Oid reason_types[] = {INT4OID, TEXTOID};
 
-  plans.claim = Prepare(sql::kClaimUnit, 0, nullptr);
+  const Oid replay_types[] = {INT8OID,        INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID,
+                              TIMESTAMPTZOID, TEXTOID, INT4OID, INT8OID, TEXTOID};
+  const Oid advance_replay_types[] = {INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, BOOLOID};
+  const Oid one_id[] = {INT4OID};
+  const Oid retry_due_types[] = {INT4OID, INT4ARRAYOID};
+  char *unit_joins = psprintf(sql::kSubscriptionJoins, "p");
+  char *replay_joins = psprintf(sql::kSubscriptionJoins, "rp");
+  plans.claim =
+      Prepare(psprintf(sql::kClaimUnit, sql::kSubscriptionColumns, unit_joins), 0, nullptr);
+  plans.claim_replay =
+      Prepare(psprintf(sql::kClaimReplay, sql::kSubscriptionColumns, replay_joins), 0, nullptr);
+  plans.replay_events = Prepare(sql::kReplayEvents, 10, replay_types);
+  plans.advance_replay = Prepare(sql::kAdvanceReplay, 6, advance_replay_types);
+  plans.parked_keys_anywhere = Prepare(sql::kParkedKeysAnywhere, 1, one_id);
+  plans.retry_due = Prepare(sql::kRetryDue, 2, retry_due_types);
   plans.next_due = Prepare(sql::kNextDue, 0, nullptr);
   plans.bounds = Prepare(sql::kWindowBounds, 3, bounds_types);
   plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
@@ -206,12 +226,22 @@ struct Unit {
   bool block_on_dead;
   double failure_budget;
   int32 breaker_min_attempts;
+  // A replay (partition -1): its row and where it stands.
+  bool replay;
+  int32 replay_id;
+  int64 replay_cursor;
+  int64 replay_chunk;
+  int64 replay_last_id;
+  TimestampTz replay_from;
+  TimestampTz replay_to;
+  char *replay_key;  // nullptr: every key
 };
 
 enum class Outcome { kPending, kDelivered, kFailed, kParked };
 
 struct Item {
   int64 event_id;
+  int32 partition;
   Datum event;  // evproc.event
   const char *key;
   bool from_retry;
@@ -267,8 +297,9 @@ struct Window {
   bool complete;
 };
 
-bool ClaimUnit(Unit *unit, MemoryContext context) {
-  if (Run(plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0) return false;
+bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
+  if (Run(replay ? plans.claim_replay : plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0)
+    return false;
   bool isnull = false;
   unit->subscription_id = DatumGetInt32(Column(0, 1, &isnull));
   unit->partition = DatumGetInt32(Column(0, 2, &isnull));
@@ -302,6 +333,16 @@ bool ClaimUnit(Unit *unit, MemoryContext context) {
   unit->failure_budget = DatumGetFloat8(Column(0, 21, &isnull));
   unit->breaker_min_attempts = DatumGetInt32(Column(0, 22, &isnull));
   unit->handler = CopiedText(0, 23, context);
+  unit->replay = replay;
+  if (replay) {
+    unit->replay_id = DatumGetInt32(Column(0, 24, &isnull));
+    unit->replay_cursor = DatumGetInt64(Column(0, 25, &isnull));
+    unit->replay_chunk = DatumGetInt64(Column(0, 26, &isnull));
+    unit->replay_last_id = DatumGetInt64(Column(0, 27, &isnull));
+    unit->replay_from = DatumGetTimestampTz(Column(0, 28, &isnull));
+    unit->replay_to = DatumGetTimestampTz(Column(0, 29, &isnull));
+    unit->replay_key = CopiedText(0, 30, context);
+  }
   return true;
 }
 
@@ -364,6 +405,7 @@ void ReadDueRetries(const Unit &unit, ItemList *items, MemoryContext context) {
     bool isnull = false;
     Item item{};
     item.event_id = DatumGetInt64(Column(row, 1, &isnull));
+    item.partition = unit.partition;
     item.event = CopiedColumn(row, 2, &isnull, context);
     item.key = CopiedText(row, 3, context);
     item.from_retry = true;
@@ -379,7 +421,8 @@ void ReadDueRetries(const Unit &unit, ItemList *items, MemoryContext context) {
 
 void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
   Datum args[] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition)};
-  uint64 rows = Run(plans.parked_keys, args, nullptr, true, SPI_OK_SELECT);
+  uint64 rows = unit.replay ? Run(plans.parked_keys_anywhere, args, nullptr, true, SPI_OK_SELECT)
+                            : Run(plans.parked_keys, args, nullptr, true, SPI_OK_SELECT);
   keys->keys = static_cast<char **>(MemoryContextAlloc(context, sizeof(char *) * (rows + 1)));
   keys->count = static_cast<int>(rows);
   for (uint64 row = 0; row < rows; ++row) keys->keys[row] = CopiedText(row, 1, context);
@@ -404,6 +447,7 @@ uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, const Position &at, con
     Item item{};
     item.event = CopiedColumn(row, 1, &isnull, context);
     item.event_id = DatumGetInt64(Column(row, 2, &isnull));
+    item.partition = unit.partition;
     item.key = CopiedText(row, 3, context);
     item.enqueued_at = DatumGetTimestampTz(Column(row, 4, &isnull));
     item.outcome = Outcome::kPending;
@@ -438,6 +482,57 @@ void ReadWindow(const Unit &unit, Position *at, Window *window, int limit, ItemL
   window->complete = pending_rows < static_cast<uint64>(limit) &&
                      range_rows < static_cast<uint64>(limit) && i == pending.count &&
                      j == range.count;
+}
+
+// Where a replay stands: ids up to cursor were looked at; the next read spans chunk ids.
+struct ReplayPosition {
+  int64 cursor;
+  int64 chunk;
+  bool done;
+};
+
+// Reads a replay's next events (up to a batch) and moves its position past the ids it
+// looked at. Empty reads (ids of other topics, or dropped) widen the next read, so old
+// gaps are crossed in a few steps; a read that finds events narrows it back.
+void ReadReplay(const Unit &unit, ReplayPosition *at, ItemList *items, MemoryContext context) {
+  constexpr int kMostReadsPerBatch = 16;
+  constexpr int64 kMostChunk = 1000000;
+  int64 base_chunk = 10 * static_cast<int64>(unit.batch_size);
+  if (base_chunk < 10000) base_chunk = 10000;
+  for (int read = 0; read < kMostReadsPerBatch && !at->done && items->count == 0; ++read) {
+    Datum args[10] = {Int64GetDatum(at->cursor),
+                      Int64GetDatum(at->chunk),
+                      Int64GetDatum(unit.replay_last_id),
+                      Int32GetDatum(unit.topic_id),
+                      TimestampTzGetDatum(unit.replay_from),
+                      TimestampTzGetDatum(unit.replay_to),
+                      TextOrNull(unit.replay_key),
+                      Int32GetDatum(unit.subscription_id),
+                      Int64GetDatum(unit.batch_size),
+                      CStringGetTextDatum(unit.topic)};
+    char nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', NullFlag(unit.replay_key == nullptr),
+                      ' ', ' ', ' ', '\0'};
+    uint64 rows = Run(plans.replay_events, args, nulls, true, SPI_OK_SELECT);
+    for (uint64 row = 0; row < rows; ++row) {
+      bool isnull = false;
+      Item item{};
+      item.event = CopiedColumn(row, 1, &isnull, context);
+      item.event_id = DatumGetInt64(Column(row, 2, &isnull));
+      item.key = CopiedText(row, 3, context);
+      item.enqueued_at = DatumGetTimestampTz(Column(row, 4, &isnull));
+      item.partition = DatumGetInt32(Column(row, 5, &isnull));
+      item.outcome = Outcome::kPending;
+      Append(items, item, context);
+    }
+    if (rows == static_cast<uint64>(unit.batch_size)) {
+      at->cursor = items->items[items->count - 1].event_id;
+    } else {
+      at->cursor += at->chunk;
+      if (at->cursor > unit.replay_last_id) at->cursor = unit.replay_last_id;
+    }
+    at->chunk = rows == 0 ? (at->chunk * 4 > kMostChunk ? kMostChunk : at->chunk * 4) : base_chunk;
+    at->done = at->cursor >= unit.replay_last_id;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -561,7 +656,7 @@ void Park(const Unit &unit, const Item &item, bool head, bool blocked, int32 att
           TimestampTz next_attempt, const ErrorData *error, TimestampTz now) {
   ErrorFields fields = FieldsOf(error);
   Datum args[15] = {Int32GetDatum(unit.subscription_id),
-                    Int32GetDatum(unit.partition),
+                    Int32GetDatum(item.partition),
                     TextOrNull(item.key),
                     Int64GetDatum(item.event_id),
                     item.event,
@@ -582,7 +677,7 @@ void Park(const Unit &unit, const Item &item, bool head, bool blocked, int32 att
 
 void DeadLetter(const Unit &unit, const Item &item, int32 attempts, TimestampTz now) {
   ErrorFields fields = FieldsOf(item.error);
-  Datum args[12] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition), item.event,
+  Datum args[12] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(item.partition), item.event,
                     Int32GetDatum(attempts)};
   char nulls[13] = {' ', ' ', ' ', ' '};
   for (int i = 0; i < 5; ++i) {
@@ -636,29 +731,48 @@ Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
   });
 }
 
-// The batch's counts and end-to-end latencies, applied to shared memory at commit.
+// The batch's counts and end-to-end latencies, applied to shared memory at commit. A
+// replayed event that failed joins the retry line (or the dead letters): it counts as
+// pending again, like a re-driven dead letter.
 void CountOutcome(const Unit &unit, const ItemList &items, const Tally &tally) {
   CallPostgres([&] {
-    metrics::NoteDelivered(unit.subscription_id, tally.delivered, false);
+    metrics::NoteDelivered(unit.subscription_id, tally.delivered, unit.replay);
     metrics::NoteFailed(unit.subscription_id, tally.failed);
     metrics::NoteDead(unit.subscription_id, tally.dead);
     TimestampTz now = GetCurrentTimestamp();
+    int64 requeued = 0;
     for (int i = 0; i < items.count; ++i) {
       const Item &item = items.items[i];
-      if (item.outcome == Outcome::kDelivered)
+      if (unit.replay) {
+        if (item.outcome == Outcome::kParked || item.outcome == Outcome::kFailed) ++requeued;
+      } else if (item.outcome == Outcome::kDelivered) {
         metrics::NoteLatency(unit.subscription_id, now - item.enqueued_at);
+      }
     }
+    if (requeued > 0) metrics::NoteRequeued(unit.subscription_id, requeued);
   });
 }
 
-// Records every item's outcome in line order (so parked events keep their order) and
-// moves the unit.
-Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) {
+struct Written {
   Tally tally;
-  TimestampTz now = CallPostgres([] { return GetCurrentTransactionStartTimestamp(); });
-  std::vector<Datum> settled_retries;  // delivered, or dead without blocking their key
-  std::vector<Datum> heads_moved;      // keys whose head left the line
   bool retries_changed = false;
+  std::vector<int32> parked_partitions;  // partitions whose retry line got new heads
+};
+
+// Records every item's outcome in line order (so parked events keep their order).
+Written WriteItems(const Unit &unit, const ItemList &items) {
+  Written written;
+  Tally &tally = written.tally;
+  TimestampTz now = CallPostgres([] { return GetCurrentTransactionStartTimestamp(); });
+  std::vector<Datum> settled_retries;               // delivered, or dead without blocking
+  std::map<int32, std::vector<Datum>> heads_moved;  // keys whose head left the line
+  auto key_datum = [](const Item &item) {
+    return CallPostgres([&] { return CStringGetTextDatum(item.key); });
+  };
+  auto parked_in = [&](const Item &item) {
+    written.retries_changed = true;
+    written.parked_partitions.push_back(item.partition);
+  };
   for (int i = 0; i < items.count; ++i) {
     const Item &item = items.items[i];
     switch (item.outcome) {
@@ -666,18 +780,17 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) 
         ++tally.delivered;
         if (item.from_retry) {
           settled_retries.push_back(Int64GetDatum(item.event_id));
-          if (item.key != nullptr)
-            heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
+          if (item.key != nullptr) heads_moved[item.partition].push_back(key_datum(item));
         }
         break;
       case Outcome::kParked:
-        // Behind its key's head; only window events get here.
+        // Behind its key's head; only window and replay events get here.
         CallPostgres([&] { Park(unit, item, false, false, 0, DT_NOEND, nullptr, now); });
-        retries_changed = true;
+        parked_in(item);
         break;
       case Outcome::kFailed: {
         ++tally.failed;
-        retries_changed = true;
+        written.retries_changed = true;
         int32 attempts = item.failed_attempts + 1;
         if (attempts >= unit.max_attempts) {
           ++tally.dead;
@@ -685,13 +798,12 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) 
           if (unit.block_on_dead && item.key != nullptr) {
             CallPostgres(
                 [&] { Park(unit, item, true, true, attempts, DT_NOEND, item.error, now); });
+            parked_in(item);
           } else {
             if (item.from_retry) settled_retries.push_back(Int64GetDatum(item.event_id));
             // Events of its key parked behind it (earlier, or in this very batch) get a
             // new head: the oldest of them.
-            if (item.key != nullptr) {
-              heads_moved.push_back(CallPostgres([&] { return CStringGetTextDatum(item.key); }));
-            }
+            if (item.key != nullptr) heads_moved[item.partition].push_back(key_datum(item));
           }
         } else {
           CallPostgres([&] {
@@ -699,6 +811,7 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) 
                                              pg_prng_double(&pg_global_prng_state));
             Park(unit, item, true, false, attempts, now + delay, item.error, now);
           });
+          parked_in(item);
         }
         break;
       }
@@ -707,23 +820,58 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) 
     }
   }
   if (!settled_retries.empty()) {
-    retries_changed = true;
+    written.retries_changed = true;
     Datum ids = ArrayOf(settled_retries, INT8OID);
     CallPostgres([&] {
       Datum args[] = {Int32GetDatum(unit.subscription_id), ids};
       Run(plans.delete_retries, args, nullptr, false, SPI_OK_DELETE);
     });
   }
-  if (!heads_moved.empty()) {
-    Datum keys = ArrayOf(heads_moved, TEXTOID);
+  for (const auto &moved : heads_moved) {
+    int32 partition = moved.first;  // (a structured binding cannot be captured in C++17)
+    Datum key_array = ArrayOf(moved.second, TEXTOID);
     CallPostgres([&] {
-      Datum args[] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition), keys};
+      Datum args[] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(partition), key_array};
       Run(plans.promote, args, nullptr, false, SPI_OK_UPDATE);
     });
+    written.parked_partitions.push_back(partition);
   }
-  CallPostgres([&] { Advance(unit, at, retries_changed, tally.delivered); });
-  CountOutcome(unit, items, tally);
-  return tally;
+  return written;
+}
+
+// A replay's outcome: its failed events joined the retry lines of their partitions,
+// whose units must look at them; the replay's cursor moves.
+Tally WriteReplayOutcome(const Unit &unit, const ItemList &items, const ReplayPosition &at) {
+  Written written = WriteItems(unit, items);
+  if (!written.parked_partitions.empty()) {
+    std::vector<Datum> partitions;
+    for (int32 partition : written.parked_partitions)
+      partitions.push_back(Int32GetDatum(partition));
+    Datum partition_array = ArrayOf(partitions, INT4OID);
+    CallPostgres([&] {
+      Datum args[] = {Int32GetDatum(unit.subscription_id), partition_array};
+      Run(plans.retry_due, args, nullptr, false, SPI_OK_UPDATE);
+    });
+  }
+  CallPostgres([&] {
+    Datum args[] = {Int32GetDatum(unit.replay_id),
+                    Int64GetDatum(at.cursor),
+                    Int64GetDatum(at.chunk),
+                    Int64GetDatum(written.tally.delivered),
+                    Int64GetDatum(written.tally.failed),
+                    BoolGetDatum(at.done)};
+    Run(plans.advance_replay, args, nullptr, false, SPI_OK_UPDATE);
+  });
+  CountOutcome(unit, items, written.tally);
+  return written.tally;
+}
+
+// Records the outcome and moves the unit.
+Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at) {
+  Written written = WriteItems(unit, items);
+  CallPostgres([&] { Advance(unit, at, written.retries_changed, written.tally.delivered); });
+  CountOutcome(unit, items, written.tally);
+  return written.tally;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -771,8 +919,15 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out);
 BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   BatchResult result{};
 
+  // Live units and replays take turns at being looked for first, so neither starves the
+  // other while both have work.
+  static bool replay_first = false;
+  replay_first = !replay_first;
   Unit unit{};
-  bool claimed = CallPostgres([&] { return EnsurePlans() && ClaimUnit(&unit, context); });
+  bool claimed = CallPostgres([&] {
+    return EnsurePlans() &&
+           (ClaimUnit(&unit, replay_first, context) || ClaimUnit(&unit, !replay_first, context));
+  });
   if (!claimed) {
     result.next_due = CallPostgres([] { return OidIsValid(plans.extension) ? NextDue() : 0; });
     return result;
@@ -782,9 +937,12 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   result.partition = unit.partition;
   if (report_activity) {
     CallPostgres([&] {
-      metrics::WorkerBusy(unit.subscription_id, unit.partition, false);
-      pgstat_report_activity(STATE_RUNNING, psprintf("evproc: subscription %s partition %d",
-                                                     unit.name, unit.partition));
+      metrics::WorkerBusy(unit.subscription_id, unit.partition, unit.replay);
+      pgstat_report_activity(
+          STATE_RUNNING,
+          unit.replay
+              ? psprintf("evproc: subscription %s replay %d", unit.name, unit.replay_id)
+              : psprintf("evproc: subscription %s partition %d", unit.name, unit.partition));
     });
   }
   // The unit's rows are read with a snapshot taken after the claim: the worker that held
@@ -830,10 +988,16 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
   ItemList items{};
   KeyList parked_keys{};
   if (unit.retries_due) CallPostgres([&] { ReadDueRetries(unit, &items, context); });
-  if (unit.has_retries) CallPostgres([&] { ReadParkedKeys(unit, &parked_keys, context); });
+  if (unit.has_retries || unit.replay)
+    CallPostgres([&] { ReadParkedKeys(unit, &parked_keys, context); });
   std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
   Position at{unit.tick_id, unit.window_tick, unit.has_cursor, unit.cursor_id};
-  ReadWindows(unit, &at, &items, context);
+  ReplayPosition replay_at{unit.replay_cursor, unit.replay_chunk, false};
+  if (unit.replay) {
+    CallPostgres([&] { ReadReplay(unit, &replay_at, &items, context); });
+  } else {
+    ReadWindows(unit, &at, &items, context);
+  }
 
   Batch batch(unit, items, context);
   ErrorData *broken = batch.Deliver(parked);
@@ -850,7 +1014,8 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
     result.paused = true;
     return;
   }
-  Tally tally = WriteOutcome(unit, items, at);
+  Tally tally =
+      unit.replay ? WriteReplayOutcome(unit, items, replay_at) : WriteOutcome(unit, items, at);
   JudgeBreaker(unit, tally, tally.delivered + tally.failed);
   result.delivered = tally.delivered;
   result.failed = tally.failed;

@@ -4,12 +4,10 @@
 
 namespace evproc::sql {
 
-// A unit with work: a window in progress, new ticks where its partition got events,
-// or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
-// least recently served unit goes first.
-inline constexpr const char *kClaimUnit = R"sql(
-SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
-       p.history_from, p.retry_due_at, s.name, s.topic_id, t.name, h.fn,
+// What a batch needs to know of the subscription that owns the claimed work: joined
+// to a progress row (live units) or a replay row, both aliased by kClaimFrom's %s.
+inline constexpr const char *kSubscriptionColumns = R"sql(
+       s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
        CASE WHEN r.oid IS NULL THEN 'missing'
             WHEN r.rolsuper THEN 'superuser'
@@ -20,14 +18,23 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
        least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
-       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
-  FROM evproc.progress p
-  JOIN evproc.subscription s ON s.id = p.subscription_id
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler)sql";
+inline constexpr const char *kSubscriptionJoins = R"sql(
+  JOIN evproc.subscription s ON s.id = %s.subscription_id
   JOIN evproc.topic t ON t.id = s.topic_id
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
  WHERE NOT s.paused
-   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
+   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now()))sql";
+
+// A unit with work: a window in progress, new ticks where its partition got events,
+// or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
+// least recently served unit goes first. Format: kSubscriptionColumns,
+// kSubscriptionJoins ("p").
+inline constexpr const char *kClaimUnit = R"sql(
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
+       p.history_from, p.retry_due_at, %s
+  FROM evproc.progress p %s
    AND (p.window_tick IS NOT NULL
         OR (p.tick_id < evproc.dirty_tick(s.topic_id, p.partition)
             AND p.tick_id < (SELECT max(id) FROM evproc.tick))
@@ -35,6 +42,49 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
  ORDER BY p.last_batch_at NULLS FIRST
  LIMIT 1
    FOR UPDATE OF p SKIP LOCKED)sql";
+
+// A running replay, claimed like a unit; partition -1 stands for all of them. Format:
+// kSubscriptionColumns, kSubscriptionJoins ("rp").
+inline constexpr const char *kClaimReplay = R"sql(
+SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestamptz,
+       NULL::timestamptz, %s,
+       rp.id, rp.cursor_id, rp.chunk, rp.last_id, rp.from_time, rp.to_time, rp.key
+  FROM evproc.replay rp %s
+   AND rp.state = 'running'
+ ORDER BY rp.last_batch_at NULLS FIRST
+ LIMIT 1
+   FOR UPDATE OF rp SKIP LOCKED)sql";
+
+// The next events of a replay: ids in ($1, $1 + $2] up to $3 (BRIN on id), of topic $4,
+// enqueued in [$5, $6), of key $7 (NULL: all), not parked for the subscription ($8)
+// (a parked event is being retried anyway), at most $9, in id order.
+inline constexpr const char *kReplayEvents = R"sql(
+SELECT ROW(e.id, $10, e.key, e.type, e.payload, e.headers, e.enqueued_at, 1, true)::evproc.event,
+       e.id, e.key, e.enqueued_at, e.partition
+  FROM evproc.log e
+ WHERE e.id > $1 AND e.id <= least($1 + $2, $3)
+   AND e.topic_id = $4 AND e.enqueued_at >= $5 AND e.enqueued_at < $6
+   AND ($7::text IS NULL OR e.key = $7)
+   AND NOT EXISTS (SELECT 1 FROM evproc.retry r WHERE r.subscription_id = $8 AND r.event_id = e.id)
+ ORDER BY e.id LIMIT $9)sql";
+
+inline constexpr const char *kAdvanceReplay = R"sql(
+UPDATE evproc.replay
+   SET cursor_id = $2, chunk = $3, delivered = delivered + $4, failed = failed + $5,
+       state = CASE WHEN $6 THEN 'done' ELSE state END,
+       finished_at = CASE WHEN $6 THEN now() END, last_batch_at = now()
+ WHERE id = $1)sql";
+
+// Keys parked in any partition of the subscription (a replay spans them all).
+inline constexpr const char *kParkedKeysAnywhere = R"sql(
+SELECT key FROM evproc.retry WHERE subscription_id = $1 AND is_head AND key IS NOT NULL)sql";
+
+// After a replay parked events: the units of their partitions look at their retries.
+inline constexpr const char *kRetryDue = R"sql(
+UPDATE evproc.progress p
+   SET retry_due_at = (SELECT min(r.next_attempt_at) FROM evproc.retry r
+                        WHERE r.subscription_id = $1 AND r.partition = p.partition AND r.is_head)
+ WHERE p.subscription_id = $1 AND p.partition = ANY ($2))sql";
 
 // When idle: the earliest moment a retry falls due or a breaker closes.
 inline constexpr const char *kNextDue = R"sql(

@@ -87,7 +87,7 @@ void InitMetrics(Metrics *metrics) {
     pg_atomic_init_u64(&sub.failed, 0);
     pg_atomic_init_u64(&sub.dead, 0);
     pg_atomic_init_u64(&sub.replayed, 0);
-    pg_atomic_init_u64(&sub.redriven, 0);
+    pg_atomic_init_u64(&sub.requeued, 0);
     pg_atomic_init_u64(&sub.offset, 0);
     for (auto &slice : sub.slices) {
       pg_atomic_init_u64(&slice.epoch, 0);
@@ -137,7 +137,7 @@ SubscriptionStats *ClaimSubscriptionLocked(Oid database, int32 subscription_id, 
   pg_atomic_write_u64(&slot->failed, 0);
   pg_atomic_write_u64(&slot->dead, 0);
   pg_atomic_write_u64(&slot->replayed, 0);
-  pg_atomic_write_u64(&slot->redriven, 0);
+  pg_atomic_write_u64(&slot->requeued, 0);
   pg_atomic_write_u64(&slot->offset, 0);
   for (auto &slice : slot->slices) pg_atomic_write_u64(&slice.epoch, 0);
   pg_atomic_write_u64(&slot->key, key);
@@ -148,7 +148,7 @@ int64 PendingOf(const SubscriptionStats &stats, const TopicStats *topic) {
   auto &s = const_cast<SubscriptionStats &>(stats);
   uint64 published =
       topic == nullptr ? 0 : pg_atomic_read_u64(&const_cast<TopicStats *>(topic)->published);
-  uint64 pending = published + pg_atomic_read_u64(&s.offset) + pg_atomic_read_u64(&s.redriven) -
+  uint64 pending = published + pg_atomic_read_u64(&s.offset) + pg_atomic_read_u64(&s.requeued) -
                    pg_atomic_read_u64(&s.delivered) - pg_atomic_read_u64(&s.dead);
   auto signed_pending = static_cast<int64>(pending);
   // Counts taken while commits race the count can be off by a few; never below zero.
@@ -158,7 +158,7 @@ int64 PendingOf(const SubscriptionStats &stats, const TopicStats *topic) {
 int64 TopicDepth(Oid database, const TopicStats &topic) {
   Metrics *metrics = Shared();
   auto &t = const_cast<TopicStats &>(topic);
-  int32 topic_id = static_cast<int32>(pg_atomic_read_u64(&t.key) & 0xFFFFFFFFU);
+  int32 topic_id = IdOf(pg_atomic_read_u64(&t.key));
   uint32 count = pg_atomic_read_u32(&t.subscription_count);
   int64 depth = 0;
   auto consider = [&](SubscriptionStats &sub) {

@@ -54,8 +54,8 @@ struct SubscriptionStats {
   pg_atomic_uint64 failed;  // failed attempts
   pg_atomic_uint64 dead;
   pg_atomic_uint64 replayed;
-  pg_atomic_uint64 redriven;
-  pg_atomic_uint64 offset;  // an int64 in two's complement
+  pg_atomic_uint64 requeued;  // back in line: re-driven dead letters, failed replays
+  pg_atomic_uint64 offset;    // an int64 in two's complement
   SubscriptionSlice slices[kSlices];
 };
 

@@ -23,7 +23,7 @@ struct Delta {
   int64 replayed;
   int64 failed;
   int64 dead;
-  int64 redriven;
+  int64 requeued;
   bool has_latency;
   uint32 latency[kLatencyBuckets];
 };
@@ -49,29 +49,29 @@ Slice &SliceFor(Slice (&slices)[kSlices], uint64 epoch, Clear &&clear) {
 void ApplyTopic(const Delta &delta, uint64 epoch) {
   TopicStats *topic = FindTopic(MyDatabaseId, delta.id, true);
   if (topic == nullptr || delta.published == 0) return;
-  pg_atomic_fetch_add_u64(&topic->published, static_cast<uint64>(delta.published));
+  pg_atomic_fetch_add_u64(&topic->published, delta.published);
   TopicSlice &slice =
       SliceFor(topic->slices, epoch, [](TopicSlice &s) { pg_atomic_write_u64(&s.published, 0); });
-  pg_atomic_fetch_add_u64(&slice.published, static_cast<uint64>(delta.published));
+  pg_atomic_fetch_add_u64(&slice.published, delta.published);
 }
 
 void ApplySubscription(const Delta &delta, uint64 epoch) {
   SubscriptionStats *sub = FindSubscription(MyDatabaseId, delta.id);
   if (sub == nullptr) return;  // registered by the next evproc.sync_stats(), which counts
-  pg_atomic_fetch_add_u64(&sub->delivered, static_cast<uint64>(delta.delivered));
-  pg_atomic_fetch_add_u64(&sub->replayed, static_cast<uint64>(delta.replayed));
-  pg_atomic_fetch_add_u64(&sub->failed, static_cast<uint64>(delta.failed));
-  pg_atomic_fetch_add_u64(&sub->dead, static_cast<uint64>(delta.dead));
-  pg_atomic_fetch_add_u64(&sub->redriven, static_cast<uint64>(delta.redriven));
+  pg_atomic_fetch_add_u64(&sub->delivered, delta.delivered);
+  pg_atomic_fetch_add_u64(&sub->replayed, delta.replayed);
+  pg_atomic_fetch_add_u64(&sub->failed, delta.failed);
+  pg_atomic_fetch_add_u64(&sub->dead, delta.dead);
+  pg_atomic_fetch_add_u64(&sub->requeued, delta.requeued);
   SubscriptionSlice &slice = SliceFor(sub->slices, epoch, [](SubscriptionSlice &s) {
     pg_atomic_write_u64(&s.delivered, 0);
     pg_atomic_write_u64(&s.failed, 0);
     pg_atomic_write_u64(&s.replayed, 0);
     for (auto &bucket : s.latency) pg_atomic_write_u64(&bucket, 0);
   });
-  pg_atomic_fetch_add_u64(&slice.delivered, static_cast<uint64>(delta.delivered));
-  pg_atomic_fetch_add_u64(&slice.failed, static_cast<uint64>(delta.failed));
-  pg_atomic_fetch_add_u64(&slice.replayed, static_cast<uint64>(delta.replayed));
+  pg_atomic_fetch_add_u64(&slice.delivered, delta.delivered);
+  pg_atomic_fetch_add_u64(&slice.failed, delta.failed);
+  pg_atomic_fetch_add_u64(&slice.replayed, delta.replayed);
   if (delta.has_latency) {
     for (int i = 0; i < kLatencyBuckets; ++i) {
       if (delta.latency[i] != 0) pg_atomic_fetch_add_u64(&slice.latency[i], delta.latency[i]);
@@ -173,8 +173,8 @@ void NoteDead(int32 subscription_id, int64 events) {
   DeltaFor(Kind::kSubscription, subscription_id).dead += events;
 }
 
-void NoteRedriven(int32 subscription_id, int64 events) {
-  DeltaFor(Kind::kSubscription, subscription_id).redriven += events;
+void NoteRequeued(int32 subscription_id, int64 events) {
+  DeltaFor(Kind::kSubscription, subscription_id).requeued += events;
 }
 
 void NoteLatency(int32 subscription_id, int64 microseconds) {

@@ -17,7 +17,9 @@ int64 UncommittedPublished(int32 topic_id);
 void NoteDelivered(int32 subscription_id, int64 events, bool replay);
 void NoteFailed(int32 subscription_id, int64 attempts);
 void NoteDead(int32 subscription_id, int64 events);
-void NoteRedriven(int32 subscription_id, int64 events);
+// Events back in line (pending again): re-driven dead letters, replayed events that
+// failed and joined the retry line.
+void NoteRequeued(int32 subscription_id, int64 events);
 void NoteLatency(int32 subscription_id, int64 microseconds);
 
 }  // namespace evproc::metrics

@@ -55,7 +55,7 @@ PG_FUNCTION_INFO_V1(evproc_subscription_stats);
 PG_FUNCTION_INFO_V1(evproc_worker_stats);
 PG_FUNCTION_INFO_V1(evproc_sync_stats_registry);
 PG_FUNCTION_INFO_V1(evproc_set_pending);
-PG_FUNCTION_INFO_V1(evproc_note_redriven);
+PG_FUNCTION_INFO_V1(evproc_note_requeued);
 }
 
 using namespace evproc::metrics;
@@ -118,7 +118,7 @@ extern "C" Datum evproc_subscription_stats(PG_FUNCTION_ARGS) {
         samples += count;
       }
     }
-    int32 topic_id = static_cast<int32>(pg_atomic_read_u32(&sub.topic_id));
+    auto topic_id = static_cast<int32>(pg_atomic_read_u32(&sub.topic_id));
     bool ready = pg_atomic_read_u32(&sub.ready) != 0;
     TopicStats *topic = FindTopic(MyDatabaseId, topic_id, false);
     Datum values[15];
@@ -130,7 +130,7 @@ extern "C" Datum evproc_subscription_stats(PG_FUNCTION_ARGS) {
     values[3] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.failed)));
     values[4] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.dead)));
     values[5] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.replayed)));
-    values[6] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.redriven)));
+    values[6] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.requeued)));
     values[7] = Float8GetDatum(static_cast<double>(delivered) / seconds);
     values[8] = Float8GetDatum(static_cast<double>(failed) / seconds);
     values[9] = Float8GetDatum(static_cast<double>(replayed) / seconds);
@@ -273,17 +273,17 @@ extern "C" Datum evproc_set_pending(PG_FUNCTION_ARGS) {
   TopicStats *topic =
       FindTopic(MyDatabaseId, static_cast<int32>(pg_atomic_read_u32(&sub->topic_id)), true);
   uint64 published = topic == nullptr ? 0 : pg_atomic_read_u64(&topic->published);
-  uint64 offset = static_cast<uint64>(pending) - published - pg_atomic_read_u64(&sub->redriven) +
+  uint64 offset = static_cast<uint64>(pending) - published - pg_atomic_read_u64(&sub->requeued) +
                   pg_atomic_read_u64(&sub->delivered) + pg_atomic_read_u64(&sub->dead);
   pg_atomic_write_u64(&sub->offset, offset);
   pg_atomic_write_u32(&sub->ready, 1);
   PG_RETURN_BOOL(true);
 }
 
-// evproc.note_redriven(subscription_id, events): re-driven dead letters are pending
+// evproc.note_requeued(subscription_id, events): re-driven dead letters are pending
 // again once the calling transaction commits.
-extern "C" Datum evproc_note_redriven(PG_FUNCTION_ARGS) {
+extern "C" Datum evproc_note_requeued(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) PG_RETURN_VOID();
-  NoteRedriven(PG_GETARG_INT32(0), PG_GETARG_INT64(1));
+  NoteRequeued(PG_GETARG_INT32(0), PG_GETARG_INT64(1));
   PG_RETURN_VOID();
 }

@@ -8,23 +8,7 @@ GRANT USAGE ON SCHEMA evproc TO evproc_mon_app;
 CREATE TABLE mon_seen (id bigint, n int);
 GRANT INSERT ON mon_seen TO evproc_mon_app;
 
-CREATE FUNCTION pg_temp.drain() RETURNS text LANGUAGE plpgsql AS $fn$
-DECLARE
-  r record;
-  batches int := 0;
-  delivered bigint := 0;
-  dead bigint := 0;
-BEGIN
-  LOOP
-    r := evproc.deliver_batch();
-    EXIT WHEN NOT r.worked;
-    batches := batches + 1;
-    delivered := delivered + r.delivered;
-    dead := dead + r.dead;
-    IF batches > 500 THEN RAISE EXCEPTION 'delivery does not come to an end'; END IF;
-  END LOOP;
-  RETURN format('delivered %s, dead %s', delivered, dead);
-END $fn$;
+\i sql/include/drain.sql
 
 -- Fails for payloads with "fail": the poison path counts failures and dead letters.
 CREATE FUNCTION mon_handle(e evproc.event) RETURNS void LANGUAGE plpgsql AS $fn$

@@ -12,23 +12,7 @@ GRANT SELECT ON rp_failing TO evproc_rp_app;
 GRANT INSERT ON rp_seen TO evproc_rp_app;
 GRANT USAGE ON SEQUENCE rp_seen_seq_seq TO evproc_rp_app;
 
-CREATE FUNCTION pg_temp.drain() RETURNS text LANGUAGE plpgsql AS $fn$
-DECLARE
-  r record;
-  batches int := 0;
-  delivered bigint := 0;
-  failed bigint := 0;
-BEGIN
-  LOOP
-    r := evproc.deliver_batch();
-    EXIT WHEN NOT r.worked;
-    batches := batches + 1;
-    delivered := delivered + r.delivered;
-    failed := failed + r.failed;
-    IF batches > 500 THEN RAISE EXCEPTION 'delivery does not come to an end'; END IF;
-  END LOOP;
-  RETURN format('delivered %s, failed %s', delivered, failed);
-END $fn$;
+\i sql/include/drain.sql
 
 -- Fails for the keys listed in rp_failing.
 CREATE FUNCTION rp_handle(e evproc.event) RETURNS void LANGUAGE plpgsql AS $fn$

@@ -39,6 +39,16 @@ Datum NullableFloat(double value, bool *isnull, bool known) {
   return Float8GetDatum(value);
 }
 
+// Starts a set-returning call that hands back all its rows at once.
+ReturnSetInfo *MaterializedRows(FunctionCallInfo fcinfo) {
+  InitMaterializedSRF(fcinfo, 0);
+  return reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+}
+
+Datum CounterDatum(pg_atomic_uint64 &counter) {
+  return Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&counter)));
+}
+
 void RequireMetrics() {
   if (Shared() == nullptr) {
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -63,8 +73,7 @@ using namespace evproc::metrics;
 // evproc.topic_stats(): one row per topic this database published to since the server
 // started.
 extern "C" Datum evproc_topic_stats(PG_FUNCTION_ARGS) {
-  InitMaterializedSRF(fcinfo, 0);
-  auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+  ReturnSetInfo *rsinfo = MaterializedRows(fcinfo);
   Metrics *metrics = Shared();
   if (metrics == nullptr) return static_cast<Datum>(0);
   uint64 epoch = CurrentEpoch();
@@ -80,12 +89,12 @@ extern "C" Datum evproc_topic_stats(PG_FUNCTION_ARGS) {
     Datum values[7];
     bool nulls[7] = {false, false, false, false, false, false, false};
     values[0] = Int32GetDatum(IdOf(key));
-    values[1] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&topic.published)));
+    values[1] = CounterDatum(topic.published);
     values[2] = Float8GetDatum(static_cast<double>(recent) / seconds);
     values[3] = Int64GetDatum(TopicDepth(MyDatabaseId, topic));
-    values[4] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&topic.dedup_hits)));
-    values[5] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&topic.rejected_full)));
-    values[6] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&topic.rejected_invalid)));
+    values[4] = CounterDatum(topic.dedup_hits);
+    values[5] = CounterDatum(topic.rejected_full);
+    values[6] = CounterDatum(topic.rejected_invalid);
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   return static_cast<Datum>(0);
@@ -93,8 +102,7 @@ extern "C" Datum evproc_topic_stats(PG_FUNCTION_ARGS) {
 
 // evproc.subscription_stats(): one row per registered subscription of this database.
 extern "C" Datum evproc_subscription_stats(PG_FUNCTION_ARGS) {
-  InitMaterializedSRF(fcinfo, 0);
-  auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+  ReturnSetInfo *rsinfo = MaterializedRows(fcinfo);
   Metrics *metrics = Shared();
   if (metrics == nullptr) return static_cast<Datum>(0);
   uint64 epoch = CurrentEpoch();
@@ -126,11 +134,11 @@ extern "C" Datum evproc_subscription_stats(PG_FUNCTION_ARGS) {
     values[0] = Int32GetDatum(IdOf(key));
     values[1] = Int64GetDatum(ready ? PendingOf(sub, topic) : 0);
     nulls[1] = !ready;
-    values[2] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.delivered)));
-    values[3] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.failed)));
-    values[4] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.dead)));
-    values[5] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.replayed)));
-    values[6] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&sub.requeued)));
+    values[2] = CounterDatum(sub.delivered);
+    values[3] = CounterDatum(sub.failed);
+    values[4] = CounterDatum(sub.dead);
+    values[5] = CounterDatum(sub.replayed);
+    values[6] = CounterDatum(sub.requeued);
     values[7] = Float8GetDatum(static_cast<double>(delivered) / seconds);
     values[8] = Float8GetDatum(static_cast<double>(failed) / seconds);
     values[9] = Float8GetDatum(static_cast<double>(replayed) / seconds);
@@ -152,8 +160,7 @@ extern "C" Datum evproc_subscription_stats(PG_FUNCTION_ARGS) {
 
 // evproc.worker_stats(): the delivery workers' status slots in use.
 extern "C" Datum evproc_worker_stats(PG_FUNCTION_ARGS) {
-  InitMaterializedSRF(fcinfo, 0);
-  auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+  ReturnSetInfo *rsinfo = MaterializedRows(fcinfo);
   Metrics *metrics = Shared();
   // The workers serve the launcher's database only.
   if (metrics == nullptr ||

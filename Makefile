@@ -49,8 +49,10 @@ include $(PGXS)
 # PGXS does not track header dependencies: every object depends on every header.
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
-# The install script: topics and enqueue, delivery, replay, monitoring.
-$(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/replay.sql extension/monitoring.sql
+# The install script: topics and enqueue, delivery, dead-letter operations, replay,
+# monitoring.
+$(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
+               extension/replay.sql extension/monitoring.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint

@@ -46,6 +46,10 @@ CREATE TABLE evproc.subscription (
     paused_reason        text,
     breaker_open_until   timestamptz,
     created_at           timestamptz NOT NULL DEFAULT now(),
+    -- Where it started, for evproc_event_status: events visible in start_snapshot (the
+    -- start tick's) or enqueued before start_from (history_from) were never its own.
+    start_snapshot       pg_snapshot,
+    start_from           timestamptz,
     CHECK (backoff_cap >= backoff_base)
 );
 COMMENT ON TABLE evproc.subscription IS 'evproc subscriptions; change them only through evproc_subscribe/pause/resume/unsubscribe';
@@ -257,6 +261,7 @@ DECLARE
     h record;
     owner_role regrole := coalesce(run_as, current_user::regrole);
     start_tick bigint;
+    start_snapshot pg_snapshot;
     new_id integer;
 BEGIN
     IF name IS NULL OR name = '' THEN
@@ -298,13 +303,14 @@ BEGIN
     END IF;
     -- The key-share lock keeps maintenance from deleting the start tick before our
     -- progress rows commit (maintenance skips locked ticks).
-    SELECT id INTO start_tick FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
+    SELECT id, snapshot INTO start_tick, start_snapshot FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
     INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
         max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
-        failure_budget, breaker_min_attempts, breaker_cooldown)
+        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from)
     VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
         backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
-        breaker_cooldown)
+        breaker_cooldown, CASE WHEN start_from IS NULL THEN start_snapshot END,
+        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END)
     RETURNING id INTO new_id;
     -- From history: the window from tick 0 (sees nothing) holds all retained events.
     -- From now: the newest tick (tick 0 with history_from = now() before the first tick).

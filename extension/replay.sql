@@ -87,7 +87,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'replay % does not exist', replay_id USING ERRCODE = 'undefined_object';
     END IF;
-    s := evproc.subscription_for_update((SELECT name FROM evproc.subscription WHERE id = r.subscription_id));
+    -- Key-share, not for-update: a batch of this replay may update the subscription
+    -- (breaker) while we wait below for its row lock.
+    s := evproc.subscription_for_operation((SELECT name FROM evproc.subscription WHERE id = r.subscription_id));
     UPDATE evproc.replay SET state = 'cancelled', finished_at = now()
      WHERE id = replay_id AND state = 'running';
     RETURN FOUND;

@@ -100,7 +100,7 @@ SELECT pg_temp.drain();
 SELECT * FROM pg_temp.sub_stats('mon_sub');
 -- A re-driven dead letter is pending again once its transaction commits.
 BEGIN;
-SELECT evproc.note_requeued(id, 1) FROM evproc.subscription WHERE name = 'mon_sub';
+SELECT evproc_redrive('mon_sub') AS redriven;
 SELECT lag_events AS before_commit FROM evproc_subscription_stats WHERE subscription = 'mon_sub';
 COMMIT;
 SELECT lag_events AS after_commit FROM evproc_subscription_stats WHERE subscription = 'mon_sub';

@@ -330,7 +330,15 @@ EXCEPTION WHEN unique_violation THEN
 END
 $fn$;
 
-CREATE FUNCTION evproc.subscription_for_update(name text) RETURNS evproc.subscription
+-- The subscription a caller acts on: 22023 for a null or empty name, 42704 when unknown,
+-- 42501 unless the caller is a member of its owner role. exclusive locks the row FOR
+-- UPDATE (changes to the subscription itself: pause, resume, one replay at a time);
+-- otherwise FOR KEY SHARE, which keeps it from being dropped without conflicting with the
+-- updates a worker makes to the row in the middle of a batch (breaker, pause on a broken
+-- handler): callers that go on to wait for a batch's locks (unsubscribe, re-drive, purge,
+-- cancelling a replay) would deadlock with that worker if they held the row FOR UPDATE
+-- (test/isolation/specs/redrive_vs_batch.spec).
+CREATE FUNCTION evproc.subscription_checked(name text, exclusive boolean) RETURNS evproc.subscription
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -339,7 +347,11 @@ BEGIN
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO s FROM evproc.subscription AS sb WHERE sb.name = subscription_for_update.name FOR UPDATE;
+    IF exclusive THEN
+        SELECT * INTO s FROM evproc.subscription AS sb WHERE sb.name = subscription_checked.name FOR UPDATE;
+    ELSE
+        SELECT * INTO s FROM evproc.subscription AS sb WHERE sb.name = subscription_checked.name FOR KEY SHARE;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" does not exist', name USING ERRCODE = 'undefined_object';
     END IF;
@@ -354,7 +366,7 @@ CREATE FUNCTION public.evproc_pause(name text, reason text DEFAULT 'paused by op
     RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_for_update(name);
+    s evproc.subscription := evproc.subscription_checked(name, exclusive => true);
 BEGIN
     UPDATE evproc.subscription SET paused = true, paused_reason = coalesce(reason, 'paused by operator')
      WHERE id = s.id;
@@ -367,7 +379,7 @@ CREATE FUNCTION public.evproc_resume(name text) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_for_update(name);
+    s evproc.subscription := evproc.subscription_checked(name, exclusive => true);
     h record := evproc.resolve_handler(s.handler);
 BEGIN
     UPDATE evproc.subscription
@@ -382,10 +394,11 @@ CREATE FUNCTION public.evproc_unsubscribe(name text) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_for_update(name);
+    s evproc.subscription := evproc.subscription_checked(name, exclusive => false);
 BEGIN
-    -- Waits for a worker holding one of its units to commit its batch.
-    PERFORM 1 FROM evproc.progress WHERE subscription_id = s.id FOR UPDATE;
+    -- Waits for the batches in flight (live units, then replays) to commit.
+    PERFORM 1 FROM evproc.progress WHERE subscription_id = s.id ORDER BY partition FOR UPDATE;
+    PERFORM 1 FROM evproc.replay WHERE subscription_id = s.id ORDER BY id FOR UPDATE;
     DELETE FROM evproc.subscription WHERE id = s.id;
 END
 $fn$;

@@ -4,35 +4,6 @@
 -- Appended after delivery.sql by make to form the install script.
 -------------------------------------------------------------------------------
 
--- The subscription an operator acts on, after the checks of
--- evproc.subscription_for_update() (22023 null or empty name, 42704 unknown, 42501 not a
--- member of its owner role), but locked FOR KEY SHARE only. That keeps it from being
--- dropped (unsubscribing locks it FOR UPDATE) and does not conflict with the updates a
--- worker makes to the row in the middle of its batch (circuit breaker, pause on a broken
--- handler). Re-drive and purge go on to wait for the progress rows of units whose batch
--- is in flight: holding the subscription FOR UPDATE there, a worker that trips the
--- breaker would wait for us while we wait for it (test/isolation/specs/redrive_vs_batch.spec).
-CREATE FUNCTION evproc.subscription_for_operation(name text) RETURNS evproc.subscription
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    s evproc.subscription;
-BEGIN
-    IF name IS NULL OR name = '' THEN
-        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO s FROM evproc.subscription AS sb
-     WHERE sb.name = subscription_for_operation.name FOR KEY SHARE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription "%" does not exist', name USING ERRCODE = 'undefined_object';
-    END IF;
-    IF NOT pg_has_role(current_user, s.owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'permission denied for subscription "%"', name USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN s;
-END
-$fn$;
-
 -- The filters of evproc_redrive and evproc_purge. An empty id list is a filter that
 -- matches nothing (never "no filter": an application that found no ids must not act on
 -- every dead letter); a NULL inside it is a caller's bug.
@@ -135,7 +106,7 @@ CREATE FUNCTION public.evproc_redrive(subscription text, event_ids bigint[] DEFA
     RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_for_operation(subscription);
+    s evproc.subscription := evproc.subscription_checked(subscription, exclusive => false);
     topic_name text := (SELECT t.name FROM evproc.topic t WHERE t.id = s.topic_id);
     units integer[];
     touched integer[];
@@ -210,7 +181,7 @@ CREATE FUNCTION public.evproc_purge(subscription text, event_ids bigint[] DEFAUL
     RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_for_operation(subscription);
+    s evproc.subscription := evproc.subscription_checked(subscription, exclusive => false);
     units integer[];
     unblocked integer[];
     purged bigint;

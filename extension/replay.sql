@@ -41,7 +41,7 @@ CREATE FUNCTION public.evproc_replay(subscription text, from_time timestamptz DE
     RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_for_update(subscription);
+    s evproc.subscription := evproc.subscription_checked(subscription, exclusive => true);
     running integer;
     new_id integer;
 BEGIN
@@ -89,7 +89,8 @@ BEGIN
     END IF;
     -- Key-share, not for-update: a batch of this replay may update the subscription
     -- (breaker) while we wait below for its row lock.
-    s := evproc.subscription_for_operation((SELECT name FROM evproc.subscription WHERE id = r.subscription_id));
+    s := evproc.subscription_checked((SELECT name FROM evproc.subscription WHERE id = r.subscription_id),
+                                    exclusive => false);
     UPDATE evproc.replay SET state = 'cancelled', finished_at = now()
      WHERE id = replay_id AND state = 'running';
     RETURN FOUND;

@@ -2,9 +2,11 @@
 # Sets up evproc on a Debian 12 machine as root and runs its main job on a local server:
 # installs dependencies, builds and installs the extension, starts a PostgreSQL 15
 # cluster with evproc preloaded and its launcher serving database evproc_demo (data in
-# /var/lib/postgresql/evproc-demo, port 5499, left running), then runs examples/demo.sql:
-# an app that publishes events inside its own transactions, with dedup and validation,
-# and two subscriptions whose handlers the background workers feed.
+# /var/lib/postgresql/evproc-demo, port 5499, left running), then runs the order-service
+# example (examples/order_service/, see examples/README.md): orders placed in
+# transactions that publish OrderCreated, a projection and a flaky subscription fed by
+# the background workers, dead letters, a replay after the fix, the monitoring views,
+# and balance checks that fail this script if anything is off.
 #
 # Environment overrides (defaults in brackets), for running it against another install:
 #   PG_CONFIG          [/usr/lib/postgresql/15/bin/pg_config] the install to build for
@@ -60,10 +62,11 @@ psql_demo -d postgres -qtc "SELECT 1 FROM pg_database WHERE datname = 'evproc_de
 psql_demo -d evproc_demo -qc "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS evproc CASCADE"
 pg_ctl_demo restart
 psql_demo -d evproc_demo -qc "CREATE EXTENSION evproc"
-psql_demo -d evproc_demo -f examples/demo.sql
+psql_demo -d evproc_demo -f examples/order_service/main.sql
 
 cat <<DONE
 
 evproc is running: psql -h /tmp -p $port -U postgres evproc_demo
+  (the example's tables are in schema shop; examples/README.md says what to look at)
 Stop the server with: runuser -u postgres -- $bindir/pg_ctl -D $data stop
 DONE

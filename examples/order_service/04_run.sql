@@ -218,7 +218,8 @@ SELECT r.subscription, r.key, r.state, r.delivered AS replayed_events,
  WHERE r.id = :totals_replay;
 
 \echo
-\echo '== 16. evproc_metrics: the same figures as (name, labels, value) rows, Prometheus style:'
+\echo '== 16. evproc_metrics: the same figures as (name, labels, value) rows, Prometheus style'
+\echo '   (examples/monitoring/postgres_exporter.yml exports the views to Prometheus):'
 SELECT name, labels, value FROM evproc_metrics
  WHERE labels->>'subscription' = 'order_receipts' AND name LIKE '%\_total'
  ORDER BY name;

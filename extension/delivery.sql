@@ -140,6 +140,9 @@ CREATE FUNCTION evproc.dirty_tick(topic_id integer, partition integer) RETURNS b
 -- Wakes the launcher when the calling transaction commits (admin changes use it).
 CREATE FUNCTION evproc.wake_at_commit() RETURNS void
     AS 'MODULE_PATHNAME', 'evproc_wake_at_commit' LANGUAGE C STRICT VOLATILE;
+-- The same, and the launcher registers the (un)subscription in the metrics at once.
+CREATE FUNCTION evproc.subscriptions_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'evproc_subscriptions_changed' LANGUAGE C STRICT VOLATILE;
 
 -- One batch of delivery in the calling transaction (see src/manual_delivery.cpp).
 CREATE FUNCTION evproc.deliver_batch(OUT worked boolean, OUT subscription text,
@@ -323,7 +326,7 @@ BEGIN
     IF NOT evproc.preloaded() THEN
         RAISE WARNING 'evproc is not in shared_preload_libraries: subscription "%" will receive events once it is', name;
     END IF;
-    PERFORM evproc.wake_at_commit();
+    PERFORM evproc.subscriptions_changed();
     RETURN new_id;
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = 'duplicate_object';
@@ -400,6 +403,7 @@ BEGIN
     PERFORM 1 FROM evproc.progress WHERE subscription_id = s.id ORDER BY partition FOR UPDATE;
     PERFORM 1 FROM evproc.replay WHERE subscription_id = s.id ORDER BY id FOR UPDATE;
     DELETE FROM evproc.subscription WHERE id = s.id;
+    PERFORM evproc.subscriptions_changed();
 END
 $fn$;
 

@@ -32,7 +32,10 @@ CREATE FUNCTION evproc.set_pending(subscription_id integer, pending bigint)
     RETURNS boolean AS 'MODULE_PATHNAME', 'evproc_set_pending' LANGUAGE C VOLATILE;
 CREATE FUNCTION evproc.note_requeued(subscription_id integer, events bigint)
     RETURNS void AS 'MODULE_PATHNAME', 'evproc_note_requeued' LANGUAGE C VOLATILE;
+CREATE FUNCTION evproc.forget_stats()
+    RETURNS void AS 'MODULE_PATHNAME', 'evproc_forget_stats' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION evproc.sync_stats_registry(integer[], integer[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION evproc.forget_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION evproc.set_pending(integer, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION evproc.note_requeued(integer, bigint) FROM PUBLIC;
 
@@ -88,8 +91,10 @@ REVOKE ALL ON FUNCTION evproc.sync_stats() FROM PUBLIC;
 
 -- How long the oldest pending commit of a subscription has waited: a unit with work
 -- waits since the first tick after its position (the tick that first saw that commit).
+-- SECURITY DEFINER (search_path pinned): a monitoring role reads the figure, not the
+-- progress and tick tables behind it.
 CREATE FUNCTION evproc.lag_seconds(subscription_id integer) RETURNS float8
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 SELECT coalesce(extract(epoch FROM now() - min(nt.taken_at))::float8, 0)
   FROM evproc.progress p
@@ -188,3 +193,10 @@ UNION ALL
 SELECT 'evproc_worker_batches_total', jsonb_build_object('worker', w.worker::text), w.batches::float8
   FROM public.evproc_workers w;
 COMMENT ON VIEW public.evproc_metrics IS 'every evproc figure as (name, labels, value), Prometheus style';
+
+-- Monitoring reads names and counts, no payloads: PostgreSQL's monitoring role may read it.
+GRANT SELECT ON public.evproc_subscription_stats, public.evproc_topic_stats,
+                public.evproc_workers, public.evproc_metrics TO pg_monitor;
+
+-- A re-created extension starts with fresh counters (ids start from 1 again).
+SELECT evproc.forget_stats();

@@ -18,12 +18,14 @@ constexpr int kTrackedSlots = 256;
 int touched[kTrackedSlots];
 int touched_count = 0;
 bool touched_overflow = false;
-bool wake_pending = false;  // something committed that workers must look at
+bool wake_pending = false;      // something committed that workers must look at
+bool registry_pending = false;  // subscriptions changed: the metrics registry must follow
 
 void Forget() {
   touched_count = 0;
   touched_overflow = false;
   wake_pending = false;
+  registry_pending = false;
 }
 
 void StampSlot(PartitionSlot &slot, uint64 seq) {
@@ -36,6 +38,7 @@ void StampSlot(PartitionSlot &slot, uint64 seq) {
 void Publish() {
   SharedState *state = Shared();
   if (state == nullptr) return;
+  if (registry_pending) pg_atomic_fetch_add_u64(&state->registry_seq, 1);
   uint64 seq = pg_atomic_add_fetch_u64(&state->commit_seq, 1);
   if (touched_overflow) {
     for (auto &slot : state->slots) StampSlot(slot, seq);
@@ -75,6 +78,11 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
 
 void WakeAtCommit() { wake_pending = true; }
 
+void SubscriptionsChangedAtCommit() {
+  wake_pending = true;
+  registry_pending = true;
+}
+
 void RegisterCommitWake() { RegisterXactCallback(OnXactEvent, nullptr); }
 
 void NoteEnqueued(int32 topic_id, int32 partition) {
@@ -95,6 +103,7 @@ void NoteEnqueued(int32 topic_id, int32 partition) {
 
 extern "C" {
 PG_FUNCTION_INFO_V1(evproc_wake_at_commit);
+PG_FUNCTION_INFO_V1(evproc_subscriptions_changed);
 PG_FUNCTION_INFO_V1(evproc_dirty_tick);
 PG_FUNCTION_INFO_V1(evproc_preloaded);
 }
@@ -103,6 +112,14 @@ PG_FUNCTION_INFO_V1(evproc_preloaded);
 extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
   (void)fcinfo;
   evproc::WakeAtCommit();
+  PG_RETURN_VOID();
+}
+
+// evproc.subscriptions_changed(): (un)subscribing wakes the launcher at commit, which
+// then registers the change in the metrics at once (not at its next periodic sync).
+extern "C" Datum evproc_subscriptions_changed(PG_FUNCTION_ARGS) {
+  (void)fcinfo;
+  evproc::SubscriptionsChangedAtCommit();
   PG_RETURN_VOID();
 }
 

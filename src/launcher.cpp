@@ -275,6 +275,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   static TimestampTz last_tick_at = 0;
   static TimestampTz next_maintenance = 0;
   static TimestampTz next_extension_check = 0;
+  static uint64 synced_registry = 0;
 
   sigjmp_buf recover;
   if (sigsetjmp(recover, 1) != 0) {
@@ -301,6 +302,11 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         continue;
       }
       next_extension_check = now + USECS_PER_SEC;
+      synced_registry = pg_atomic_read_u64(&state->registry_seq);
+      SyncStats();
+    } else if (pg_atomic_read_u64(&state->registry_seq) != synced_registry) {
+      // A subscription came or went: register it now, not at the next periodic sync.
+      synced_registry = pg_atomic_read_u64(&state->registry_seq);
       SyncStats();
     }
     long wait = Supervise();

@@ -66,6 +66,7 @@ PG_FUNCTION_INFO_V1(evproc_worker_stats);
 PG_FUNCTION_INFO_V1(evproc_sync_stats_registry);
 PG_FUNCTION_INFO_V1(evproc_set_pending);
 PG_FUNCTION_INFO_V1(evproc_note_requeued);
+PG_FUNCTION_INFO_V1(evproc_forget_stats);
 }
 
 using namespace evproc::metrics;
@@ -292,5 +293,23 @@ extern "C" Datum evproc_set_pending(PG_FUNCTION_ARGS) {
 extern "C" Datum evproc_note_requeued(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) PG_RETURN_VOID();
   NoteRequeued(PG_GETARG_INT32(0), PG_GETARG_INT64(1));
+  PG_RETURN_VOID();
+}
+
+// evproc.forget_stats(): frees every metrics slot of this database. Run by CREATE
+// EXTENSION: a re-created extension numbers its topics and subscriptions from 1 again,
+// and must not inherit the counters of the ones dropped with the old one.
+extern "C" Datum evproc_forget_stats(PG_FUNCTION_ARGS) {
+  (void)fcinfo;
+  Metrics *metrics = Shared();
+  if (metrics == nullptr) PG_RETURN_VOID();
+  LWLockAcquire(evproc::SharedLock(), LW_EXCLUSIVE);
+  for (auto &sub : metrics->subscriptions) {
+    if (InDatabase(pg_atomic_read_u64(&sub.key))) pg_atomic_write_u64(&sub.key, kTombstone);
+  }
+  for (auto &topic : metrics->topics) {
+    if (InDatabase(pg_atomic_read_u64(&topic.key))) pg_atomic_write_u64(&topic.key, kTombstone);
+  }
+  LWLockRelease(evproc::SharedLock());
   PG_RETURN_VOID();
 }

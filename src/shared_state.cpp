@@ -29,6 +29,7 @@ void StartupHook() {
   if (!found) {
     pg_atomic_init_u64(&shared->commit_seq, 0);
     pg_atomic_init_u64(&shared->floor_tick, 0);
+    pg_atomic_init_u64(&shared->registry_seq, 0);
     pg_atomic_init_u32(&shared->launcher_procno, kNoProc);
     pg_atomic_init_u32(&shared->launcher_database, InvalidOid);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);

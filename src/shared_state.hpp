@@ -37,6 +37,7 @@ struct PartitionSlot {
 struct SharedState {
   pg_atomic_uint64 commit_seq;
   pg_atomic_uint64 floor_tick;         // every unit older than this may have work
+  pg_atomic_uint64 registry_seq;       // bumped by commits that (un)subscribed
   pg_atomic_uint32 launcher_procno;    // kNoProc when no launcher runs
   pg_atomic_uint32 launcher_database;  // the database it serves, once it ticked
   pg_atomic_uint32 worker_procno[kMaxWorkers];

@@ -24,9 +24,11 @@ CREATE FUNCTION handle(events evproc.event[]) RETURNS void LANGUAGE sql AS $$
 $$;
 SELECT evproc_subscribe('flow_sub', 'flow', 'handle', batch_size => 50, run_as => 'app');
 });
-ok(wait_until($node,
-		"SELECT lag_events IS NOT NULL FROM evproc_subscription_stats WHERE subscription = 'flow_sub'"),
-	'the launcher registers a new subscription in the metrics');
+ok( wait_until(
+		$node,
+		"SELECT lag_events IS NOT NULL FROM evproc_subscription_stats WHERE subscription = 'flow_sub'",
+		timeout => 3),
+	'the launcher registers a new subscription in the metrics at once');
 
 # A live flow: 10 transactions of 20 events.
 for my $b (1 .. 10)
@@ -63,6 +65,20 @@ is(sql_value($node, 'SELECT sum(batches) > 0 AND sum(events) = 200 FROM evproc_w
 	't', 'workers count their batches and events');
 is(sql_value($node, "SELECT count(*) FROM evproc_metrics WHERE name = 'evproc_workers'"),
 	'1', 'the metrics view counts workers by state');
+
+# A monitoring role (pg_monitor, nothing else) reads the views.
+$node->safe_psql('postgres', 'CREATE ROLE watcher LOGIN IN ROLE pg_monitor');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT count(*) FROM evproc_subscription_stats WHERE lag_seconds >= 0;
+		 SELECT count(*) > 0 FROM evproc_metrics; SELECT count(*) FROM evproc_workers;
+		 SELECT published FROM evproc_topic_stats WHERE topic = 'flow'",
+		extra_params => [ '-U', 'watcher' ]),
+	"1
+t
+2
+200",
+	'pg_monitor reads the monitoring views');
 
 # Backpressure: paused, the subscription lets the topic fill up to max_pending.
 $node->safe_psql('postgres', "SELECT evproc_pause('flow_sub')");
@@ -104,6 +120,22 @@ ok( wait_until(
 	'lag back to zero');
 ($rc, $out, $err) = $node->psql('postgres', "SELECT evproc_enqueue('flow', 'x', '{}') > 0");
 is($out, 't', 'publishing resumed');
+
+# The postgres_exporter query file's queries run and return what it declares.
+my $check = "$FindBin::RealBin/../scripts/check-exporter-queries.sh";
+my $check_out = `bash $check -h @{[ $node->host ]} -p @{[ $node->port ]} -d postgres 2>&1`;
+is($? >> 8, 0, 'examples/monitoring/postgres_exporter.yml matches the views')
+  or diag $check_out;
+
+# A re-created extension numbers topics from 1 again: its counters start from zero.
+my $old_id = sql_value($node, "SELECT id FROM evproc.topic WHERE name = 'flow'");
+$node->safe_psql('postgres', 'DROP EXTENSION evproc CASCADE; CREATE EXTENSION evproc');
+$node->safe_psql('postgres',
+	"SELECT evproc_create_topic('again', partitions => 1); SELECT evproc_enqueue('again', 'k', '{}')");
+is(sql_value($node, "SELECT id FROM evproc.topic WHERE name = 'again'"), $old_id,
+	'the new topic has the old one\'s id');
+is(sql_value($node, "SELECT published FROM evproc_topic_stats WHERE topic = 'again'"),
+	'1', 'and none of its counts');
 
 $node->stop;
 done_testing();

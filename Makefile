@@ -49,8 +49,8 @@ include $(PGXS)
 # PGXS does not track header dependencies: every object depends on every header.
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
-# The install script: topics and enqueue, then delivery.
-$(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql
+# The install script: topics and enqueue, then delivery, then storage and retention.
+$(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/retention.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint

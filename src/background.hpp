@@ -16,6 +16,7 @@ extern int worker_count;                // evproc.workers
 extern int tick_interval_ms;            // evproc.tick_interval
 extern int maintenance_interval_s;      // evproc.maintenance_interval
 extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
+extern int partition_interval_s;        // evproc.partition_interval (read by SQL maintenance)
 
 void DefineBackgroundSettings();
 

@@ -274,10 +274,9 @@ BEGIN
             UPDATE evproc.log_partition SET drop_attempts = drop_attempts + 1 WHERE name = ANY (due);
             SELECT max(drop_attempts) INTO attempts FROM evproc.log_partition WHERE name = ANY (due);
             IF attempts % 30 = 10 THEN
-                RAISE WARNING 'evproc: % log partition(s) due for dropping have waited % times for their lock', cardinality(due), attempts
-                    USING DETAIL = 'Dropping a partition needs ACCESS EXCLUSIVE on evproc.log within 50ms; '
-                                   'transactions that enqueue or deliver held it longer each time.',
-                          HINT = 'Look for long transactions that enqueued and for slow handlers: SELECT pid, xact_start, query FROM pg_stat_activity WHERE pid IN (SELECT pid FROM pg_locks WHERE relation = ''evproc.log''::regclass);';
+                RAISE WARNING 'evproc: % log partition(s) due for dropping could not lock evproc.log within 50ms % times in a row: transactions that enqueue or deliver hold it longer (see pg_locks)',
+                    cardinality(due), attempts
+                    USING HINT = 'Look for long transactions that enqueued and for slow handlers: SELECT pid, xact_start, query FROM pg_stat_activity WHERE pid IN (SELECT pid FROM pg_locks WHERE relation = ''evproc.log''::regclass);';
             ELSE
                 RAISE LOG 'evproc: could not lock evproc.log to drop % partition(s) (attempt %); retrying at the next maintenance',
                     cardinality(due), attempts;
@@ -322,9 +321,11 @@ END
 $fn$;
 
 -- The log's upkeep, called last by evproc.maintain(): its locks on evproc.log last until
--- maintenance commits. One run at a time: a second one meanwhile skips.
+-- maintenance commits. One run at a time: a second one meanwhile skips. Its LOG lines
+-- (partitions created, dropped, lock retries) go to the server log one line each.
 CREATE FUNCTION evproc.maintain_log() RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '50ms'
+    SET log_error_verbosity = terse
 AS $fn$
 BEGIN
     BEGIN
@@ -390,7 +391,7 @@ $fn$;
 -- The log's partitions for operators: size, state, and what keeps each one.
 CREATE VIEW public.evproc_log_partitions AS
 SELECT p.name, p.xid_from, p.xid_to,
-       pg_catalog.pg_total_relation_size(format('evproc.%I', p.name)::regclass) AS bytes,
+       pg_catalog.pg_total_relation_size(pg_catalog.to_regclass(format('evproc.%I', p.name))) AS bytes,
        p.created_at, p.opened_at, p.closed_at,
        ARRAY(SELECT t.name FROM evproc.topic t WHERE t.id = ANY (p.topic_ids) ORDER BY t.name) AS topics,
        p.closed_at + (SELECT max(t.retention) FROM evproc.topic t WHERE t.id = ANY (p.topic_ids)) AS retained_until,

@@ -50,9 +50,9 @@ include $(PGXS)
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
-# monitoring.
+# storage and retention, monitoring.
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
-               extension/replay.sql extension/monitoring.sql
+               extension/replay.sql extension/retention.sql extension/monitoring.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint

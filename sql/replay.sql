@@ -99,6 +99,22 @@ SELECT lag_events, retries_pending FROM evproc_subscription_stats WHERE subscrip
 TRUNCATE rp_seen;
 
 -------------------------------------------------------------------------------
+-- History retention dropped cannot be replayed: an error naming the bound, never a
+-- silent partial replay. (The bound is set here as retention sets it when it drops a
+-- partition holding the topic's events; sql/retention.sql drops real partitions.)
+-------------------------------------------------------------------------------
+UPDATE evproc.topic SET history_dropped_before = now() - interval '1 hour' WHERE name = 'rp.orders';
+SELECT pg_temp.try($$SELECT evproc_replay('rp_sub', from_time => now() - interval '1 day')$$)
+       LIKE '22023: history of topic "rp.orders" before % is no longer retained' AS refused;
+SELECT count(*) AS nothing_started FROM evproc_replays WHERE state = 'running';
+-- From the bound on, or everything retained, is fine.
+SELECT evproc_replay('rp_sub', from_time => now() - interval '1 minute') AS replay_id \gset
+SELECT evproc_cancel_replay(:replay_id) AS cancelled;
+SELECT evproc_replay('rp_sub', from_time => '-infinity') AS replay_id \gset
+SELECT evproc_cancel_replay(:replay_id) AS cancelled;
+UPDATE evproc.topic SET history_dropped_before = NULL WHERE name = 'rp.orders';
+
+-------------------------------------------------------------------------------
 -- Bad calls.
 -------------------------------------------------------------------------------
 SELECT pg_temp.try($$SELECT evproc_replay(NULL)$$);

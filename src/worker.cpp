@@ -113,6 +113,7 @@ extern "C" void evproc_worker_main(Datum main_arg) {
 
   for (;;) {
     CHECK_FOR_INTERRUPTS();
+    evproc::ReportStats();  // a busy loop may not sleep for a long time
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);

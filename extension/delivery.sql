@@ -127,6 +127,10 @@ SELECT pg_catalog.pg_extension_config_dump('evproc.retry', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.retry_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.dead_letter', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.tick', 'WHERE id > 0');
+-- And the identity sequences: pg_dump sets them only when listed (a restored database
+-- would hand out ids its restored rows have; the launcher's first tick would fail).
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('evproc.tick', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('evproc.subscription', 'id')::regclass, '');
 
 -------------------------------------------------------------------------------
 -- C functions of delivery

@@ -45,10 +45,13 @@ CREATE TABLE evproc.log (
     xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 ) PARTITION BY RANGE (xid);
 ALTER SEQUENCE evproc.event_id_seq OWNED BY evproc.log.id;
--- The snapshot-window index (DESIGN §3): a unit (topic, partition) reads exactly the
--- rows whose xid falls in a window; id orders the rows inside one transaction.
-CREATE INDEX event_window_idx ON evproc.log (topic_id, partition, xid, id);
-CREATE INDEX event_id_brin ON evproc.log USING brin (id);
+-- The snapshot-window index (DESIGN §3) (topic_id, partition, xid, id): a unit (topic,
+-- partition) reads exactly the rows whose xid falls in a window; id orders the rows
+-- inside one transaction. And a BRIN index on id. Both exist on each partition only
+-- (log_pN_window_idx, log_pN_id_brin, made with it; log_default_*), not on evproc.log:
+-- an index of the parent would belong to the extension, and pg_restore, attaching the
+-- dumped partitions to the parent made by CREATE EXTENSION, would build a copy of it on
+-- each of them, then fail to attach the dumped ones (README "Backup and restore").
 COMMENT ON TABLE evproc.log IS 'evproc event log (append-only)';
 
 -------------------------------------------------------------------------------
@@ -68,6 +71,9 @@ SELECT pg_catalog.pg_extension_config_dump('evproc.topic', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.log', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.dedup', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.event_id_seq', '');
+-- And its identity sequence: pg_dump sets it only when listed (a restored database
+-- would hand out ids its restored rows have).
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('evproc.topic', 'id')::regclass, '');
 
 -------------------------------------------------------------------------------
 -- C functions
@@ -283,7 +289,7 @@ $fn$;
 
 -- The read of one window, in two parts: 'pending' (xid in xip(A), transactions still
 -- open at tick A: point look-ups) and 'range' (xid in [xmax(A), xmax(B)): one range
--- scan), both on event_window_idx, each visible in B. Inside a window events go in id
+-- scan), both on the window index, each visible in B. Inside a window events go in id
 -- order: an id is taken inside evproc_enqueue, after whatever lock the publishing
 -- transaction holds on the entity it publishes about, so for one key id order is the
 -- order in which publishers got through that lock, i.e. commit order (an xid is taken

@@ -41,14 +41,23 @@ COMMENT ON TABLE evproc.log_partition IS
 CREATE SEQUENCE evproc.log_partition_seq AS bigint;
 
 -- Events whose xid no partition covers. Never dropped: emptied with TRUNCATE. Its
--- indexes are named like those of the other partitions.
+-- indexes are named like those of the other partitions. A member of the extension, so
+-- its rows are dumped as a configuration table's.
 CREATE TABLE evproc.log_default (LIKE evproc.log INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION);
 CREATE INDEX log_default_window_idx ON evproc.log_default (topic_id, partition, xid, id);
 CREATE INDEX log_default_id_brin ON evproc.log_default USING brin (id);
 ALTER TABLE evproc.log ATTACH PARTITION evproc.log_default DEFAULT;
+-- CREATE EXTENSION makes no other partition: the launcher's first maintenance does (at
+-- once when it finds the extension), and until then events go to the default partition.
+-- Partitions made here would clash with those of a dump restored into the new database,
+-- by name (log_partition_seq starts again at 1) and by xid range (the dumped database's
+-- partition ahead covers the current xids): the restore would fail. They are not
+-- members of the extension, so that maintenance can drop them; pg_dump dumps them as
+-- tables of their own, attached to evproc.log.
 
 SELECT pg_catalog.pg_extension_config_dump('evproc.log_partition', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.log_partition_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('evproc.log_default', '');
 
 -- evproc.partition_interval as an interval (the GUC is defined when the module is loaded;
 -- before that, its default).
@@ -124,7 +133,7 @@ BEGIN
     EXECUTE format('CREATE TABLE evproc.%I (LIKE evproc.log INCLUDING DEFAULTS INCLUDING STORAGE'
                    ' INCLUDING COMPRESSION, CONSTRAINT %I CHECK (xid >= %L::xid8 AND xid < %L::xid8))',
                    part, part || '_bounds', xid_from, xid_to);
-    -- Named after the parent's indexes, which ATTACH adopts them into.
+    -- The log's indexes (evproc.log has none of its own: see extension/evproc.sql).
     EXECUTE format('CREATE INDEX %I ON evproc.%I (topic_id, partition, xid, id)',
                    part || '_window_idx', part);
     EXECUTE format('CREATE INDEX %I ON evproc.%I USING brin (id)', part || '_id_brin', part);
@@ -409,18 +418,3 @@ SELECT p.name, p.xid_from, p.xid_to,
             ELSE 'due' END AS held_by,
        p.drop_attempts
   FROM evproc.log_partition p;
-
--- The first partitions: from the oldest running transaction (one may enqueue once this
--- commits) to the current xid and beyond, and the next one. Maintenance drops them like
--- the others, so they must not belong to the extension (whose members cannot be
--- dropped on their own).
-DO $do$
-DECLARE
-    part text;
-BEGIN
-    PERFORM evproc.ensure_log_partitions();
-    FOR part IN SELECT name FROM evproc.log_partition LOOP
-        EXECUTE format('ALTER EXTENSION evproc DROP TABLE evproc.%I', part);
-    END LOOP;
-END
-$do$;

@@ -119,7 +119,7 @@ RESET evproc.max_batch_events;
 SELECT count(*) = :before AS nothing_written FROM evproc.log;
 
 -- The window index serves the snapshot-window scan of DESIGN §3 with literal bounds,
--- on the one log partition that holds those xids (the first, made at install).
+-- on the one log partition that holds those xids (the first, made by sql/install.sql).
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF)
 SELECT id FROM evproc.log

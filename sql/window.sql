@@ -27,7 +27,7 @@ SELECT regexp_replace(pg_temp.try(format('SELECT * FROM evproc.window_events(%s,
 SELECT regexp_replace(pg_temp.try(format('SELECT * FROM evproc.window_events(%s, 0, -1, %s)', :win_topic, :tick_a)), 'ticks -?\d+ and \d+', 'ticks N and N');
 
 -- With a realistic log (20,000 events over 4 partitions, analyzed), the window read with
--- its bounds bound as values uses the window index (event_window_idx, on each log
+-- its bounds bound as values uses the window index (log_pN_window_idx, on each log
 -- partition) in both branches, and reads only the log partition the window spans: cost
 -- follows the window, not the table nor the retained history.
 SELECT pg_snapshot_xmax(pg_current_snapshot()) AS load_from \gset

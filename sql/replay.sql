@@ -63,8 +63,10 @@ SELECT pg_temp.drain() AS replayed;
 SELECT string_agg(key || n, ',' ORDER BY seq) AS seen FROM rp_seen;
 TRUNCATE rp_seen;
 SELECT evproc_replay('rp_sub',
-         from_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '3'),
-         to_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '5')) > 0 AS started;
+         from_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '3'
+                          AND topic_id = (SELECT id FROM evproc.topic WHERE name = 'rp.orders')),
+         to_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '5'
+                          AND topic_id = (SELECT id FROM evproc.topic WHERE name = 'rp.orders'))) > 0 AS started;
 SELECT pg_temp.drain() AS replayed;
 SELECT string_agg(key || n, ',' ORDER BY seq) AS seen FROM rp_seen;
 TRUNCATE rp_seen;

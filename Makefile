@@ -57,16 +57,35 @@ $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/opera
                extension/replay.sql extension/retention.sql extension/monitoring.sql
 	cat $^ > $@
 
-.PHONY: unit format format-check lint
+.PHONY: unit format format-check lint fuzz
 unit:
 	cmake -S . -B build -DPG_CONFIG=$(PG_CONFIG) >/dev/null
 	cmake --build build -j2
 	ctest --test-dir build --output-on-failure
 
-SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp test/unit/*.cpp)
+SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp test/unit/*.cpp test/fuzz/*.cpp)
 format:
 	clang-format -i $(SOURCES)
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 lint: unit
 	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp)
+
+# libFuzzer over the schema validator (test/fuzz/schema_fuzzer.cpp): pure C++, built with
+# clang apart from the PGXS objects. Runs FUZZ_SECONDS from the seed corpus; new inputs
+# go to build-fuzz/corpus (not the repository), a crash, leak, timeout or sanitizer
+# report fails it and leaves the input in build-fuzz/ (-timeout is generous: a loaded CI
+# machine must not turn a slow run into a failure; real blow-ups take far longer).
+FUZZ_SECONDS ?= 30
+FUZZ_CXX ?= clang++
+FUZZ_DIR = build-fuzz
+FUZZ_SOURCES = test/fuzz/schema_fuzzer.cpp src/core/json_schema.cpp src/core/schema_api.cpp
+$(FUZZ_DIR)/schema_fuzzer: $(FUZZ_SOURCES) $(wildcard src/core/*.hpp)
+	mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CXX) -std=c++17 -g -O1 -Wall -Wextra -Werror -Isrc \
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $(FUZZ_SOURCES)
+fuzz: $(FUZZ_DIR)/schema_fuzzer
+	mkdir -p $(FUZZ_DIR)/corpus
+	cd $(FUZZ_DIR) && ./schema_fuzzer -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+	  -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -dict=../test/fuzz/schema.dict corpus ../test/fuzz/corpus

@@ -19,10 +19,11 @@
 -- (evproc.check_history_retained), not a silent partial delivery.
 --
 -- Locks: creating a partition is CREATE TABLE + ATTACH PARTITION, which takes SHARE
--- UPDATE EXCLUSIVE on evproc.log (enqueues and window reads go on). Dropping one takes
--- ACCESS EXCLUSIVE on evproc.log until maintenance commits. Both wait at most
--- lock_timeout = 50ms (maintain_log's setting), so enqueues queue behind them at most
--- that long; on a timeout maintenance retries at its next run.
+-- UPDATE EXCLUSIVE on evproc.log (enqueues and window reads go on) and, briefly, ACCESS
+-- EXCLUSIVE on the default partition. Dropping one takes ACCESS EXCLUSIVE on evproc.log
+-- until maintenance commits. Both wait at most lock_timeout = 50ms (maintain_log's
+-- setting), so an enqueue queues behind them at most that long; on a timeout maintenance
+-- leaves the work to its next run.
 -------------------------------------------------------------------------------
 
 CREATE TABLE evproc.log_partition (

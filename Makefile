@@ -25,7 +25,9 @@ SHLIB_LINK = -lstdc++
 
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.
-REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
+# sql/install.sql first: it checks what CREATE EXTENSION made and runs the first
+# maintenance (which the launcher runs in a database it serves), the others start there.
+REGRESS = install $(filter-out install,$(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/evproc.conf \
                --load-extension=evproc --encoding=UTF8 --no-locale
 ISOLATION = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
@@ -50,9 +52,9 @@ include $(PGXS)
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
-# monitoring.
+# storage and retention, monitoring.
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
-               extension/replay.sql extension/monitoring.sql
+               extension/replay.sql extension/retention.sql extension/monitoring.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint

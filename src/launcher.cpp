@@ -9,7 +9,8 @@
 //  * Metrics: every second, evproc.sync_stats() registers new subscriptions in shared
 //    memory (counting their backlog once) and forgets dropped ones.
 //  * Maintenance: every evproc.maintenance_interval, evproc.maintain() forgets ticks no
-//    unit needs and expired dedup ids.
+//    unit needs and expired dedup ids, keeps log partitions created ahead and drops
+//    those past retention (extension/retention.sql).
 //  * Lifecycle (lifecycle.hpp): before connecting it waits for evproc.database to exist;
 //    it leaves the database when DROP DATABASE asks; it follows the extension being
 //    dropped and created, entering the extension gate in each of its transactions. Each
@@ -46,6 +47,7 @@ int worker_count = 2;
 int tick_interval_ms = 2;
 int maintenance_interval_s = 10;
 bool worker_synchronous_commit = false;
+int partition_interval_s = 3600;
 
 void DefineBackgroundSettings() {
   DefineCustomStringVariable("evproc.database", "Database whose evproc the launcher serves.",
@@ -68,6 +70,12 @@ void DefineBackgroundSettings() {
       "Off by default: a batch lost in a crash is lost with its handler's effects and is "
       "simply delivered again, so exactly-once effects hold either way.",
       &worker_synchronous_commit, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.partition_interval", "Target time span of one partition of the event log.",
+      "Maintenance sizes each new partition of evproc.log to hold about this much time at "
+      "the xid rate it observed; retention drops whole partitions.",
+      &partition_interval_s, 3600, 1, 30 * 24 * 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+      nullptr);
 }
 
 void RegisterLauncher() {
@@ -377,6 +385,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
 
   for (;;) {
     CHECK_FOR_INTERRUPTS();
+    evproc::ReportStats();  // a busy loop may not sleep for a long time
     if (evproc::DatabaseToLeave() == MyDatabaseId) LeaveDatabase();
     if (ConfigReloadPending) {
       ConfigReloadPending = false;

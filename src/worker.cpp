@@ -125,6 +125,7 @@ extern "C" void evproc_worker_main(Datum main_arg) {
       proc_exit(0);
     }
     CHECK_FOR_INTERRUPTS();
+    evproc::ReportStats();  // a busy loop may not sleep for a long time
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);

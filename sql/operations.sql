@@ -45,26 +45,7 @@ CREATE FUNCTION ops_retry(events evproc.event[]) RETURNS void LANGUAGE sql AS $$
 CREATE FUNCTION ops_history(events evproc.event[]) RETURNS void LANGUAGE sql AS $$ SELECT ops_handle('history', events) $$;
 CREATE FUNCTION ops_window(events evproc.event[]) RETURNS void LANGUAGE sql AS $$ SELECT ops_handle('window', events) $$;
 
--- Runs batches until no unit has work; sums what they did.
-CREATE FUNCTION pg_temp.drain() RETURNS text LANGUAGE plpgsql AS $fn$
-DECLARE
-  r record;
-  batches int := 0;
-  delivered bigint := 0;
-  failed bigint := 0;
-  dead bigint := 0;
-BEGIN
-  LOOP
-    r := evproc.deliver_batch();
-    EXIT WHEN NOT r.worked;
-    batches := batches + 1;
-    delivered := delivered + r.delivered;
-    failed := failed + r.failed;
-    dead := dead + r.dead;
-    IF batches > 500 THEN RAISE EXCEPTION 'delivery does not come to an end'; END IF;
-  END LOOP;
-  RETURN format('delivered %s, failed %s, dead %s', delivered, failed, dead);
-END $fn$;
+\i sql/include/drain.sql
 
 -- The id of the event of topic ops.a with payload n.
 CREATE FUNCTION pg_temp.ev(n int) RETURNS bigint LANGUAGE sql AS $$

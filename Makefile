@@ -8,7 +8,7 @@ CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
-          src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o
+          src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
@@ -25,7 +25,9 @@ SHLIB_LINK = -lstdc++
 
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.
-REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
+# sql/install.sql first: it checks what CREATE EXTENSION made and runs the first
+# maintenance (which the launcher runs in a database it serves), the others start there.
+REGRESS = install $(filter-out install,$(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/evproc.conf \
                --load-extension=evproc --encoding=UTF8 --no-locale
 ISOLATION = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
@@ -50,21 +52,40 @@ include $(PGXS)
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
-# monitoring.
+# storage and retention, monitoring.
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
-               extension/replay.sql extension/monitoring.sql
+               extension/replay.sql extension/retention.sql extension/monitoring.sql
 	cat $^ > $@
 
-.PHONY: unit format format-check lint
+.PHONY: unit format format-check lint fuzz
 unit:
 	cmake -S . -B build -DPG_CONFIG=$(PG_CONFIG) >/dev/null
 	cmake --build build -j2
 	ctest --test-dir build --output-on-failure
 
-SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp test/unit/*.cpp)
+SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp test/unit/*.cpp test/fuzz/*.cpp)
 format:
 	clang-format -i $(SOURCES)
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 lint: unit
 	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp)
+
+# libFuzzer over the schema validator (test/fuzz/schema_fuzzer.cpp): pure C++, built with
+# clang apart from the PGXS objects. Runs FUZZ_SECONDS from the seed corpus; new inputs
+# go to build-fuzz/corpus (not the repository), a crash, leak, timeout or sanitizer
+# report fails it and leaves the input in build-fuzz/ (-timeout is generous: a loaded CI
+# machine must not turn a slow run into a failure; real blow-ups take far longer).
+FUZZ_SECONDS ?= 30
+FUZZ_CXX ?= clang++
+FUZZ_DIR = build-fuzz
+FUZZ_SOURCES = test/fuzz/schema_fuzzer.cpp src/core/json_schema.cpp src/core/schema_api.cpp
+$(FUZZ_DIR)/schema_fuzzer: $(FUZZ_SOURCES) $(wildcard src/core/*.hpp)
+	mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CXX) -std=c++17 -g -O1 -Wall -Wextra -Werror -Isrc \
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $(FUZZ_SOURCES)
+fuzz: $(FUZZ_DIR)/schema_fuzzer
+	mkdir -p $(FUZZ_DIR)/corpus
+	cd $(FUZZ_DIR) && ./schema_fuzzer -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+	  -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -dict=../test/fuzz/schema.dict corpus ../test/fuzz/corpus

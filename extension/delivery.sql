@@ -127,6 +127,10 @@ SELECT pg_catalog.pg_extension_config_dump('evproc.retry', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.retry_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.dead_letter', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.tick', 'WHERE id > 0');
+-- And the identity sequences: pg_dump sets them only when listed (a restored database
+-- would hand out ids its restored rows have; the launcher's first tick would fail).
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('evproc.tick', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('evproc.subscription', 'id')::regclass, '');
 
 -------------------------------------------------------------------------------
 -- C functions of delivery
@@ -281,6 +285,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'topic "%" does not exist', topic USING ERRCODE = 'undefined_object';
     END IF;
+    -- Under the share lock: retention updates the bound with the row locked.
+    IF start_from IS NOT NULL THEN
+        PERFORM evproc.check_history_retained(t.id, start_from);
+    END IF;
     h := evproc.resolve_handler(handler);
     PERFORM evproc.check_subscription_settings(batch_size, max_attempts, backoff_base, backoff_cap,
         handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts, breaker_cooldown);
@@ -428,7 +436,8 @@ SELECT s.name AS subscription, d.event_id, d.partition, d.key, d.type, d.payload
        d.first_failed_at, d.last_failed_at, d.worker_pid, d.dead_at
   FROM evproc.dead_letter d JOIN evproc.subscription s ON s.id = d.subscription_id;
 
--- Maintenance, run by the launcher: forget ticks no unit needs and expired dedup ids.
+-- Maintenance, run by the launcher: forget ticks no unit needs and expired dedup ids,
+-- then look after the log's partitions (extension/retention.sql).
 -- Idle units are first moved to the newest tick when their window holds nothing, so a
 -- quiet partition does not pin old ticks forever.
 CREATE FUNCTION evproc.maintain() RETURNS void
@@ -454,7 +463,14 @@ BEGIN
               AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
                                    FROM evproc.progress), newest)
               FOR UPDATE SKIP LOCKED));
-    DELETE FROM evproc.dedup
-     WHERE ctid = ANY (ARRAY(SELECT ctid FROM evproc.dedup WHERE expires_at < now() LIMIT 10000));
+    PERFORM evproc.expire_dedup();
+    -- Last: a partition drop holds its lock on evproc.log until this commits. Its
+    -- failure must not undo the work above.
+    BEGIN
+        PERFORM evproc.maintain_log();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: log partition maintenance failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
 END
 $fn$;

@@ -15,7 +15,10 @@ CREATE TABLE evproc.topic (
     dedup_window   interval NOT NULL CHECK (dedup_window >= interval '0'),
     max_pending    bigint CHECK (max_pending > 0),
     payload_schema jsonb,
-    created_at     timestamptz NOT NULL DEFAULT now()
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    -- Set when retention drops log partitions holding the topic's events: history
+    -- enqueued before it may be incomplete (see extension/retention.sql).
+    history_dropped_before timestamptz
 );
 COMMENT ON TABLE evproc.topic IS 'evproc topics; change them only through evproc_create_topic/alter/drop';
 
@@ -27,6 +30,8 @@ CREATE SEQUENCE evproc.event_id_seq AS bigint;
 -- No primary key: ids come from evproc.event_id_seq and are unique by construction,
 -- and a second btree would be maintained on every enqueue. Lookups by id go through a
 -- BRIN index, which suits ids that grow with the physical position of rows.
+-- Partitioned by xid so that retention drops whole partitions (DESIGN §6): the
+-- partitions, the default partition and their upkeep are in extension/retention.sql.
 CREATE TABLE evproc.log (
     id          bigint NOT NULL,
     topic_id    integer NOT NULL,
@@ -38,12 +43,15 @@ CREATE TABLE evproc.log (
     dedup_id    text,
     enqueued_at timestamptz NOT NULL,
     xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
-);
+) PARTITION BY RANGE (xid);
 ALTER SEQUENCE evproc.event_id_seq OWNED BY evproc.log.id;
--- The snapshot-window index (DESIGN §3): a unit (topic, partition) reads exactly the
--- rows whose xid falls in a window; id orders the rows inside one transaction.
-CREATE INDEX event_window_idx ON evproc.log (topic_id, partition, xid, id);
-CREATE INDEX event_id_brin ON evproc.log USING brin (id);
+-- The snapshot-window index (DESIGN §3) (topic_id, partition, xid, id): a unit (topic,
+-- partition) reads exactly the rows whose xid falls in a window; id orders the rows
+-- inside one transaction. And a BRIN index on id. Both exist on each partition only
+-- (log_pN_window_idx, log_pN_id_brin, made with it; log_default_*), not on evproc.log:
+-- an index of the parent would belong to the extension, and pg_restore, attaching the
+-- dumped partitions to the parent made by CREATE EXTENSION, would build a copy of it on
+-- each of them, then fail to attach the dumped ones (README "Backup and restore").
 COMMENT ON TABLE evproc.log IS 'evproc event log (append-only)';
 
 -------------------------------------------------------------------------------
@@ -63,6 +71,9 @@ SELECT pg_catalog.pg_extension_config_dump('evproc.topic', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.log', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.dedup', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.event_id_seq', '');
+-- And its identity sequence: pg_dump sets it only when listed (a restored database
+-- would hand out ids its restored rows have).
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('evproc.topic', 'id')::regclass, '');
 
 -------------------------------------------------------------------------------
 -- C functions
@@ -278,7 +289,7 @@ $fn$;
 
 -- The read of one window, in two parts: 'pending' (xid in xip(A), transactions still
 -- open at tick A: point look-ups) and 'range' (xid in [xmax(A), xmax(B)): one range
--- scan), both on event_window_idx, each visible in B. Inside a window events go in id
+-- scan), both on the window index, each visible in B. Inside a window events go in id
 -- order: an id is taken inside evproc_enqueue, after whatever lock the publishing
 -- transaction holds on the entity it publishes about, so for one key id order is the
 -- order in which publishers got through that lock, i.e. commit order (an xid is taken
@@ -290,16 +301,28 @@ $fn$;
 -- starts inside the history). Bounds are bound as values: written as a
 -- join against evproc.tick, the planner would scan from xid 0. Kept in one place so tests
 -- EXPLAIN exactly what delivery runs.
+-- The log is partitioned by xid, and a generic plan prunes partitions only by bounds on
+-- xid compared with parameters: the range part by its bounds, the pending part by
+-- [$3[1], $4) (xip is sorted and below xmax(A)). The pending part looks up each xid of
+-- xip(A) on its own (`xid = ANY ($3)` next to those bounds would let the planner scan
+-- the whole range from the oldest open transaction instead); OFFSET 0 keeps it a look-up
+-- per xid, which also prunes to the xid's partition.
 CREATE FUNCTION evproc.window_sql(part text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT 'SELECT e.* FROM evproc.log e
- WHERE e.topic_id = $1 AND e.partition = $2 AND '
- || CASE part WHEN 'pending' THEN 'e.xid = ANY ($3)'
-              WHEN 'range' THEN 'e.xid >= $4 AND e.xid < $6' END
- || '
+AS $fn$ SELECT CASE part
+  WHEN 'pending' THEN 'SELECT e.* FROM pg_catalog.unnest($3) AS x(xid),
+ LATERAL (SELECT * FROM evproc.log l
+           WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = x.xid
+             AND l.xid >= $3[1] AND l.xid < $4
+             AND l.id > $7
+             AND l.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(l.xid, $5)
+          OFFSET 0) e
+ ORDER BY e.id LIMIT $8'
+  WHEN 'range' THEN 'SELECT e.* FROM evproc.log e
+ WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid >= $4 AND e.xid < $6
    AND e.id > $7
    AND e.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
- ORDER BY e.id LIMIT $8' $fn$;
+ ORDER BY e.id LIMIT $8' END $fn$;
 
 -- The events of one (topic, partition) in the window (from_tick, to_tick], in id order.
 CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,

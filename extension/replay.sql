@@ -32,6 +32,9 @@ CREATE TABLE evproc.replay (
 );
 CREATE INDEX replay_running_idx ON evproc.replay (subscription_id) WHERE state = 'running';
 SELECT pg_catalog.pg_extension_config_dump('evproc.replay', '');
+-- And its identity sequence: pg_dump sets it only when listed (a restored database
+-- would hand out ids its restored rows have).
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('evproc.replay', 'id')::regclass, '');
 
 -- Starts a replay of the subscription's topic history: events enqueued in
 -- [from_time, to_time) (NULL: from the oldest retained, up to now), of one key or all.

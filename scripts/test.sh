@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs evproc's whole test suite on a Debian 12 machine as root: installs dependencies,
-# builds with -Werror, checks formatting, runs the C++ unit tests (ctest) and clang-tidy,
-# installs the extension, then runs pg_regress, the isolation specs and the TAP tests
-# (real servers with running workers, killed and restarted) against private temporary
+# builds with -Werror, checks formatting, runs the C++ unit tests (ctest), clang-tidy and
+# the schema validator's fuzzer (30 s), installs the extension, then runs pg_regress, the
+# isolation specs and the TAP tests (real servers with running workers, killed and
+# restarted, and hostile input from a seeded generator) against private temporary
 # servers started with shared_preload_libraries = 'evproc' (as the postgres user: initdb
 # refuses root). Ends with one line "N passed, N failed".
 set -uo pipefail
@@ -53,6 +54,18 @@ else
 fi
 
 step "lint (clang-tidy)" make -s lint && passed=$((passed + 1))
+
+# libFuzzer over the schema validator for a bounded time: a crash, leak, timeout or
+# sanitizer report fails it (one test).
+echo "== schema fuzzer (30 s)"
+if make -s fuzz FUZZ_SECONDS=30 >"$log_dir/fuzz.log" 2>&1; then
+  grep -E '^Done [0-9]+ runs' "$log_dir/fuzz.log"
+  passed=$((passed + 1))
+else
+  tail -60 "$log_dir/fuzz.log"
+  echo "!! schema fuzzer failed"
+  failed=$((failed + 1))
+fi
 
 step "install" make -s install || { echo "$passed passed, $failed failed"; exit 1; }
 

@@ -118,7 +118,8 @@ SELECT pg_temp.try($$SELECT evproc_enqueue_batch('orders', '[{"payload": {}}, {"
 RESET evproc.max_batch_events;
 SELECT count(*) = :before AS nothing_written FROM evproc.log;
 
--- The window index serves the snapshot-window scan of DESIGN §3 with literal bounds.
+-- The window index serves the snapshot-window scan of DESIGN §3 with literal bounds,
+-- on the one log partition that holds those xids (the first, made by sql/install.sql).
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF)
 SELECT id FROM evproc.log

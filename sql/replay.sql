@@ -63,8 +63,10 @@ SELECT pg_temp.drain() AS replayed;
 SELECT string_agg(key || n, ',' ORDER BY seq) AS seen FROM rp_seen;
 TRUNCATE rp_seen;
 SELECT evproc_replay('rp_sub',
-         from_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '3'),
-         to_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '5')) > 0 AS started;
+         from_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '3'
+                          AND topic_id = (SELECT id FROM evproc.topic WHERE name = 'rp.orders')),
+         to_time => (SELECT enqueued_at FROM evproc.log WHERE payload->>'n' = '5'
+                          AND topic_id = (SELECT id FROM evproc.topic WHERE name = 'rp.orders'))) > 0 AS started;
 SELECT pg_temp.drain() AS replayed;
 SELECT string_agg(key || n, ',' ORDER BY seq) AS seen FROM rp_seen;
 TRUNCATE rp_seen;
@@ -97,6 +99,22 @@ SELECT pg_temp.drain() AS retried;
 SELECT key, n, replay, attempt FROM rp_seen WHERE key = 'b' ORDER BY seq;
 SELECT lag_events, retries_pending FROM evproc_subscription_stats WHERE subscription = 'rp_sub';
 TRUNCATE rp_seen;
+
+-------------------------------------------------------------------------------
+-- History retention dropped cannot be replayed: an error naming the bound, never a
+-- silent partial replay. (The bound is set here as retention sets it when it drops a
+-- partition holding the topic's events; sql/retention.sql drops real partitions.)
+-------------------------------------------------------------------------------
+UPDATE evproc.topic SET history_dropped_before = now() - interval '1 hour' WHERE name = 'rp.orders';
+SELECT pg_temp.try($$SELECT evproc_replay('rp_sub', from_time => now() - interval '1 day')$$)
+       LIKE '22023: history of topic "rp.orders" before % is no longer retained' AS refused;
+SELECT count(*) AS nothing_started FROM evproc_replays WHERE state = 'running';
+-- From the bound on, or everything retained, is fine.
+SELECT evproc_replay('rp_sub', from_time => now() - interval '1 minute') AS replay_id \gset
+SELECT evproc_cancel_replay(:replay_id) AS cancelled;
+SELECT evproc_replay('rp_sub', from_time => '-infinity') AS replay_id \gset
+SELECT evproc_cancel_replay(:replay_id) AS cancelled;
+UPDATE evproc.topic SET history_dropped_before = NULL WHERE name = 'rp.orders';
 
 -------------------------------------------------------------------------------
 -- Bad calls.

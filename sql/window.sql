@@ -27,8 +27,10 @@ SELECT regexp_replace(pg_temp.try(format('SELECT * FROM evproc.window_events(%s,
 SELECT regexp_replace(pg_temp.try(format('SELECT * FROM evproc.window_events(%s, 0, -1, %s)', :win_topic, :tick_a)), 'ticks -?\d+ and \d+', 'ticks N and N');
 
 -- With a realistic log (20,000 events over 4 partitions, analyzed), the window read with
--- its bounds bound as values uses event_window_idx in both branches: cost follows the
--- window, not the table.
+-- its bounds bound as values uses the window index (log_pN_window_idx, on each log
+-- partition) in both branches, and reads only the log partition the window spans: cost
+-- follows the window, not the table nor the retained history.
+SELECT pg_snapshot_xmax(pg_current_snapshot()) AS load_from \gset
 SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_object(
          'key', 'k' || g, 'payload', jsonb_build_object('n', g))) FROM generate_series(1, 10000) g))) AS loaded;
 SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_object(
@@ -36,30 +38,43 @@ SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_obj
 ANALYZE evproc.log;
 SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, bigint, bigint, timestamptz) AS ', part)
        || evproc.window_sql(part) FROM unnest(ARRAY['pending', 'range']) part \gexec
--- The plan's shape, without the literal bounds (which differ from run to run).
-CREATE FUNCTION pg_temp.plan_shape(statement text) RETURNS SETOF text LANGUAGE plpgsql AS $fn$
+-- Both loads in one log partition, and more than one partition to prune (the default
+-- partition, the one created ahead).
+SELECT count(DISTINCT tableoid) AS load_partitions,
+       (SELECT count(*) FROM pg_inherits WHERE inhparent = 'evproc.log'::regclass) > 2 AS more_partitions
+  FROM evproc.log WHERE xid >= :'load_from';
+CREATE FUNCTION pg_temp.plan(statement text) RETURNS SETOF text LANGUAGE plpgsql AS $fn$
 DECLARE
   line text;
 BEGIN
   FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || statement LOOP
-    IF line !~ '(Cond|Filter|Recheck):' THEN RETURN NEXT line; END IF;
+    RETURN NEXT line;
   END LOOP;
 END $fn$;
--- The whole log of the partition as one window (xid from 0): both parts read only the
--- unit's rows through event_window_idx and sort them by id, stopping at the batch limit
--- Workers keep windows about one tick wide, so the sort is small.
-SELECT part, bool_or(plan ~ 'event_window_idx') AS uses_window_index,
-       bool_or(plan ~ 'Seq Scan') AS seq_scan, bool_or(plan ~ '^ *Limit') AS limited
-  FROM unnest(ARRAY['pending', 'range']) part, pg_temp.plan_shape(format(
-  'EXECUTE window_%s(%s, 1, ARRAY[pg_snapshot_xmin(pg_current_snapshot())], ''0'', '
-  'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'')',
-  part, :win_topic)) AS plan GROUP BY part ORDER BY part;
--- Also as the generic plan a worker keeps.
+-- The window over both loads: the pending part as if their transactions were open at
+-- tick A (one look-up per xid, xid in the index condition), the range part from before
+-- them. Both read only the unit's rows through the window index of the one partition that
+-- holds them and sort them by id, stopping at the batch limit. Workers keep windows about
+-- one tick wide, so the sort is small.
+SELECT ARRAY(SELECT DISTINCT xid FROM evproc.log WHERE xid >= :'load_from' ORDER BY xid) AS load_xids \gset
+CREATE FUNCTION pg_temp.window_plans(topic integer, lo xid8, xids xid8[])
+  RETURNS TABLE (part text, uses_window_index boolean, xid_in_index_cond boolean,
+                 seq_scan boolean, limited boolean, partitions_read bigint, pruned_at_start boolean)
+  LANGUAGE sql AS $fn$
+  SELECT part, bool_or(plan ~ 'log_p\d+_window_idx'),
+         bool_or(plan ~ CASE part WHEN 'pending' THEN 'Index Cond: .*\(xid = x\.xid\)'
+                                  ELSE 'Index Cond: .*\(xid >= ' END),
+         bool_or(plan ~ 'Seq Scan'), bool_or(plan ~ '^ *Limit'),
+         count(DISTINCT substring(plan FROM ' on (log_(?:p\d+|default))(?: |$)')),
+         bool_or(plan ~ 'Subplans Removed: [1-9]')
+    FROM unnest(ARRAY['pending', 'range']) part, pg_temp.plan(format(
+    'EXECUTE window_%s(%s, 1, %L, %L, '
+    'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'')',
+    part, topic, xids, CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE lo END)) AS plan
+   GROUP BY part ORDER BY part
+$fn$;
+SELECT * FROM pg_temp.window_plans(:win_topic, :'load_from', :'load_xids');
+-- Also as the generic plan a worker keeps: the partitions are pruned when it starts.
 SET plan_cache_mode = force_generic_plan;
-SELECT part, bool_or(plan ~ 'event_window_idx') AS uses_window_index,
-       bool_or(plan ~ 'Seq Scan') AS seq_scan, bool_or(plan ~ '^ *Limit') AS limited
-  FROM unnest(ARRAY['pending', 'range']) part, pg_temp.plan_shape(format(
-  'EXECUTE window_%s(%s, 1, ARRAY[pg_snapshot_xmin(pg_current_snapshot())], ''0'', '
-  'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'')',
-  part, :win_topic)) AS plan GROUP BY part ORDER BY part;
+SELECT * FROM pg_temp.window_plans(:win_topic, :'load_from', :'load_xids');
 RESET plan_cache_mode;

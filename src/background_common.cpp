@@ -23,7 +23,16 @@ void RecoverFromError() {
   RESUME_INTERRUPTS();
 }
 
+// A backend flushes its statistics when it goes idle; background processes have no such
+// loop. Without this, autovacuum never hears of the ticks, progress updates and dedup ids
+// evproc's processes insert, update and delete, and never vacuums those tables. Flushes
+// at most once a second (PGSTAT_MIN_INTERVAL); returns how many ms until a flush of what
+// is still pending is due (0: nothing pending).
+long ReportStats() { return pgstat_report_stat(false); }
+
 void SleepOnLatch(long milliseconds) {
+  long stats_due = ReportStats();
+  if (stats_due > 0 && stats_due < milliseconds) milliseconds = stats_due;
   (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, milliseconds,
                   PG_WAIT_EXTENSION);
   ResetLatch(MyLatch);

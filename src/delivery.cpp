@@ -12,6 +12,7 @@
 #include "delivery_sql.hpp"
 #include "error_boundary.hpp"
 #include "handler_call.hpp"
+#include "lifecycle.hpp"
 #include "metrics.hpp"
 #include "metrics_local.hpp"
 #include "shared_state.hpp"
@@ -1026,13 +1027,22 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
 
 BatchResult RunOneBatch() {
   MemoryContext context = BatchContext();
+  bool installed = true;
   CallPostgres([&] {
     MemoryContextReset(context);
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
+    // First the extension gate (lifecycle.hpp): DROP EXTENSION waits for this batch, or
+    // this batch for it; gone, the batch is empty and the launcher stops the worker.
+    installed = EnterExtension(true, nullptr) == ExtensionGate::kInstalled;
+    if (!installed) {
+      CommitTransactionCommand();
+      return;
+    }
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
     PushActiveSnapshot(GetTransactionSnapshot());
   });
+  if (!installed) return BatchResult{};
   BatchResult result = DeliverBatch(context, true);
   CallPostgres([] {
     PopActiveSnapshot();

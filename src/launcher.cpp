@@ -9,16 +9,21 @@
 //  * Metrics: every second, evproc.sync_stats() registers new subscriptions in shared
 //    memory (counting their backlog once) and forgets dropped ones.
 //  * Maintenance: every evproc.maintenance_interval, evproc.maintain() forgets ticks no
-//    unit needs and expired dedup ids.
+//    unit needs and expired dedup ids, keeps log partitions created ahead and drops
+//    those past retention (extension/retention.sql).
+//  * Lifecycle (lifecycle.hpp): before connecting it waits for evproc.database to exist;
+//    it leaves the database when DROP DATABASE asks; it follows the extension being
+//    dropped and created, entering the extension gate in each of its transactions. Each
+//    change of state is one log line.
 #include <csetjmp>
 #include <cstring>
 
 #include "background.hpp"
+#include "lifecycle.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
 #include "access/xact.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -42,6 +47,7 @@ int worker_count = 2;
 int tick_interval_ms = 2;
 int maintenance_interval_s = 10;
 bool worker_synchronous_commit = false;
+int partition_interval_s = 3600;
 
 void DefineBackgroundSettings() {
   DefineCustomStringVariable("evproc.database", "Database whose evproc the launcher serves.",
@@ -64,6 +70,12 @@ void DefineBackgroundSettings() {
       "Off by default: a batch lost in a crash is lost with its handler's effects and is "
       "simply delivered again, so exactly-once effects hold either way.",
       &worker_synchronous_commit, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.partition_interval", "Target time span of one partition of the event log.",
+      "Maintenance sizes each new partition of evproc.log to hold about this much time at "
+      "the xid rate it observed; retention drops whole partitions.",
+      &partition_interval_s, 3600, 1, 30 * 24 * 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+      nullptr);
 }
 
 void RegisterLauncher() {
@@ -84,24 +96,51 @@ namespace {
 
 using evproc::kMaxWorkers;
 
+using evproc::ExtensionGate;
+
 constexpr long kNoExtensionWaitMs = 2000;
+constexpr long kGateBusyWaitMs = 200;
 constexpr long kSuperviseWaitMs = 1000;
 constexpr int64 kRestartPauseUs = INT64CONST(1000000);
-constexpr int64 kNoSlotRetryUs = INT64CONST(10000000);
+// Registering a worker when no slot is free costs a scan of the slot array: looking
+// every 2 seconds starts the missing workers soon after a slot frees up.
+constexpr int64 kNoSlotRetryUs = INT64CONST(2000000);
 
 struct Pool {
   BackgroundWorkerHandle *handles[kMaxWorkers];
   TimestampTz not_before[kMaxWorkers];
-  bool warned_no_slot;
+  bool waiting_for_slot[kMaxWorkers];
+  bool warned_no_slot;  // once per shortage: cleared when every worker runs again
 };
 Pool pool;
 
-bool ExtensionInstalled() {
+enum class ExtensionState { kUnknown, kInstalled, kMissing };
+
+// Looks at the extension through its gate, without waiting behind a DROP EXTENSION.
+ExtensionGate CheckExtension(Oid *extension) {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
-  bool installed = OidIsValid(get_extension_oid("evproc", true));
+  ExtensionGate gate = evproc::EnterExtension(false, extension);
   CommitTransactionCommand();
-  return installed;
+  return gate;
+}
+
+// The extension the launcher serves (its OID tells a re-created one apart).
+Oid served_extension = InvalidOid;
+
+// Starts a transaction inside the extension gate. False, with no transaction, when the
+// extension is being dropped, is gone, or is not the one the launcher serves: the main
+// loop then looks at the extension again.
+bool BeginGated() {
+  SetCurrentStatementStartTimestamp();
+  StartTransactionCommand();
+  Oid extension = InvalidOid;
+  if (evproc::EnterExtension(false, &extension) == ExtensionGate::kInstalled &&
+      extension == served_extension) {
+    return true;
+  }
+  CommitTransactionCommand();
+  return false;
 }
 
 void StopWorker(int index) {
@@ -141,9 +180,11 @@ bool StartWorker(int index) {
 long Supervise() {
   TimestampTz now = GetCurrentTimestamp();
   long next_look = -1;
+  bool started_after_wait = false;
   for (int i = 0; i < kMaxWorkers; ++i) {
     if (i >= evproc::worker_count) {
       StopWorker(i);
+      pool.waiting_for_slot[i] = false;
       continue;
     }
     pid_t pid = 0;
@@ -161,18 +202,34 @@ long Supervise() {
       next_look = kSuperviseWaitMs;
       continue;
     }
-    if (!StartWorker(i)) {
-      if (!pool.warned_no_slot) {
-        ereport(WARNING,
-                (errmsg("evproc could not start worker %d: no free background worker slot", i),
-                 errhint("Raise max_worker_processes (it must cover evproc.workers + 1 and "
-                         "every other extension's workers) or lower evproc.workers.")));
-        pool.warned_no_slot = true;
-      }
-      pool.handles[i] = nullptr;
-      pool.not_before[i] = now + kNoSlotRetryUs;
-      next_look = kSuperviseWaitMs;
+    if (StartWorker(i)) {
+      started_after_wait |= pool.waiting_for_slot[i];
+      pool.waiting_for_slot[i] = false;
+      continue;
     }
+    // No free slot: one WARNING per shortage, not one per attempt.
+    if (!pool.warned_no_slot) {
+      ereport(WARNING,
+              (errmsg("evproc could not start worker %d: no free background worker slot", i),
+               errdetail("The launcher tries again every 2 seconds; the workers it has deliver "
+                         "meanwhile."),
+               errhint("Raise max_worker_processes (it must cover evproc.workers + 1 and "
+                       "every other extension's workers) or lower evproc.workers.")));
+      pool.warned_no_slot = true;
+    }
+    pool.handles[i] = nullptr;
+    pool.waiting_for_slot[i] = true;
+    pool.not_before[i] = now + kNoSlotRetryUs;
+    next_look = kSuperviseWaitMs;
+  }
+  bool waiting = false;
+  for (bool w : pool.waiting_for_slot) waiting |= w;
+  if (pool.warned_no_slot && !waiting) {
+    if (started_after_wait) {
+      ereport(LOG, (errmsg("evproc: all %d workers run now that background worker slots are free",
+                           evproc::worker_count)));
+    }
+    pool.warned_no_slot = false;
   }
   return next_look;
 }
@@ -199,10 +256,10 @@ ArrayType *DirtyList(const int *slots, int count, bool every_slot) {
   return construct_array(values, count, INT4OID, 4, true, TYPALIGN_INT);
 }
 
-// Takes a tick in its own transaction. Returns its id.
+// Takes a tick in its own transaction. Returns its id, or -1 when the extension gate
+// was closed.
 int64 TakeTick(const int *slots, int count, bool every_slot) {
-  SetCurrentStatementStartTimestamp();
-  StartTransactionCommand();
+  if (!BeginGated()) return -1;
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
   ArrayType *dirty = DirtyList(slots, count, every_slot);
@@ -224,9 +281,9 @@ int64 TakeTick(const int *slots, int count, bool every_slot) {
 }
 
 // Runs one statement in its own transaction, shown as `activity` in pg_stat_activity.
-void RunStatement(const char *statement, const char *activity) {
-  SetCurrentStatementStartTimestamp();
-  StartTransactionCommand();
+// False when the extension gate was closed.
+bool RunStatement(const char *statement, const char *activity) {
+  if (!BeginGated()) return false;
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
   pgstat_report_activity(STATE_RUNNING, activity);
@@ -237,12 +294,47 @@ void RunStatement(const char *statement, const char *activity) {
   SPI_finish();
   CommitTransactionCommand();
   pgstat_report_activity(STATE_IDLE, nullptr);
+  return true;
 }
 
-void Maintain() { RunStatement("SELECT evproc.maintain()", "evproc maintenance"); }
+bool Maintain() { return RunStatement("SELECT evproc.maintain()", "evproc maintenance"); }
 
 // Keeps the metrics registry in step with the subscriptions.
-void SyncStats() { RunStatement("SELECT evproc.sync_stats()", "evproc metrics registry"); }
+bool SyncStats() { return RunStatement("SELECT evproc.sync_stats()", "evproc metrics registry"); }
+
+// The extension is not installed (at start), or was dropped: one line per change.
+void ReportExtensionMissing(ExtensionState before) {
+  if (before == ExtensionState::kInstalled) {
+    ereport(LOG, (errmsg("evproc: extension \"evproc\" was dropped from database \"%s\"; its "
+                         "workers stop until CREATE EXTENSION evproc",
+                         evproc::database_name)));
+  } else {
+    ereport(LOG, (errmsg("evproc: extension \"evproc\" is not installed in database \"%s\"; "
+                         "delivery starts after CREATE EXTENSION evproc",
+                         evproc::database_name),
+                  errhint("evproc.database names the database whose evproc is served.")));
+  }
+}
+
+void ReportWorkerCount(int before) {
+  if (evproc::worker_count == before) return;
+  if (evproc::worker_count == 0) {
+    ereport(LOG, (errmsg("evproc.workers changed from %d to 0: all workers stop", before),
+                  errdetail("No events are delivered until evproc.workers is raised.")));
+  } else {
+    ereport(LOG, (errmsg("evproc.workers changed from %d to %d", before, evproc::worker_count)));
+  }
+}
+
+// DROP DATABASE of our database asked us to leave it (lifecycle.hpp). Exit code 1: the
+// postmaster starts the launcher again in 5 seconds, and it waits for the database.
+void LeaveDatabase() {
+  ereport(LOG, (errmsg("evproc launcher leaves database \"%s\", which is being dropped",
+                       evproc::database_name),
+                errdetail("Its workers stop; the launcher starts again in 5 seconds and waits "
+                          "until the database exists.")));
+  proc_exit(1);  // StopAllWorkers runs on the way out
+}
 
 // The collected slots may hold events visible in `tick`.
 void MarkDirty(const int *slots, int count, int64 tick) {
@@ -257,7 +349,12 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
   pqsignal(SIGTERM, die);
   BackgroundWorkerUnblockSignals();
+  // A missing database would make the connection below FATAL, and the postmaster would
+  // restart us into it every 5 seconds: wait for the database first.
+  evproc::WaitForDatabase();
   BackgroundWorkerInitializeConnection(evproc::database_name, nullptr, 0);
+  // Connected, so no drop of this database is under way: a request to leave is stale.
+  evproc::ForgetLeaveRequest();
   pgstat_report_appname("evproc launcher");
   // A tick lost in a crash is simply taken again; its commit need not wait for a flush
   // (workers' commits flush the WAL that holds it).
@@ -276,6 +373,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   static TimestampTz next_maintenance = 0;
   static TimestampTz next_extension_check = 0;
   static uint64 synced_registry = 0;
+  static ExtensionState extension_state = ExtensionState::kUnknown;
 
   sigjmp_buf recover;
   if (sigsetjmp(recover, 1) != 0) {
@@ -287,27 +385,60 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
 
   for (;;) {
     CHECK_FOR_INTERRUPTS();
+    evproc::ReportStats();  // a busy loop may not sleep for a long time
+    if (evproc::DatabaseToLeave() == MyDatabaseId) LeaveDatabase();
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
+      int workers_before = evproc::worker_count;
       ProcessConfigFile(PGC_SIGHUP);
+      ReportWorkerCount(workers_before);
     }
     TimestampTz now = GetCurrentTimestamp();
     // Whether the extension exists is checked once a second, not at every tick; a drop
-    // in between makes the next tick fail, and the recovery above waits a second.
+    // in between closes the gate of the next transaction, which sends us back here.
     if (now >= next_extension_check) {
-      if (!ExtensionInstalled()) {
+      Oid extension = InvalidOid;
+      ExtensionGate gate = CheckExtension(&extension);
+      if (gate == ExtensionGate::kBusy) {  // a DROP EXTENSION is under way
+        evproc::SleepOnLatch(kGateBusyWaitMs);
+        continue;
+      }
+      if (gate == ExtensionGate::kMissing) {
+        if (extension_state != ExtensionState::kMissing) ReportExtensionMissing(extension_state);
+        extension_state = ExtensionState::kMissing;
         for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
         ticked_once = false;
         evproc::SleepOnLatch(kNoExtensionWaitMs);
         continue;
       }
+      if (extension_state == ExtensionState::kMissing) {
+        ereport(LOG, (errmsg("evproc: extension \"evproc\" was created in database \"%s\"; "
+                             "delivery starts",
+                             evproc::database_name)));
+      } else if (extension_state == ExtensionState::kInstalled && extension != served_extension) {
+        // Dropped and created again between two looks: start over as after a start, with
+        // fresh workers (nothing of the old extension's ticks carries over).
+        ereport(LOG, (errmsg("evproc: extension \"evproc\" was dropped and created again in "
+                             "database \"%s\"; its workers start again",
+                             evproc::database_name)));
+        for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
+        ticked_once = false;
+      }
+      extension_state = ExtensionState::kInstalled;
+      served_extension = extension;
       next_extension_check = now + USECS_PER_SEC;
       synced_registry = pg_atomic_read_u64(&state->registry_seq);
-      SyncStats();
+      if (!SyncStats()) {
+        next_extension_check = 0;
+        continue;
+      }
     } else if (pg_atomic_read_u64(&state->registry_seq) != synced_registry) {
       // A subscription came or went: register it now, not at the next periodic sync.
       synced_registry = pg_atomic_read_u64(&state->registry_seq);
-      SyncStats();
+      if (!SyncStats()) {
+        next_extension_check = 0;
+        continue;
+      }
     }
     long wait = Supervise();
     if (wait < 0) wait = kSuperviseWaitMs * 10;
@@ -321,6 +452,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         static int dirty_slots[evproc::kPartitionSlots];
         int dirty_count = CollectDirtySlots(ticked_seq, dirty_slots);
         int64 tick = TakeTick(dirty_slots, dirty_count, !ticked_once);
+        if (tick < 0) {
+          next_extension_check = 0;
+          continue;
+        }
         MarkDirty(dirty_slots, dirty_count, tick);
         if (!ticked_once) {
           pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));
@@ -336,7 +471,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       if (remaining < wait) wait = remaining < 1 ? 1 : remaining;
     }
     if (now >= next_maintenance) {
-      Maintain();
+      if (!Maintain()) {
+        next_extension_check = 0;
+        continue;
+      }
       next_maintenance = now + static_cast<int64>(evproc::maintenance_interval_s) * USECS_PER_SEC;
     }
     long to_maintenance = TimestampDifferenceMilliseconds(now, next_maintenance);

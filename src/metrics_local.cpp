@@ -124,14 +124,48 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
   }
 }
 
-// A committed subtransaction hands its deltas to its parent; an aborted one drops them.
+void Merge(Delta &into, const Delta &from) {
+  into.published += from.published;
+  into.delivered += from.delivered;
+  into.replayed += from.replayed;
+  into.failed += from.failed;
+  into.dead += from.dead;
+  into.requeued += from.requeued;
+  if (from.has_latency) {
+    into.has_latency = true;
+    for (int i = 0; i < kLatencyBuckets; ++i) into.latency[i] += from.latency[i];
+  }
+}
+
+// A committed subtransaction hands its deltas to its parent, merged into the parent's
+// own delta of the same topic or subscription: otherwise every committed subtransaction
+// (a savepoint, a PL/pgSQL exception block) would keep a delta of its own, and past
+// kMostDeltas the oldest would be applied before the transaction commits (counting events
+// a rollback then removes). An aborted one drops them.
 void OnSubXactEvent(SubXactEvent event, SubTransactionId /*mine*/, SubTransactionId /*parent*/,
                     void * /*arg*/) {
   int level = GetCurrentTransactionNestLevel();
   if (event == SUBXACT_EVENT_COMMIT_SUB) {
+    int kept = 0;
     for (int i = 0; i < delta_count; ++i) {
-      if (deltas[i].nest_level >= level) deltas[i].nest_level = level - 1;
+      Delta &delta = deltas[i];
+      if (delta.nest_level >= level) {
+        delta.nest_level = level - 1;
+        Delta *parent = nullptr;
+        for (int j = 0; j < kept && parent == nullptr; ++j) {
+          if (deltas[j].kind == delta.kind && deltas[j].id == delta.id &&
+              deltas[j].nest_level == level - 1)
+            parent = &deltas[j];
+        }
+        if (parent != nullptr) {
+          Merge(*parent, delta);
+          continue;
+        }
+      }
+      if (kept != i) deltas[kept] = delta;
+      ++kept;
     }
+    delta_count = kept;
   } else if (event == SUBXACT_EVENT_ABORT_SUB) {
     int kept = 0;
     for (int i = 0; i < delta_count; ++i) {

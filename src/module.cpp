@@ -1,6 +1,7 @@
 // Module entry: magic block, _PG_init and settings.
 #include "background.hpp"
 #include "commit_wake.hpp"
+#include "lifecycle.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
@@ -45,5 +46,6 @@ void _PG_init(void) {
   if (process_shared_preload_libraries_in_progress) {
     evproc::RequestSharedState();
     evproc::RegisterLauncher();
+    evproc::RegisterLifecycleHook();
   }
 }

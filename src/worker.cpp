@@ -1,8 +1,10 @@
 // A delivery worker: claims units and delivers batches until told to stop.
 //
 // Errors of evproc's own statements (not of handlers, which delivery isolates) abort the
-// batch's transaction and are logged; the worker waits a second and goes on, so a
-// dropped extension or a lost lock never turns into a crash loop.
+// batch's transaction and are logged; the worker waits a second and goes on, so a lost
+// lock never turns into a crash loop. A dropped extension is no error: each batch enters
+// the extension gate first (lifecycle.hpp), and without the extension the worker idles
+// until the launcher stops it. Stopped between batches, it leaves with a LOG line.
 #include <csetjmp>
 #include <cstring>
 #include <new>
@@ -112,7 +114,18 @@ extern "C" void evproc_worker_main(Datum main_arg) {
   PG_exception_stack = &recover;
 
   for (;;) {
+    // SIGTERM between batches (the launcher stopping workers, a shutdown): nothing is in
+    // flight, so a plain line and exit code 0 instead of die()'s FATAL. Inside a batch,
+    // die() rolls the batch back at its next interrupt check as before.
+    if (ProcDiePending) {
+      // Held: ereport and the exit callbacks check for interrupts, and the pending die()
+      // would turn the exit into a FATAL.
+      HOLD_INTERRUPTS();
+      ereport(LOG, (errmsg("evproc worker %d stopped", worker_index)));
+      proc_exit(0);
+    }
     CHECK_FOR_INTERRUPTS();
+    evproc::ReportStats();  // a busy loop may not sleep for a long time
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);

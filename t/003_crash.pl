@@ -28,7 +28,8 @@ CREATE TABLE effects (event_id bigint PRIMARY KEY, key text NOT NULL, pid int NO
 CREATE FUNCTION slow_effects(events evproc.event[]) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO effects SELECT e.id, e.key, pg_backend_pid(), e.attempt FROM unnest(events) AS e;
-    PERFORM pg_sleep(0.1);
+    -- Slow enough that a loaded machine's poller still catches a backlog in flight.
+    PERFORM pg_sleep(0.2);
 END $$;
 GRANT SELECT, INSERT ON effects TO app;
 SELECT evproc_subscribe('effects', 'work', 'slow_effects', batch_size => 50, max_attempts => 3,

@@ -1,5 +1,6 @@
 #include "schema_api.hpp"
 
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -20,21 +21,65 @@ struct CompiledSchema {
 
 namespace {
 
-// Truncation backs off to a UTF-8 character boundary so that the message
-// handed to ereport is always valid in a UTF-8 database.
+// Length of the well-formed UTF-8 character at s[i] (strict: no overlongs, surrogates or
+// code points past U+10FFFF), or 0 if the bytes there are not one.
+std::size_t Utf8CharLength(std::string_view s, std::size_t i) noexcept {
+  const auto lead = static_cast<unsigned char>(s[i]);
+  if (lead < 0x80U) {
+    return 1;
+  }
+  std::size_t n = 0;
+  std::uint32_t cp = 0;
+  if ((lead & 0xE0U) == 0xC0U) {
+    n = 2;
+    cp = lead & 0x1FU;
+  } else if ((lead & 0xF0U) == 0xE0U) {
+    n = 3;
+    cp = lead & 0x0FU;
+  } else if ((lead & 0xF8U) == 0xF0U) {
+    n = 4;
+    cp = lead & 0x07U;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < n) {
+    return 0;
+  }
+  for (std::size_t k = 1; k < n; ++k) {
+    const auto c = static_cast<unsigned char>(s[i + k]);
+    if ((c & 0xC0U) != 0x80U) {
+      return 0;
+    }
+    cp = (cp << 6U) | (c & 0x3FU);
+  }
+  constexpr std::uint32_t kSmallest[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kSmallest[n] || cp > 0x10FFFFU || (cp >= 0xD800U && cp <= 0xDFFFU)) {
+    return 0;
+  }
+  return n;
+}
+
+// The message handed to ereport must be valid UTF-8 in a UTF-8 database, whatever the
+// input: nlohmann's parse errors quote the bytes last read, which may be invalid UTF-8 or
+// the first bytes of a character cut short. Invalid bytes become U+FFFD (as Dump does for
+// user data), and truncation to errlen stops before a character that does not fit.
 void WriteError(char* err, std::size_t errlen, std::string_view msg) noexcept {
   if (err == nullptr || errlen == 0) {
     return;
   }
-  std::size_t n = msg.size();
-  if (n > errlen - 1) {
-    n = errlen - 1;
-    while (n > 0 && (static_cast<unsigned char>(msg[n]) & 0xC0U) == 0x80U) {
-      --n;
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < msg.size();) {
+    const std::size_t n = Utf8CharLength(msg, i);
+    const std::string_view piece = n == 0 ? kReplacement : msg.substr(i, n);
+    if (out + piece.size() > errlen - 1) {
+      break;
     }
+    std::memcpy(err + out, piece.data(), piece.size());
+    out += piece.size();
+    i += n == 0 ? 1 : n;
   }
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
+  err[out] = '\0';
 }
 
 // nlohmann messages start with "[json.exception.parse_error.101] "; that tag
@@ -49,8 +94,12 @@ std::string_view StripExceptionTag(std::string_view what) noexcept {
   return what;
 }
 
-// Returns an empty string on success, otherwise the parse error.
-std::string ParseText(const char* text, std::size_t len, nlohmann::json& out) {
+// Returns an empty string on success, otherwise the whole message: what is "JSON" or
+// "schema JSON". Numbers beyond double range are valid JSON (and valid jsonb, whose
+// numerics reach 1e131071) that the validator cannot compare: nlohmann reports them as
+// out_of_range, told apart from malformed text and never with its exception tag.
+std::string ParseText(const char* text, std::size_t len, nlohmann::json& out,
+                      std::string_view what) {
   if (text == nullptr) {
     text = "";
     len = 0;
@@ -58,12 +107,16 @@ std::string ParseText(const char* text, std::size_t len, nlohmann::json& out) {
   // nlohmann's lexer treats NUL as end of input, so "{}\0garbage" would be
   // accepted; reject it explicitly instead of validating a prefix.
   if (std::memchr(text, '\0', len) != nullptr) {
-    return "embedded NUL byte";
+    return "invalid " + std::string(what) + ": embedded NUL byte";
   }
   try {
     out = nlohmann::json::parse(text, text + len);
   } catch (const nlohmann::json::parse_error& e) {
-    return std::string(StripExceptionTag(e.what()));
+    return "invalid " + std::string(what) + ": " + std::string(StripExceptionTag(e.what()));
+  } catch (const nlohmann::json::out_of_range& e) {
+    return "number out of range in " + std::string(what) +
+           " (the schema validator compares double-precision numbers): " +
+           std::string(StripExceptionTag(e.what()));
   }
   return {};
 }
@@ -74,8 +127,8 @@ CompiledSchema* SchemaCompile(const char* text, std::size_t len, char* err,
                               std::size_t errlen) noexcept {
   try {
     nlohmann::json parsed;
-    if (const std::string perr = ParseText(text, len, parsed); !perr.empty()) {
-      WriteError(err, errlen, "invalid schema JSON: " + perr);
+    if (const std::string perr = ParseText(text, len, parsed, "schema JSON"); !perr.empty()) {
+      WriteError(err, errlen, perr);
       return nullptr;
     }
     auto* result = new CompiledSchema(JsonSchema::Compile(parsed));
@@ -99,8 +152,8 @@ bool SchemaValidate(const CompiledSchema* schema, const char* doc, std::size_t l
       return false;
     }
     nlohmann::json parsed;
-    if (const std::string perr = ParseText(doc, len, parsed); !perr.empty()) {
-      WriteError(err, errlen, "invalid JSON: " + perr);
+    if (const std::string perr = ParseText(doc, len, parsed, "JSON"); !perr.empty()) {
+      WriteError(err, errlen, perr);
       return false;
     }
     const std::string msg = schema->schema.Validate(parsed);

@@ -355,6 +355,28 @@ TEST(JsonSchemaDepth, SchemaJsonDepthLimit) {
 
 // ---- compiled schema is reusable and copyable --------------------------------------
 
+// additionalProperties false looks every key up among the properties (a binary search:
+// a linear one was quadratic in the payload's keys).
+TEST(JsonSchemaObject, ManyPropertiesWithoutAdditional) {
+  json properties = json::object();
+  json doc = json::object();
+  for (int i = 0; i < 5000; ++i) {
+    properties["k" + std::to_string(i)] = json::object({{"type", "integer"}});
+    doc["k" + std::to_string(i)] = i;
+  }
+  const JsonSchema schema = JsonSchema::Compile(
+      json::object({{"properties", properties}, {"additionalProperties", false}}));
+  EXPECT_EQ(schema.Validate(doc), "");
+  doc["k4999"] = "x";
+  EXPECT_EQ(schema.Validate(doc), "$.k4999: expected integer, got string");
+  doc["k4999"] = 1;
+  doc["k5000"] = 1;
+  EXPECT_EQ(schema.Validate(doc), "$: additional property \"k5000\" is not allowed");
+  doc.erase("k5000");
+  doc["k"] = 1;  // sorts before every property
+  EXPECT_EQ(schema.Validate(doc), "$: additional property \"k\" is not allowed");
+}
+
 TEST(JsonSchemaCompile, CopiesShareTheTree) {
   const auto original = Compile(R"({"type":"string"})");
   const JsonSchema copy = original;  // NOLINT(performance-unnecessary-copy-initialization)
@@ -438,6 +460,56 @@ TEST_F(SchemaApi, NullArguments) {
   // No error buffer at all must not crash.
   EXPECT_EQ(api::SchemaCompile("x", 1, nullptr, 0), nullptr);
   api::SchemaFree(nullptr);
+}
+
+// jsonb holds numbers far beyond double range (1e400 is output as 401 digits); the
+// validator cannot compare them and says so, without nlohmann's exception tag.
+TEST_F(SchemaApi, NumbersBeyondDoubleRange) {
+  const std::string huge = "1" + std::string(400, '0');
+  EXPECT_EQ(CompileText(R"({"minimum":)" + huge + "}"), nullptr);
+  EXPECT_EQ(Err().rfind("number out of range in schema JSON (the schema validator compares "
+                        "double-precision numbers): number overflow parsing '1000",
+                        0),
+            0U)
+      << Err();
+  api::CompiledSchema* s = CompileText(R"({"type":"object"})");
+  ASSERT_NE(s, nullptr);
+  EXPECT_FALSE(ValidateText(s, R"({"n":-)" + huge + "}"));
+  EXPECT_EQ(Err().rfind("number out of range in JSON (", 0), 0U) << Err();
+  EXPECT_EQ(Err().find("[json.exception"), std::string::npos) << Err();
+  // Tiny numbers underflow to zero: in range, and valid.
+  EXPECT_TRUE(ValidateText(s, R"({"n":1e-400})")) << Err();
+  api::SchemaFree(s);
+}
+
+// nlohmann's parse errors quote the bytes last read: a character cut after its first
+// byte, or an invalid byte. The facade replaces what is not UTF-8 with U+FFFD, so the
+// message ereport gets is valid in a UTF-8 database (found by test/fuzz).
+TEST_F(SchemaApi, ParseErrorMessagesAreValidUtf8) {
+  EXPECT_EQ(CompileText("{\"a\"\xF0\x9F\x98\x80:1}"), nullptr);
+  EXPECT_NE(Err().find("last read: '\"a\"\xEF\xBF\xBD'"), std::string::npos) << Err();
+  api::CompiledSchema* s = CompileText("{}");
+  ASSERT_NE(s, nullptr);
+  EXPECT_FALSE(ValidateText(s, "\"\xff\""));
+  EXPECT_NE(Err().find("ill-formed UTF-8 byte; last read: '\"\xEF\xBF\xBD'"), std::string::npos)
+      << Err();
+  api::SchemaFree(s);
+}
+
+TEST(SchemaApiTruncation, ReplacementCharacterIsNotCut) {
+  // "invalid JSON: " is 14 bytes; an invalid byte in the quoted token becomes 3 bytes of
+  // U+FFFD, which must fit whole or not at all.
+  api::CompiledSchema* s = api::SchemaCompile("{}", 2, nullptr, 0);
+  ASSERT_NE(s, nullptr);
+  std::array<char, 512> full{};
+  EXPECT_FALSE(api::SchemaValidate(s, "\xff", 1, full.data(), full.size()));
+  const std::string message = full.data();
+  const std::size_t at = message.find("\xEF\xBF\xBD");
+  ASSERT_NE(at, std::string::npos) << message;
+  std::array<char, 512> cut{};
+  EXPECT_FALSE(api::SchemaValidate(s, "\xff", 1, cut.data(), at + 2));  // room for 1 of 3 bytes
+  EXPECT_EQ(std::string(cut.data()), message.substr(0, at));
+  api::SchemaFree(s);
 }
 
 TEST(SchemaApiTruncation, MessageIsTruncatedOnCharacterBoundary) {

@@ -1,0 +1,53 @@
+// Lifecycle protections of evproc's background processes (README "Processes"): what they
+// do when the extension is dropped under them, when evproc.database is missing or being
+// dropped.
+#pragma once
+
+#include "pg_headers.hpp"
+
+namespace evproc {
+
+enum class ExtensionGate {
+  kInstalled,  // the extension exists; this transaction holds its gate until it ends
+  kMissing,    // not installed (or dropped while we waited for the gate)
+  kBusy,       // DROP EXTENSION (or another AccessExclusive holder) has it: try later
+};
+
+// Every transaction of the launcher and the workers enters the gate first: an
+// AccessShareLock on the extension object itself, which DROP EXTENSION takes in
+// AccessExclusive mode before it touches a single table. So a drop waits for the
+// batches and ticks in flight, new ones wait for the drop, and the two never hold table
+// locks in opposite orders (no deadlock report, no half-dropped tables read). Call it
+// inside a transaction, before any statement. `wait` false: kBusy instead of waiting.
+// `extension` (may be null) receives the extension's OID when installed.
+ExtensionGate EnterExtension(bool wait, Oid *extension);
+
+// What the database check found about evproc.database (the launcher's database).
+enum class DatabaseState : uint32 {
+  kUnknown = 0,  // could not be checked (no free worker slot): just connect
+  kAvailable,
+  kMissing,
+  kNoConnections,  // datallowconn is false
+  kInvalid,        // left invalid by an interrupted DROP DATABASE
+};
+
+// Before the launcher connects: checks evproc.database with a short-lived background
+// worker that connects to no database (a FATAL "database does not exist" in
+// InitPostgres cannot be caught, and the postmaster would restart the launcher into it
+// every 5 seconds, each time with a FATAL). While the database cannot be connected to,
+// logs one WARNING per state and checks again every 5 seconds (a process start, not a
+// log line); returns once it can be connected to (or when that cannot be checked).
+void WaitForDatabase();
+
+// The database the launcher was asked to leave because it is being dropped
+// (InvalidOid: none); the launcher that connected clears a stale request.
+Oid DatabaseToLeave();
+void ForgetLeaveRequest();
+
+// From _PG_init, preload only. A utility hook: DROP DATABASE of evproc.database first
+// asks the launcher and its workers to leave it (as PostgreSQL asks autovacuum workers),
+// instead of failing with "database is being accessed by other users"; DROP EXTENSION
+// evproc wakes the launcher at commit.
+void RegisterLifecycleHook();
+
+}  // namespace evproc

@@ -735,7 +735,8 @@ push @summary, sprintf('%-12s %-10s %9s %9s %5s', 'subscription', 'topic', 'enqu
 push @summary,
   sprintf('%-12s %-10s %9d %9d %5d', $_, @{ $subs{$_} }{qw(topic enqueued delivered dead)})
   for sort keys %subs;
-diag join("\n", @summary);
+# scripts/test.sh shows "# summary: " lines in CI's output.
+diag join("\n", map { "summary: $_" } @summary);
 note join("\n", 'faults in order:', @fault_log);
 if (defined $summary_file)
 {

@@ -8,7 +8,8 @@ CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
-          src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o
+          src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o \
+          src/api_trampoline.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
@@ -52,9 +53,11 @@ include $(PGXS)
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
-# storage and retention, monitoring.
+# storage and retention, monitoring, and last the privileges (they revoke EXECUTE on
+# everything in schema evproc defined before them).
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
-               extension/replay.sql extension/retention.sql extension/monitoring.sql
+               extension/replay.sql extension/retention.sql extension/monitoring.sql \
+               extension/privileges.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint fuzz

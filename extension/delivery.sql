@@ -162,35 +162,19 @@ CREATE FUNCTION evproc.preloaded() RETURNS boolean
 -------------------------------------------------------------------------------
 -- Subscription administration
 -------------------------------------------------------------------------------
--- Resolves a handler name or signature to a function that takes evproc.event[] (batch
--- form) or evproc.event (per-event form). 42883 when nothing by that name exists,
--- 42P13 when it exists with the wrong shape.
--- No SET search_path: a bare handler name is looked up in the caller's search_path
--- (pg_catalog still comes first for everything else), and stored schema-qualified.
-CREATE FUNCTION evproc.resolve_handler(handler text, OUT fn oid, OUT form text, OUT signature text)
-    LANGUAGE plpgsql STABLE
+-- What a handler must be: a function of one argument of type evproc.event[] (batch
+-- form) or evproc.event (per-event form) returning a single value. 42P13 otherwise.
+-- Returns its form and its schema-qualified signature.
+CREATE FUNCTION evproc.handler_shape(fn oid, OUT form text, OUT signature text)
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     p pg_catalog.pg_proc;
 BEGIN
-    IF handler IS NULL OR handler = '' THEN
-        RAISE EXCEPTION 'handler must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF strpos(handler, '(') > 0 THEN
-        fn := to_regprocedure(handler);
-    ELSE
-        fn := coalesce(to_regprocedure(handler || '(evproc.event[])'),
-                       to_regprocedure(handler || '(evproc.event)'));
-        IF fn IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE oid = to_regproc(handler)) THEN
-            RAISE EXCEPTION 'handler % must take one argument of type evproc.event[] or evproc.event', handler
-                USING ERRCODE = 'invalid_function_definition';
-        END IF;
-    END IF;
-    IF fn IS NULL THEN
-        RAISE EXCEPTION 'handler function % does not exist', handler USING ERRCODE = 'undefined_function',
-            HINT = 'Create f(evproc.event[]) (batch form) or f(evproc.event) (per-event form) first.';
-    END IF;
     SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid = fn;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'handler function with oid % does not exist', fn USING ERRCODE = 'undefined_function';
+    END IF;
     IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
        OR p.proargtypes[0] NOT IN ('evproc.event'::regtype, 'evproc.event[]'::regtype) THEN
         RAISE EXCEPTION 'handler % must be a function of one argument of type evproc.event[] or evproc.event returning a single value',
@@ -199,6 +183,41 @@ BEGIN
     form := CASE WHEN p.proargtypes[0] = 'evproc.event[]'::regtype THEN 'batch' ELSE 'event' END;
     signature := format('%I.%I(%s)', (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = p.pronamespace),
                         p.proname, CASE form WHEN 'batch' THEN 'evproc.event[]' ELSE 'evproc.event' END);
+END
+$fn$;
+
+-- Resolves a handler name or signature to a function that takes evproc.event[] (batch
+-- form) or evproc.event (per-event form). 42883 when nothing by that name exists,
+-- 42P13 when it exists with the wrong shape.
+-- No SET search_path: a bare handler name is looked up in the caller's search_path, and
+-- stored schema-qualified. It runs as its caller and reads only pg_proc: whatever it
+-- answers, evproc.subscribe_impl checks the function again.
+CREATE FUNCTION evproc.resolve_handler(handler text, OUT fn oid, OUT form text, OUT signature text)
+    LANGUAGE plpgsql STABLE
+AS $fn$
+DECLARE
+    shape record;
+BEGIN
+    IF handler IS NULL OR handler = '' THEN
+        RAISE EXCEPTION 'handler must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.strpos(handler, '(') > 0 THEN
+        fn := pg_catalog.to_regprocedure(handler);
+    ELSE
+        fn := coalesce(pg_catalog.to_regprocedure(handler || '(evproc.event[])'),
+                       pg_catalog.to_regprocedure(handler || '(evproc.event)'));
+        IF fn IS NULL AND pg_catalog.to_regproc(handler) IS NOT NULL THEN
+            RAISE EXCEPTION 'handler % must take one argument of type evproc.event[] or evproc.event', handler
+                USING ERRCODE = 'invalid_function_definition';
+        END IF;
+    END IF;
+    IF fn IS NULL THEN
+        RAISE EXCEPTION 'handler function % does not exist', handler USING ERRCODE = 'undefined_function',
+            HINT = 'Create f(evproc.event[]) (batch form) or f(evproc.event) (per-event form) first.';
+    END IF;
+    shape := evproc.handler_shape(fn);
+    form := shape.form;
+    signature := shape.signature;
 END
 $fn$;
 
@@ -247,6 +266,10 @@ $fn$;
 
 -- start_from: NULL (default) delivers events committed from now on; a timestamp starts
 -- from the retained history enqueued at or after it ('-infinity': all of it).
+-- A SECURITY INVOKER wrapper without SET search_path, so that the handler name resolves
+-- as the caller would; everything else is done by evproc.subscribe (a trampoline to
+-- evproc.subscribe_impl), which the caller could also call directly with any function:
+-- the implementation checks the handler again.
 CREATE FUNCTION public.evproc_subscribe(name text, topic text, handler text,
                                         batch_size integer DEFAULT 100,
                                         max_attempts integer DEFAULT 10,
@@ -260,13 +283,55 @@ CREATE FUNCTION public.evproc_subscribe(name text, topic text, handler text,
                                         breaker_min_attempts integer DEFAULT 20,
                                         breaker_cooldown interval DEFAULT '30 seconds')
     RETURNS integer LANGUAGE plpgsql
--- No SET search_path, so that the handler name resolves like the caller would; every
--- other name is qualified.
+AS $fn$
+BEGIN
+    IF NOT pg_catalog.has_schema_privilege('evproc', 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for schema evproc, where handlers'' argument type evproc.event lives'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Subscribers (and the roles that own subscriptions) need USAGE on schema evproc.';
+    END IF;
+    RETURN evproc.subscribe(name, topic, (evproc.resolve_handler(handler)).fn::pg_catalog.regprocedure,
+                            batch_size, max_attempts, backoff_base, backoff_cap, handler_timeout,
+                            on_dead_letter, start_from, run_as, failure_budget,
+                            breaker_min_attempts, breaker_cooldown);
+END
+$fn$;
+
+CREATE FUNCTION evproc.subscribe(name text, topic text, handler regprocedure,
+                                 batch_size integer, max_attempts integer,
+                                 backoff_base interval, backoff_cap interval,
+                                 handler_timeout interval, on_dead_letter text,
+                                 start_from timestamptz, run_as regrole, failure_budget real,
+                                 breaker_min_attempts integer, breaker_cooldown interval)
+    RETURNS integer LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+
+-- Whether `role` may own a subscription of the topic (its handler sees the payloads): a
+-- member of the topic's owner or of a role granted 'subscribe'.
+CREATE FUNCTION evproc.may_subscribe(role oid, t evproc.topic) RETURNS boolean
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pg_has_role(role, t.owner, 'MEMBER')
+        OR EXISTS (SELECT 1 FROM unnest(t.subscribers) AS g(grantee)
+                    WHERE pg_has_role(role, g.grantee, 'MEMBER'))
+$fn$;
+
+-- The owner (run_as, default the caller) must be a role the caller is a member of, not a
+-- superuser, able to use schema evproc and execute the handler, and hold 'subscribe' on
+-- the topic. A caller who may grant 'subscribe' (a member of the topic's owner)
+-- subscribes on the topic's behalf: the owner is granted 'subscribe' with it, so that
+-- every subscription's owner holds the privilege the workers check at each batch.
+CREATE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler regprocedure,
+                                      batch_size integer, max_attempts integer,
+                                      backoff_base interval, backoff_cap interval,
+                                      handler_timeout interval, on_dead_letter text,
+                                      start_from timestamptz, run_as regrole, failure_budget real,
+                                      breaker_min_attempts integer, breaker_cooldown interval)
+    RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     t evproc.topic;
     h record;
-    owner_role regrole := coalesce(run_as, current_user::regrole);
+    owner_role regrole := coalesce(run_as, caller::regrole);
     start_tick bigint;
     start_snapshot pg_snapshot;
     new_id integer;
@@ -281,15 +346,21 @@ BEGIN
     IF topic IS NULL OR topic = '' THEN
         RAISE EXCEPTION 'topic must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = topic FOR SHARE;
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'handler must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- FOR UPDATE, not FOR SHARE: granting 'subscribe' below updates the row.
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = topic FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'topic "%" does not exist', topic USING ERRCODE = 'undefined_object';
     END IF;
-    -- Under the share lock: retention updates the bound with the row locked.
+    -- Under the row lock: retention updates the bound with the row locked.
     IF start_from IS NOT NULL THEN
         PERFORM evproc.check_history_retained(t.id, start_from);
     END IF;
-    h := evproc.resolve_handler(handler);
+    -- Checked again here, not trusted from evproc.resolve_handler: the caller may call
+    -- evproc.subscribe with any function.
+    h := evproc.handler_shape(handler);
     PERFORM evproc.check_subscription_settings(batch_size, max_attempts, backoff_base, backoff_cap,
         handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts, breaker_cooldown);
     -- Handlers run as the owner, never as a superuser (a handler's code must not gain
@@ -299,7 +370,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Pass run_as => a non-superuser role that may execute the handler.';
     END IF;
-    IF NOT pg_has_role(current_user, owner_role, 'MEMBER') THEN
+    IF NOT pg_has_role(caller, owner_role, 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied to create a subscription owned by %', owner_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -308,9 +379,19 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('GRANT USAGE ON SCHEMA evproc TO %s;', owner_role);
     END IF;
-    IF NOT has_function_privilege(owner_role, h.fn, 'EXECUTE') THEN
-        RAISE EXCEPTION 'role % may not execute handler %', owner_role, h.fn::regprocedure
+    IF NOT has_function_privilege(owner_role, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not execute handler %', owner_role, handler
             USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT evproc.may_subscribe(owner_role, t) THEN
+        IF NOT pg_has_role(caller, t.owner, 'MEMBER') THEN
+            RAISE EXCEPTION 'permission denied to subscribe to topic "%" as %', t.name, owner_role
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Handlers see the topic''s payloads: the subscription''s owner needs the ''subscribe'' privilege on the topic.',
+                      HINT = format('A member of the topic''s owner role grants it: SELECT evproc_grant(%L, %L, ''subscribe'');',
+                                    t.name, owner_role);
+        END IF;
+        UPDATE evproc.topic SET subscribers = subscribers || owner_role WHERE id = t.id;
     END IF;
     -- The key-share lock keeps maintenance from deleting the start tick before our
     -- progress rows commit (maintenance skips locked ticks).
@@ -342,14 +423,14 @@ END
 $fn$;
 
 -- The subscription a caller acts on: 22023 for a null or empty name, 42704 when unknown,
--- 42501 unless the caller is a member of its owner role. exclusive locks the row FOR
+-- 42501 unless the caller is a member of its owner role (superusers are). exclusive locks the row FOR
 -- UPDATE (changes to the subscription itself: pause, resume, one replay at a time);
 -- otherwise FOR KEY SHARE, which keeps it from being dropped without conflicting with the
 -- updates a worker makes to the row in the middle of a batch (breaker, pause on a broken
 -- handler): callers that go on to wait for a batch's locks (unsubscribe, re-drive, purge,
 -- cancelling a replay) would deadlock with that worker if they held the row FOR UPDATE
 -- (test/isolation/specs/redrive_vs_batch.spec).
-CREATE FUNCTION evproc.subscription_checked(name text, exclusive boolean) RETURNS evproc.subscription
+CREATE FUNCTION evproc.subscription_checked(caller oid, name text, exclusive boolean) RETURNS evproc.subscription
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -366,18 +447,21 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" does not exist', name USING ERRCODE = 'undefined_object';
     END IF;
-    IF NOT pg_has_role(current_user, s.owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'permission denied for subscription "%"', name USING ERRCODE = 'insufficient_privilege';
+    IF NOT pg_has_role(caller, s.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied for subscription "%"', name USING ERRCODE = 'insufficient_privilege',
+            DETAIL = format('Only members of its owner role %s may act on it.', s.owner);
     END IF;
     RETURN s;
 END
 $fn$;
 
 CREATE FUNCTION public.evproc_pause(name text, reason text DEFAULT 'paused by operator')
+    RETURNS void LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.pause_impl(caller oid, name text, reason text)
     RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_checked(name, exclusive => true);
+    s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
 BEGIN
     UPDATE evproc.subscription SET paused = true, paused_reason = coalesce(reason, 'paused by operator')
      WHERE id = s.id;
@@ -387,10 +471,12 @@ $fn$;
 -- Resuming also closes an open circuit breaker and re-checks the handler, so a dropped
 -- handler recreated under the same name is picked up.
 CREATE FUNCTION public.evproc_resume(name text) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_checked(name, exclusive => true);
+    s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
     h record := evproc.resolve_handler(s.handler);
 BEGIN
     UPDATE evproc.subscription
@@ -402,10 +488,12 @@ END
 $fn$;
 
 CREATE FUNCTION public.evproc_unsubscribe(name text) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.unsubscribe_impl(caller oid, name text) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_checked(name, exclusive => false);
+    s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => false);
 BEGIN
     -- Waits for the batches in flight (live units, then replays) to commit.
     PERFORM 1 FROM evproc.progress WHERE subscription_id = s.id ORDER BY partition FOR UPDATE;
@@ -415,7 +503,10 @@ BEGIN
 END
 $fn$;
 
-CREATE VIEW public.evproc_subscriptions AS
+-- Views over subscriptions show the rows of subscriptions whose owner role the querying
+-- user is a member of (superusers: all). security_barrier: a caller's own functions in
+-- WHERE run only on rows that passed that filter.
+CREATE VIEW public.evproc_subscriptions WITH (security_barrier) AS
 SELECT s.name, t.name AS topic, s.handler, s.handler_form, s.owner, s.batch_size,
        s.max_attempts, s.backoff_base, s.backoff_cap, s.handler_timeout, s.on_dead_letter,
        CASE WHEN s.paused THEN 'paused'
@@ -428,13 +519,15 @@ SELECT s.name, t.name AS topic, s.handler, s.handler_form, s.owner, s.batch_size
        (SELECT count(*) FROM evproc.retry r WHERE r.subscription_id = s.id) AS parked,
        (SELECT count(*) FROM evproc.dead_letter d WHERE d.subscription_id = s.id) AS dead_letters,
        s.created_at
-  FROM evproc.subscription s JOIN evproc.topic t ON t.id = s.topic_id;
+  FROM evproc.subscription s JOIN evproc.topic t ON t.id = s.topic_id
+ WHERE pg_catalog.pg_has_role(s.owner::oid, 'MEMBER');
 
-CREATE VIEW public.evproc_dead_letters AS
+CREATE VIEW public.evproc_dead_letters WITH (security_barrier) AS
 SELECT s.name AS subscription, d.event_id, d.partition, d.key, d.type, d.payload, d.headers,
        d.enqueued_at, d.attempts, d.sqlstate, d.message, d.detail, d.hint, d.context,
        d.first_failed_at, d.last_failed_at, d.worker_pid, d.dead_at
-  FROM evproc.dead_letter d JOIN evproc.subscription s ON s.id = d.subscription_id;
+  FROM evproc.dead_letter d JOIN evproc.subscription s ON s.id = d.subscription_id
+ WHERE pg_catalog.pg_has_role(s.owner::oid, 'MEMBER');
 
 -- Maintenance, run by the launcher: forget ticks no unit needs and expired dedup ids,
 -- then look after the log's partitions (extension/retention.sql).

@@ -18,7 +18,13 @@ CREATE TABLE evproc.topic (
     created_at     timestamptz NOT NULL DEFAULT now(),
     -- Set when retention drops log partitions holding the topic's events: history
     -- enqueued before it may be incomplete (see extension/retention.sql).
-    history_dropped_before timestamptz
+    history_dropped_before timestamptz,
+    -- Privileges (README "Security and privileges"): the owner's members may do
+    -- anything with the topic; the roles listed (and their members) may publish to it
+    -- or own subscriptions of it.
+    owner          regrole NOT NULL,
+    publishers     regrole[] NOT NULL DEFAULT '{}',
+    subscribers    regrole[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE evproc.topic IS 'evproc topics; change them only through evproc_create_topic/alter/drop';
 
@@ -111,12 +117,37 @@ REVOKE ALL ON FUNCTION evproc.boundary_test(text) FROM PUBLIC;
 -------------------------------------------------------------------------------
 -- Topic administration
 -------------------------------------------------------------------------------
+-- API functions that act on evproc's tables for their caller are C trampolines
+-- (src/api_trampoline.cpp): evproc_x(args) calls evproc.x_impl(caller, args) as the
+-- extension owner, with the caller taken from the session, never from an argument. Each
+-- implementation checks what the caller may do.
+
+-- 42501 unless the caller is a member of the topic's owner role (superusers are).
+CREATE FUNCTION evproc.check_topic_owner(caller oid, t evproc.topic, action text) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT pg_has_role(caller, t.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to % topic "%"', action, t.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Only members of its owner role %s may %s it.', t.owner, action);
+    END IF;
+END
+$fn$;
+
+-- EXECUTE is revoked from PUBLIC (extension/privileges.sql): a DBA grants it to the roles
+-- that may create topics. The caller owns the new topic.
 CREATE FUNCTION public.evproc_create_topic(name text,
                                            partitions integer DEFAULT 16,
                                            retention interval DEFAULT '7 days',
                                            dedup_window interval DEFAULT '1 day',
                                            max_pending bigint DEFAULT NULL,
                                            payload_schema jsonb DEFAULT NULL)
+    RETURNS integer LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+
+CREATE FUNCTION evproc.create_topic_impl(caller oid, name text, partitions integer,
+                                         retention interval, dedup_window interval,
+                                         max_pending bigint, payload_schema jsonb)
     RETURNS integer LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -126,9 +157,9 @@ BEGIN
     PERFORM evproc.check_topic_settings(name, partitions, retention, dedup_window,
                                         max_pending, payload_schema);
     INSERT INTO evproc.topic (name, partitions, retention, dedup_window, max_pending,
-                              payload_schema)
+                              payload_schema, owner)
     VALUES (name, partitions, retention, dedup_window, max_pending,
-            evproc.normalize_schema(payload_schema))
+            evproc.normalize_schema(payload_schema), caller::regrole)
     RETURNING id INTO new_id;
     RETURN new_id;
 EXCEPTION WHEN unique_violation THEN
@@ -184,6 +215,12 @@ CREATE FUNCTION public.evproc_alter_topic(name text,
                                           payload_schema jsonb DEFAULT NULL,
                                           clear_max_pending boolean DEFAULT false,
                                           clear_schema boolean DEFAULT false)
+    RETURNS void LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+
+CREATE FUNCTION evproc.alter_topic_impl(caller oid, name text, partitions integer,
+                                        retention interval, dedup_window interval,
+                                        max_pending bigint, payload_schema jsonb,
+                                        clear_max_pending boolean, clear_schema boolean)
     RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 -- NULL means "keep the current value"; the clear_* flags turn a setting off.
@@ -193,10 +230,11 @@ BEGIN
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'topic name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = evproc_alter_topic.name FOR UPDATE;
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = alter_topic_impl.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'topic "%" does not exist', name USING ERRCODE = 'undefined_object';
     END IF;
+    PERFORM evproc.check_topic_owner(caller, t, 'alter');
     IF clear_max_pending AND max_pending IS NOT NULL THEN
         RAISE EXCEPTION 'max_pending and clear_max_pending are mutually exclusive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -228,19 +266,25 @@ END
 $fn$;
 
 CREATE FUNCTION public.evproc_drop_topic(name text) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+
+CREATE FUNCTION evproc.drop_topic_impl(caller oid, name text) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 -- Dropping a topic removes its history and dedup ids: an operator action, not hot path.
 DECLARE
+    t evproc.topic;
     dropped_id integer;
 BEGIN
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'topic name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT tp.id INTO dropped_id FROM evproc.topic AS tp WHERE tp.name = evproc_drop_topic.name FOR UPDATE;
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = drop_topic_impl.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'topic "%" does not exist', name USING ERRCODE = 'undefined_object';
     END IF;
+    PERFORM evproc.check_topic_owner(caller, t, 'drop');
+    dropped_id := t.id;
     IF EXISTS (SELECT 1 FROM evproc.subscription s WHERE s.topic_id = dropped_id) THEN
         RAISE EXCEPTION 'cannot drop topic "%" because subscriptions depend on it', name
             USING ERRCODE = 'dependent_objects_still_exist',
@@ -252,10 +296,11 @@ BEGIN
 END
 $fn$;
 
--- Inspection of what a topic holds, without exposing internals.
+-- Inspection of what a topic holds, without exposing internals. Topics' names, settings
+-- and grants are not secret: every role may read them (no payloads here).
 CREATE VIEW public.evproc_topics AS
 SELECT t.name, t.partitions, t.retention, t.dedup_window, t.max_pending,
-       t.payload_schema, t.created_at
+       t.payload_schema, t.created_at, t.owner, t.publishers, t.subscribers
   FROM evproc.topic t;
 
 -------------------------------------------------------------------------------

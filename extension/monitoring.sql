@@ -105,7 +105,9 @@ SELECT coalesce(extract(epoch FROM now() - min(nt.taken_at))::float8, 0)
    AND (p.window_tick IS NOT NULL OR p.tick_id < evproc.dirty_tick(s.topic_id, p.partition))
 $fn$;
 
-CREATE VIEW public.evproc_subscription_stats AS
+-- Rows of the subscriptions whose owner role the querying user is a member of; members
+-- of pg_monitor see every row (no payloads here). See extension/privileges.sql.
+CREATE VIEW public.evproc_subscription_stats WITH (security_barrier) AS
 SELECT s.name AS subscription, t.name AS topic,
        CASE WHEN s.paused THEN 'paused'
             WHEN s.breaker_open_until > now() THEN 'cooling down'
@@ -127,7 +129,9 @@ SELECT s.name AS subscription, t.name AS topic,
        st.latency_samples
   FROM evproc.subscription s
   JOIN evproc.topic t ON t.id = s.topic_id
-  LEFT JOIN evproc.subscription_stats() st ON st.subscription_id = s.id;
+  LEFT JOIN evproc.subscription_stats() st ON st.subscription_id = s.id
+ WHERE pg_catalog.pg_has_role(s.owner::oid, 'MEMBER')
+    OR pg_catalog.pg_has_role('pg_monitor', 'USAGE');
 COMMENT ON VIEW public.evproc_subscription_stats IS
     'per subscription: lag, totals since the server started, rates and latency percentiles over the last minute';
 

@@ -103,27 +103,30 @@ CREATE FUNCTION public.evproc_redrive(subscription text, event_ids bigint[] DEFA
                                       key text DEFAULT NULL, sqlstate text DEFAULT NULL,
                                       dead_after timestamptz DEFAULT NULL,
                                       dead_before timestamptz DEFAULT NULL)
+    RETURNS bigint LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.redrive_impl(caller oid, subscription text, event_ids bigint[], key text,
+                                    sqlstate text, dead_after timestamptz, dead_before timestamptz)
     RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_checked(subscription, exclusive => false);
+    s evproc.subscription := evproc.subscription_checked(caller, subscription, exclusive => false);
     topic_name text := (SELECT t.name FROM evproc.topic t WHERE t.id = s.topic_id);
     units integer[];
     touched integer[];
     redriven bigint;
 BEGIN
-    PERFORM evproc.check_dead_letter_filters(event_ids, evproc_redrive.key, evproc_redrive.sqlstate,
+    PERFORM evproc.check_dead_letter_filters(event_ids, redrive_impl.key, redrive_impl.sqlstate,
                                              dead_after, dead_before);
-    units := evproc.lock_dead_letter_units(s.id, event_ids, evproc_redrive.key,
-                                           evproc_redrive.sqlstate, dead_after, dead_before);
+    units := evproc.lock_dead_letter_units(s.id, event_ids, redrive_impl.key,
+                                           redrive_impl.sqlstate, dead_after, dead_before);
     IF cardinality(units) = 0 THEN
         RETURN 0;
     END IF;
     -- One statement: every part sees the retry lines as they were before it.
     WITH gone AS (
         DELETE FROM evproc.dead_letter d
-         USING evproc.dead_letters_matching(s.id, event_ids, evproc_redrive.key,
-                                            evproc_redrive.sqlstate, dead_after, dead_before) m
+         USING evproc.dead_letters_matching(s.id, event_ids, redrive_impl.key,
+                                            redrive_impl.sqlstate, dead_after, dead_before) m
          WHERE d.subscription_id = s.id AND d.event_id = m.event_id AND d.partition = ANY (units)
         RETURNING d.event_id, d.partition, d.key,
                   ROW(d.event_id, topic_name, d.key, d.type, d.payload, d.headers, d.enqueued_at,
@@ -178,10 +181,13 @@ COMMENT ON FUNCTION public.evproc_redrive(text, bigint[], text, text, timestampt
 -------------------------------------------------------------------------------
 CREATE FUNCTION public.evproc_purge(subscription text, event_ids bigint[] DEFAULT NULL,
                                     older_than timestamptz DEFAULT NULL)
+    RETURNS bigint LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.purge_impl(caller oid, subscription text, event_ids bigint[],
+                                  older_than timestamptz)
     RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_checked(subscription, exclusive => false);
+    s evproc.subscription := evproc.subscription_checked(caller, subscription, exclusive => false);
     units integer[];
     unblocked integer[];
     purged bigint;
@@ -234,21 +240,25 @@ COMMENT ON FUNCTION public.evproc_purge(text, bigint[], timestamptz) IS
 -------------------------------------------------------------------------------
 CREATE FUNCTION public.evproc_dead_letters(subscription text)
     RETURNS SETOF public.evproc_dead_letters
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'evproc_as_owner';
+-- 42501 unless the caller is a member of the subscription's owner (subscription_checked).
+-- Reads the table, not the view, whose filter would judge the extension owner.
+CREATE FUNCTION evproc.dead_letters_impl(caller oid, subscription text)
+    RETURNS SETOF public.evproc_dead_letters
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_checked(caller, subscription, exclusive => false);
 BEGIN
-    IF subscription IS NULL OR subscription = '' THEN
-        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM evproc.subscription sb WHERE sb.name = evproc_dead_letters.subscription) THEN
-        RAISE EXCEPTION 'subscription "%" does not exist', subscription USING ERRCODE = 'undefined_object';
-    END IF;
-    RETURN QUERY SELECT dl.* FROM public.evproc_dead_letters dl
-                  WHERE dl.subscription = evproc_dead_letters.subscription ORDER BY dl.event_id;
+    RETURN QUERY
+    SELECT s.name, d.event_id, d.partition, d.key, d.type, d.payload, d.headers, d.enqueued_at,
+           d.attempts, d.sqlstate, d.message, d.detail, d.hint, d.context, d.first_failed_at,
+           d.last_failed_at, d.worker_pid, d.dead_at
+      FROM evproc.dead_letter d WHERE d.subscription_id = s.id ORDER BY d.event_id;
 END
 $fn$;
 
-CREATE VIEW public.evproc_dead_letter_summary AS
+CREATE VIEW public.evproc_dead_letter_summary WITH (security_barrier) AS
 WITH per_state AS (
     SELECT d.subscription_id, d.sqlstate, count(*) AS n, min(d.dead_at) AS oldest,
            max(d.dead_at) AS newest
@@ -264,7 +274,8 @@ SELECT sb.name AS subscription, t.name AS topic, sb.on_dead_letter,
        coalesce(ps.by_sqlstate, '{}') AS by_sqlstate
   FROM evproc.subscription sb
   JOIN evproc.topic t ON t.id = sb.topic_id
-  LEFT JOIN per_subscription ps ON ps.subscription_id = sb.id;
+  LEFT JOIN per_subscription ps ON ps.subscription_id = sb.id
+ WHERE pg_catalog.pg_has_role(sb.owner::oid, 'MEMBER');
 
 -------------------------------------------------------------------------------
 -- Event status, per subscription of the event's topic, from the unit's position and the
@@ -287,6 +298,12 @@ CREATE FUNCTION public.evproc_event_status(event_id bigint)
     RETURNS TABLE (subscription text, status text, delivered_by timestamptz, attempt integer,
                    next_attempt_at timestamptz, last_error text, sqlstate text,
                    dead_at timestamptz)
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'evproc_as_owner';
+-- Only the caller's subscriptions (those whose owner role it is a member of) are shown.
+CREATE FUNCTION evproc.event_status_impl(caller oid, event_id bigint)
+    RETURNS TABLE (subscription text, status text, delivered_by timestamptz, attempt integer,
+                   next_attempt_at timestamptz, last_error text, sqlstate text,
+                   dead_at timestamptz)
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -296,7 +313,7 @@ BEGIN
         RAISE EXCEPTION 'event_id must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- Through the BRIN index on id (no btree on the log's ids, see evproc.log).
-    SELECT * INTO e FROM evproc.log l WHERE l.id = evproc_event_status.event_id;
+    SELECT * INTO e FROM evproc.log l WHERE l.id = event_status_impl.event_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'event % does not exist or is no longer retained', event_id
             USING ERRCODE = 'undefined_object';
@@ -331,7 +348,7 @@ BEGIN
              WHEN pg_visible_in_snapshot(e.xid, tt.snapshot)
                   OR (e.id <= p.cursor_id AND pg_visible_in_snapshot(e.xid, wt.snapshot)) THEN 'delivered'
              ELSE 'pending' END AS status) st
-     WHERE sb.topic_id = e.topic_id
+     WHERE sb.topic_id = e.topic_id AND pg_has_role(caller, sb.owner, 'MEMBER')
      ORDER BY sb.name;
 END
 $fn$;

@@ -41,13 +41,24 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('ev
 -- Returns the replay's id. One replay runs per subscription at a time.
 CREATE FUNCTION public.evproc_replay(subscription text, from_time timestamptz DEFAULT NULL,
                                      to_time timestamptz DEFAULT NULL, key text DEFAULT NULL)
+    RETURNS integer LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+-- A replay re-reads the topic's history: the subscription's owner must still hold
+-- 'subscribe' on the topic (42501; the workers would pause the subscription anyway).
+CREATE FUNCTION evproc.replay_impl(caller oid, subscription text, from_time timestamptz,
+                                   to_time timestamptz, key text)
     RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    s evproc.subscription := evproc.subscription_checked(subscription, exclusive => true);
+    s evproc.subscription := evproc.subscription_checked(caller, subscription, exclusive => true);
+    t evproc.topic := (SELECT tp FROM evproc.topic tp WHERE tp.id = s.topic_id);
     running integer;
     new_id integer;
 BEGIN
+    IF NOT evproc.may_subscribe(s.owner, t) THEN
+        RAISE EXCEPTION 'permission denied to replay topic "%" to subscription "%"', t.name, subscription
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Its owner %s no longer holds the ''subscribe'' privilege on the topic.', s.owner);
+    END IF;
     IF key = '' THEN
         RAISE EXCEPTION 'key must not be empty (NULL replays every key)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -65,9 +76,10 @@ BEGIN
             USING ERRCODE = 'object_in_use',
                   HINT = 'Wait for it (evproc_replays) or cancel it with evproc_cancel_replay.';
     END IF;
-    INSERT INTO evproc.replay (subscription_id, from_time, to_time, key, last_id)
+    INSERT INTO evproc.replay (subscription_id, from_time, to_time, key, last_id, requested_by)
     VALUES (s.id, coalesce(from_time, '-infinity'), coalesce(to_time, now()), key,
-            (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM evproc.event_id_seq))
+            (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM evproc.event_id_seq),
+            (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
     RETURNING id INTO new_id;
     PERFORM evproc.wake_at_commit();
     RETURN new_id;
@@ -77,6 +89,8 @@ $fn$;
 -- Stops a running replay after its current batch (the row lock waits for it). Returns
 -- false if it had already finished.
 CREATE FUNCTION public.evproc_cancel_replay(replay_id integer) RETURNS boolean
+    LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.cancel_replay_impl(caller oid, replay_id integer) RETURNS boolean
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -92,7 +106,7 @@ BEGIN
     END IF;
     -- Key-share, not for-update: a batch of this replay may update the subscription
     -- (breaker) while we wait below for its row lock.
-    s := evproc.subscription_checked((SELECT name FROM evproc.subscription WHERE id = r.subscription_id),
+    s := evproc.subscription_checked(caller, (SELECT name FROM evproc.subscription WHERE id = r.subscription_id),
                                     exclusive => false);
     UPDATE evproc.replay SET state = 'cancelled', finished_at = now()
      WHERE id = replay_id AND state = 'running';
@@ -100,11 +114,12 @@ BEGIN
 END
 $fn$;
 
-CREATE VIEW public.evproc_replays AS
+CREATE VIEW public.evproc_replays WITH (security_barrier) AS
 SELECT r.id, s.name AS subscription, r.from_time, r.to_time, r.key, r.state,
        r.delivered, r.failed,
        CASE WHEN r.state = 'done' OR r.last_id = 0 THEN 100
             ELSE round(100.0 * least(r.cursor_id, r.last_id) / r.last_id, 1) END AS percent_scanned,
        r.cursor_id, r.last_id, r.requested_by, r.created_at, r.last_batch_at, r.finished_at
-  FROM evproc.replay r JOIN evproc.subscription s ON s.id = r.subscription_id;
+  FROM evproc.replay r JOIN evproc.subscription s ON s.id = r.subscription_id
+ WHERE pg_catalog.pg_has_role(s.owner::oid, 'MEMBER');
 COMMENT ON VIEW public.evproc_replays IS 'replays: progress (ids scanned of the history they cover), counts, state';

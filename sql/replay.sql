@@ -41,8 +41,10 @@ TRUNCATE rp_seen;
 -------------------------------------------------------------------------------
 SELECT evproc_replay('rp_sub') > 0 AS started;
 SELECT subscription, state, delivered, percent_scanned < 100 AS scanning FROM evproc_replays;
--- One replay at a time per subscription.
-SELECT pg_temp.try($$SELECT evproc_replay('rp_sub')$$);
+-- One replay at a time per subscription (the message names the running one).
+SELECT regexp_replace(pg_temp.try($$SELECT evproc_replay('rp_sub')$$),
+                      format('\(id %s\)$', (SELECT id FROM evproc.replay WHERE state = 'running')),
+                      '(id of the running replay)') AS try;
 SELECT pg_temp.drain() AS replayed;
 SELECT key, string_agg(n::text, ',' ORDER BY seq) AS order_per_key, bool_and(replay) AS flagged,
        max(attempt) AS attempt

@@ -50,6 +50,7 @@ SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_batch')$$);
 SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_batch', run_as => 'evproc_sub_app')$$);
 GRANT USAGE ON SCHEMA evproc TO evproc_sub_app;
 SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_private', run_as => 'evproc_sub_app')$$);
+GRANT USAGE ON SCHEMA evproc TO evproc_sub_other;
 SET ROLE evproc_sub_other;
 SELECT pg_temp.try($$SELECT evproc_subscribe('s1', 'sub.t', 'sub_batch', run_as => 'evproc_sub_app')$$);
 RESET ROLE;

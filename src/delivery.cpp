@@ -19,6 +19,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "commands/extension.h"
 #include "common/pg_prng.h"
@@ -27,6 +28,7 @@ extern "C" {
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -37,6 +39,9 @@ namespace evproc {
 namespace {
 
 using pg::CallPostgres;
+
+// The session's search_path, for handlers (see PinSearchPath).
+const char *handler_search_path = nullptr;
 
 // ---------------------------------------------------------------------------------------
 // Kept plans, prepared again when the extension is re-created (its OIDs change).
@@ -218,7 +223,7 @@ struct Unit {
   Oid handler_fn;  // InvalidOid: dropped
   bool batch_form;
   Oid owner;
-  char *owner_state;  // ok, missing, superuser, no_execute
+  char *owner_state;  // ok, missing, superuser, no_execute, no_subscribe
   int32 batch_size;
   int32 max_attempts;
   int64 backoff_base_us;
@@ -370,6 +375,10 @@ const char *HandlerProblem(const Unit &unit) {
   if (state == "no_execute") {
     return psprintf("owner %s may not execute handler %s", GetUserNameFromId(unit.owner, false),
                     unit.handler);
+  }
+  if (state == "no_subscribe") {
+    return psprintf("owner %s no longer holds the 'subscribe' privilege on topic \"%s\"",
+                    GetUserNameFromId(unit.owner, false), unit.topic);
   }
   return nullptr;
 }
@@ -543,8 +552,8 @@ class Batch {
  public:
   Batch(const Unit &unit, ItemList &items, MemoryContext context)
       : items_(items.items), count_(static_cast<size_t>(items.count)), context_(context) {
-    target_ = HandlerTarget{unit.handler_fn, unit.batch_form, unit.owner, unit.timeout_ms,
-                            plans.event_type};
+    target_ = HandlerTarget{unit.handler_fn, unit.batch_form,  unit.owner,
+                            unit.timeout_ms, plans.event_type, handler_search_path};
   }
 
   // Delivers the pending items in order. Returns the error of a handler that is broken
@@ -900,6 +909,19 @@ void JudgeBreaker(const Unit &unit, const Tally &tally, int64 attempted) {
   });
 }
 
+// evproc's statements run with search_path = pg_catalog, pg_temp: the session's (set by
+// the server's or the database's configuration, which a database owner may change)
+// must not change what they mean while they run as a superuser. Handlers get the
+// session's back. Returns the GUC nest level to close with AtEOXact_GUC (an abort
+// closes it too).
+int PinSearchPath(MemoryContext context) {
+  handler_search_path = MemoryContextStrdup(context, namespace_search_path);
+  int level = NewGUCNestLevel();
+  (void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+                          GUC_ACTION_SAVE, true, 0, false);
+  return level;
+}
+
 MemoryContext BatchContext() {
   static MemoryContext context = nullptr;
   if (context == nullptr) {
@@ -1028,6 +1050,7 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
 BatchResult RunOneBatch() {
   MemoryContext context = BatchContext();
   bool installed = true;
+  int guc_level = 0;
   CallPostgres([&] {
     MemoryContextReset(context);
     SetCurrentStatementStartTimestamp();
@@ -1039,14 +1062,16 @@ BatchResult RunOneBatch() {
       CommitTransactionCommand();
       return;
     }
+    guc_level = PinSearchPath(context);
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
     PushActiveSnapshot(GetTransactionSnapshot());
   });
   if (!installed) return BatchResult{};
   BatchResult result = DeliverBatch(context, true);
-  CallPostgres([] {
+  CallPostgres([&] {
     PopActiveSnapshot();
     SPI_finish();
+    AtEOXact_GUC(true, guc_level);
     CommitTransactionCommand();
     pgstat_report_activity(STATE_IDLE, nullptr);
   });
@@ -1055,12 +1080,17 @@ BatchResult RunOneBatch() {
 
 BatchResult RunOneBatchInTransaction() {
   MemoryContext context = BatchContext();
+  int guc_level = 0;
   CallPostgres([&] {
     MemoryContextReset(context);
+    guc_level = PinSearchPath(context);
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
   });
   BatchResult result = DeliverBatch(context, false);
-  CallPostgres([] { SPI_finish(); });
+  CallPostgres([&] {
+    SPI_finish();
+    AtEOXact_GUC(true, guc_level);
+  });
   return result;
 }
 

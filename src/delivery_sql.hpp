@@ -13,6 +13,10 @@ inline constexpr const char *kSubscriptionColumns = R"sql(
             WHEN r.rolsuper THEN 'superuser'
             WHEN h.fn IS NOT NULL
              AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
+            WHEN NOT (pg_catalog.pg_has_role(s.owner::oid, t.owner::oid, 'MEMBER')
+                      OR EXISTS (SELECT 1 FROM pg_catalog.unnest(t.subscribers) g(grantee)
+                                  WHERE pg_catalog.pg_has_role(s.owner::oid, g.grantee::oid, 'MEMBER')))
+                 THEN 'no_subscribe'
             ELSE 'ok' END,
        s.batch_size, s.max_attempts,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,

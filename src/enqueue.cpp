@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "api_trampoline.hpp"
 #include "commit_wake.hpp"
 #include "metrics.hpp"
 #include "metrics_local.hpp"
@@ -116,6 +117,18 @@ void CheckEvent(const char *topic_name, const TopicInfo *topic, const EventInput
     }
     pfree(document);
   }
+}
+
+// Publishing needs the 'publish' privilege on the topic (README "Security and
+// privileges"). Checked before the events are looked at: a caller who may not publish
+// learns nothing of the topic's schema and counts no rejection.
+void CheckPublish(const char *topic_name, const TopicInfo *topic, Oid caller) {
+  if (MayPublish(topic, caller)) return;
+  ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                  errmsg("permission denied to publish to topic \"%s\"", topic_name),
+                  errhint("A member of the topic's owner role grants it: SELECT "
+                          "evproc_grant('%s', '<role>', 'publish');",
+                          topic_name)));
 }
 
 // A malformed event counts as a rejection of its topic (evproc_topic_stats) before its
@@ -387,11 +400,15 @@ extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
                    PG_ARGISNULL(2) ? nullptr : PG_GETARG_JSONB_P(2),
                    PG_ARGISNULL(5) ? nullptr : PG_GETARG_JSONB_P(5), ArgText(fcinfo, 4)};
   const TopicInfo *topic = AcquireTopic(topic_name);
+  CheckPublish(topic_name, topic, GetUserId());
   CheckCountingRejections(topic_name, topic, &event, -1);
   CheckBackpressure(topic_name, topic, 1);
 
   int64 id = nextval_internal(EventIdSequence(), false);
   TimestampTz now = GetCurrentTimestamp();
+  // evproc's tables are written as their owner: publishers need no privileges on them.
+  // On ERROR the transaction's abort restores the caller.
+  SavedUser caller = BecomeOwner(CachedExtensionOwner());
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
   int64 result = id;
   if (event.dedup_id != nullptr) result = ClaimDedupId(topic, event.dedup_id, id, now);
@@ -401,6 +418,7 @@ extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
     metrics::CountDedupHit(topic->id);
   }
   SPI_finish();
+  RestoreUser(caller);
   ReleaseTopic();
   PG_RETURN_INT64(result);
 }
@@ -424,6 +442,7 @@ extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
                     errhint("The limit is evproc.max_batch_events.")));
   }
   const TopicInfo *topic = AcquireTopic(topic_name);
+  CheckPublish(topic_name, topic, GetUserId());
   auto *events = static_cast<EventInput *>(palloc0(sizeof(EventInput) * (count + 1)));
   for (int i = 0; i < count; ++i) {
     ReadBatchEvent(&batch->root, i, &events[i]);
@@ -436,6 +455,7 @@ extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
   auto *ids = static_cast<int64 *>(palloc(sizeof(int64) * (count + 1)));
   auto *fresh = static_cast<bool *>(palloc(sizeof(bool) * (count + 1)));
   auto *result = static_cast<Datum *>(palloc(sizeof(Datum) * (count + 1)));
+  SavedUser caller = BecomeOwner(CachedExtensionOwner());  // as in evproc_enqueue
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
   for (int i = 0; i < count; ++i) {
     ids[i] = nextval_internal(sequence, false);
@@ -449,6 +469,7 @@ extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
   }
   InsertMany(topic, events, ids, fresh, count, now);
   SPI_finish();
+  RestoreUser(caller);
   ReleaseTopic();
   int dims[1] = {count};
   int lower_bounds[1] = {1};

@@ -41,6 +41,10 @@ void RunAsOwner(const Call &call) {
   SetUserIdAndSecContext(
       target.owner, saved_security | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
   int guc_level = NewGUCNestLevel();
+  // The handler resolves names as the worker's session would (the server's or the
+  // database's search_path), not with the path pinned for evproc's statements.
+  (void)set_config_option("search_path", target.search_path, PGC_USERSET, PGC_S_SESSION,
+                          GUC_ACTION_SAVE, true, 0, false);
   FmgrInfo flinfo;
   fmgr_info(target.function, &flinfo);
   enable_timeout_after(STATEMENT_TIMEOUT, target.timeout_ms);

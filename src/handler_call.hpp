@@ -19,7 +19,8 @@ struct HandlerTarget {
   bool batch_form;  // f(evproc.event[]) rather than f(evproc.event)
   Oid owner;
   int timeout_ms;
-  Oid event_type;  // evproc.event
+  Oid event_type;           // evproc.event
+  const char *search_path;  // the session's: evproc's own statements run with theirs pinned
 };
 
 // Calls the handler on events[0..count). Returns nullptr on success, or the error

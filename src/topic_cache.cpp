@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "api_trampoline.hpp"
 #include "core/schema_api.hpp"
 #include "spi_plan.hpp"
 
@@ -10,6 +11,8 @@ extern "C" {
 #include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -30,6 +33,7 @@ struct CacheEntry {
 
 HTAB *topic_cache = nullptr;
 Oid topic_relid = InvalidOid;
+Oid extension_owner = InvalidOid;
 bool cache_stale = true;
 // Lookups in progress: a stale cache is only flushed when no caller holds an entry.
 int active_uses = 0;
@@ -46,6 +50,7 @@ void FlushCache() {
     hash_seq_init(&scan, topic_cache);
     while (auto *entry = static_cast<CacheEntry *>(hash_seq_search(&scan))) {
       core::SchemaFree(const_cast<core::CompiledSchema *>(entry->info.schema));
+      if (entry->info.publishers != nullptr) pfree(entry->info.publishers);
     }
     hash_destroy(topic_cache);
   }
@@ -58,6 +63,7 @@ void FlushCache() {
   Oid evproc_namespace = get_namespace_oid("evproc", true);
   topic_relid =
       OidIsValid(evproc_namespace) ? get_relname_relid("topic", evproc_namespace) : InvalidOid;
+  extension_owner = ExtensionOwner(true);
   cache_stale = false;
 }
 
@@ -73,8 +79,8 @@ bool LoadTopic(const char *name, TopicInfo *info) {
   static const Oid arg_types[1] = {TEXTOID};
   SPIPlanPtr lookup = PrepareOnce(
       &lookup_plan,
-      "SELECT id, partitions, coalesce(max_pending, 0), dedup_window, payload_schema::text "
-      "FROM evproc.topic WHERE name = $1",
+      "SELECT id, partitions, coalesce(max_pending, 0), dedup_window, payload_schema::text, "
+      "owner::oid, publishers::oid[] FROM evproc.topic WHERE name = $1",
       1, arg_types);
   Datum args[1] = {CStringGetTextDatum(name)};
   int rc = SPI_execute_plan(lookup, args, nullptr, true, 1);
@@ -90,6 +96,17 @@ bool LoadTopic(const char *name, TopicInfo *info) {
     info->max_pending = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
     info->dedup_window = *DatumGetIntervalP(SPI_getbinval(row, desc, 4, &isnull));
     info->schema = nullptr;
+    info->owner = DatumGetObjectId(SPI_getbinval(row, desc, 6, &isnull));
+    // In TopMemoryContext with the entry (freed by FlushCache).
+    ArrayType *publishers = DatumGetArrayTypeP(SPI_getbinval(row, desc, 7, &isnull));
+    Datum *roles = nullptr;
+    int count = 0;
+    deconstruct_array(publishers, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &roles, nullptr, &count);
+    info->publisher_count = count;
+    info->publishers =
+        count == 0 ? nullptr
+                   : static_cast<Oid *>(MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * count));
+    for (int i = 0; i < count; ++i) info->publishers[i] = DatumGetObjectId(roles[i]);
     char *schema_text = SPI_getvalue(row, desc, 5);
     if (schema_text != nullptr) {
       char error[512];
@@ -118,8 +135,13 @@ const TopicInfo *AcquireTopic(const char *name) {
   bool found = false;
   auto *entry = static_cast<CacheEntry *>(hash_search(topic_cache, name, HASH_FIND, &found));
   if (entry == nullptr) {
+    if (!OidIsValid(extension_owner)) extension_owner = ExtensionOwner(false);
     TopicInfo info;
-    if (!LoadTopic(name, &info)) ReportUnknownTopic(name);
+    // evproc.topic is read as its owner: publishers hold no privileges on evproc's tables.
+    SavedUser saved = BecomeOwner(extension_owner);
+    bool loaded = LoadTopic(name, &info);
+    RestoreUser(saved);
+    if (!loaded) ReportUnknownTopic(name);
     // LoadTopic may have processed invalidations; the entry is still correct because it
     // was read after them, so it is kept even if the cache was flagged meanwhile.
     entry = static_cast<CacheEntry *>(hash_search(topic_cache, name, HASH_ENTER, &found));
@@ -127,6 +149,16 @@ const TopicInfo *AcquireTopic(const char *name) {
   }
   ++active_uses;
   return &entry->info;
+}
+
+Oid CachedExtensionOwner() { return extension_owner; }
+
+bool MayPublish(const TopicInfo *topic, Oid role) {
+  if (is_member_of_role(role, topic->owner)) return true;
+  for (int i = 0; i < topic->publisher_count; ++i) {
+    if (is_member_of_role(role, topic->publishers[i])) return true;
+  }
+  return false;
 }
 
 void ReleaseTopic() {

@@ -26,12 +26,24 @@ struct TopicInfo {
   int64 max_pending;  // 0 when unlimited
   Interval dedup_window;
   const core::CompiledSchema *schema;  // nullptr when the topic has no payload schema
+  Oid owner;                           // the topic's owner (evproc.topic.owner)
+  int publisher_count;                 // roles granted 'publish' (evproc.topic.publishers)
+  Oid *publishers;
 };
 
 // Looks up a topic by name; raises 42704 when it does not exist. The returned pointer
-// stays valid until the caller's matching ReleaseTopic.
+// stays valid until the caller's matching ReleaseTopic. The topic row is read as the
+// extension owner, so callers need no privileges on evproc.topic.
 const TopicInfo *AcquireTopic(const char *name);
 void ReleaseTopic();
+
+// The extension owner, as of the last AcquireTopic (the cache is rebuilt when evproc.topic
+// is dropped, so a re-created extension is noticed).
+Oid CachedExtensionOwner();
+
+// Whether `role` may publish to the topic: a member of its owner or of a role granted
+// 'publish' (superusers are members of every role).
+bool MayPublish(const TopicInfo *topic, Oid role);
 
 void RegisterTopicCacheInvalidation();
 

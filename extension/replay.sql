@@ -66,6 +66,9 @@ BEGIN
         RAISE EXCEPTION 'replay from % is after its end %', from_time, coalesce(to_time, now())
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Share-locks the topic row before checking the history bound, as subscribing does:
+    -- retention locks it before dropping a partition, so no drop slips in between.
+    PERFORM 1 FROM evproc.topic WHERE id = s.topic_id FOR SHARE;
     IF from_time IS NOT NULL THEN
         PERFORM evproc.check_history_retained(s.topic_id, from_time);
     END IF;

@@ -925,7 +925,7 @@ sub gen_alter_topic
 sub gen_subscribe
 {
 	my $n = ++$case_no;
-	my @checks;    # in evproc_subscribe's order: [sql, fault]
+	my @checks;    # [sql, fault]
 	my $name = weighted(
 		80, [ lit("s$n"), undef ], 4, [ lit('h_sub'), 'exists' ], 3, [ 'NULL', '22023' ],
 		3, [ "''", '22023' ], 5, [ lit(pick('bad name', 's' x 64, '_s')), '22023' ]);
@@ -964,11 +964,13 @@ sub gen_subscribe
 	$chosen{ $precall->[0] } = $precall->[1] if $precall;
 	$precall = [ undef, undef, '42704' ] if !$precall && ($run_as->[1] // '') eq '42704';
 	my @args = map { "$_ => $chosen{$_}" } @names;
+	# The handler is resolved first, by the caller's wrapper (in the caller's search_path),
+	# before the trampolined implementation checks the rest.
 	my $fault =
 	    $precall ? $precall->[2]
+	  : $handler->[1] ? $handler->[1]
 	  : $name->[1] && $name->[1] ne 'exists' ? $name->[1]
 	  : $topic_arg->[1] ? $topic_arg->[1]
-	  : $handler->[1] ? $handler->[1]
 	  : $setting_fault ? $setting_fault
 	  : $run_as->[1] ? $run_as->[1]
 	  : $name->[1] ? '42710'

@@ -438,6 +438,20 @@ void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
   for (uint64 row = 0; row < rows; ++row) keys->keys[row] = CopiedText(row, 1, context);
 }
 
+// An event read by a window part or a replay: both statements start with the same four
+// columns (the evproc.event, its id, key and enqueued_at).
+Item EventRow(uint64 row, int32 partition, MemoryContext context) {
+  bool isnull = false;
+  Item item{};
+  item.event = CopiedColumn(row, 1, &isnull, context);
+  item.event_id = DatumGetInt64(Column(row, 2, &isnull));
+  item.partition = partition;
+  item.key = CopiedText(row, 3, context);
+  item.enqueued_at = DatumGetTimestampTz(Column(row, 4, &isnull));
+  item.outcome = Outcome::kPending;
+  return item;
+}
+
 // Reads up to `limit` rows of one part of the window after the id cursor.
 uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, const Position &at, const Window &window,
                       int limit, ItemList *part, MemoryContext context) {
@@ -452,17 +466,8 @@ uint64 ReadWindowPart(SPIPlanPtr plan, const Unit &unit, const Position &at, con
                   TimestampTzGetDatum(unit.history_from),
                   CStringGetTextDatum(unit.topic)};
   uint64 rows = Run(plan, args, nullptr, true, SPI_OK_SELECT);
-  for (uint64 row = 0; row < rows; ++row) {
-    bool isnull = false;
-    Item item{};
-    item.event = CopiedColumn(row, 1, &isnull, context);
-    item.event_id = DatumGetInt64(Column(row, 2, &isnull));
-    item.partition = unit.partition;
-    item.key = CopiedText(row, 3, context);
-    item.enqueued_at = DatumGetTimestampTz(Column(row, 4, &isnull));
-    item.outcome = Outcome::kPending;
-    Append(part, item, context);
-  }
+  for (uint64 row = 0; row < rows; ++row)
+    Append(part, EventRow(row, unit.partition, context), context);
   return rows;
 }
 
@@ -525,14 +530,7 @@ void ReadReplay(const Unit &unit, ReplayPosition *at, ItemList *items, MemoryCon
     uint64 rows = Run(plans.replay_events, args, nulls, true, SPI_OK_SELECT);
     for (uint64 row = 0; row < rows; ++row) {
       bool isnull = false;
-      Item item{};
-      item.event = CopiedColumn(row, 1, &isnull, context);
-      item.event_id = DatumGetInt64(Column(row, 2, &isnull));
-      item.key = CopiedText(row, 3, context);
-      item.enqueued_at = DatumGetTimestampTz(Column(row, 4, &isnull));
-      item.partition = DatumGetInt32(Column(row, 5, &isnull));
-      item.outcome = Outcome::kPending;
-      Append(items, item, context);
+      Append(items, EventRow(row, DatumGetInt32(Column(row, 5, &isnull)), context), context);
     }
     if (rows == static_cast<uint64>(unit.batch_size)) {
       at->cursor = items->items[items->count - 1].event_id;

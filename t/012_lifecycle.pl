@@ -18,6 +18,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
+use FindBin;
+use lib $FindBin::RealBin;
+use EvprocTAP;
 
 my $node = PostgreSQL::Test::Cluster->new('lifecycle');
 $node->init;
@@ -33,22 +36,7 @@ deadlock_timeout = '200ms'
 });
 $node->start;
 
-# How often $re matches the server log after byte $offset.
-sub log_count
-{
-	my ($re, $offset) = @_;
-	my $log = slurp_file($node->logfile, $offset);
-	my $count = () = $log =~ /$re/g;
-	return $count;
-}
-
 sub evdb { return $node->safe_psql('evdb', $_[0]); }
-
-sub workers
-{
-	return $node->safe_psql('postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'evproc worker'");
-}
 
 my $missing_warning =
   qr/WARNING:  evproc: database "evdb" \(evproc.database\) does not exist/;
@@ -62,9 +50,9 @@ $node->wait_for_log(qr/$missing_warning|$connect_fatal/);
 # Longer than the postmaster's restart interval (5 s) and the launcher's own look
 # (every 5 s): a crash loop or a WARNING per look would show twice by now.
 sleep 6;
-is(log_count($missing_warning, 0), 1, 'missing database: one WARNING');
-is(log_count($connect_fatal, 0), 0, 'missing database: no FATAL at connection');
-is(log_count($launcher_exit, 0), 0, 'missing database: the launcher did not exit');
+is(log_count($node, $missing_warning, 0), 1, 'missing database: one WARNING');
+is(log_count($node, $connect_fatal, 0), 0, 'missing database: no FATAL at connection');
+is(log_count($node, $launcher_exit, 0), 0, 'missing database: the launcher did not exit');
 ok($node->log_contains(qr/HINT:  Create the database .* or set evproc.database/),
 	'missing database: the hint names both fixes');
 
@@ -90,7 +78,7 @@ GRANT INSERT ON effects TO app;
 CREATE FUNCTION slow(events evproc.event[]) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO effects SELECT e.id FROM unnest(events) AS e;
-    PERFORM pg_sleep(0.05);
+    PERFORM pg_sleep(0.2);
 END $$;
 SELECT evproc_subscribe('slow', 'busy', 'slow', batch_size => 5, run_as => 'app');
 });
@@ -125,9 +113,9 @@ $node->wait_for_log(
 ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'evproc worker'"),
 	'the launcher stopped the workers');
-is(log_count(qr/LOG:  evproc worker \d+ stopped/, $offset), 2, 'one LOG line per stopped worker');
-is(log_count(qr/deadlock detected/, $offset), 0, 'no deadlock reported');
-is(log_count(qr/ERROR:|FATAL:/, $offset), 0, 'no ERROR or FATAL at all')
+is(log_count($node, qr/LOG:  evproc worker \d+ stopped/, $offset), 2, 'one LOG line per stopped worker');
+is(log_count($node, qr/deadlock detected/, $offset), 0, 'no deadlock reported');
+is(log_count($node, qr/ERROR:|FATAL:/, $offset), 0, 'no ERROR or FATAL at all')
   or diag slurp_file($node->logfile, $offset);
 
 # CREATE EXTENSION again: delivery resumes.
@@ -187,14 +175,14 @@ is($rc, 0, 'DROP DATABASE (no FORCE) succeeds') or diag $err;
 ok( $node->log_contains(
 		qr/LOG:  evproc launcher leaves database "evdb", which is being dropped/, $offset),
 	'the launcher says it leaves the database');
-is(log_count(qr/LOG:  evproc worker \d+ stopped/, $offset), 3, 'its three workers stopped');
+is(log_count($node, qr/LOG:  evproc worker \d+ stopped/, $offset), 3, 'its three workers stopped');
 # The restarted launcher's first word on the gone database: our WARNING, not a FATAL
 # (that it stays one line was shown in (a)).
 $node->wait_for_log(qr/$missing_warning|$connect_fatal/, $offset);
-is(log_count($missing_warning, $offset), 1, 'dropped database: one WARNING');
-is(log_count($connect_fatal, $offset), 0, 'dropped database: no FATAL at connection');
-is(log_count($launcher_exit, $offset), 1, 'dropped database: the launcher exited once (to leave)');
-is(workers(), '0', 'no workers without the database');
+is(log_count($node, $missing_warning, $offset), 1, 'dropped database: one WARNING');
+is(log_count($node, $connect_fatal, $offset), 0, 'dropped database: no FATAL at connection');
+is(log_count($node, $launcher_exit, $offset), 1, 'dropped database: the launcher exited once (to leave)');
+is(scalar(worker_pids($node)), 0, 'no workers without the database');
 
 $node->stop;
 done_testing();

@@ -27,20 +27,6 @@ evproc.workers = 0
 max_worker_processes = 6
 });
 
-sub log_count
-{
-	my ($re, $offset) = @_;
-	my $log = slurp_file($node->logfile, $offset);
-	my $count = () = $log =~ /$re/g;
-	return $count;
-}
-
-sub worker_count
-{
-	return sql_value($node,
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'evproc worker'");
-}
-
 $node->safe_psql(
 	'postgres', q{
 SELECT evproc_create_topic('big', partitions => 16);
@@ -99,8 +85,8 @@ is( sql_value(
 ok(wait_until($node,
 		"SELECT lag_events = 0 FROM evproc_subscription_stats WHERE subscription = 'drain'"),
 	'lag_events back to 0 (the backlog was counted once, not twice)');
-is(log_count(qr/evproc launcher started/, $before_restart), 1, 'the launcher started once after the restart');
-is(log_count(qr/ERROR:|FATAL:|exited with exit code/, $offset),
+is(log_count($node, qr/evproc launcher started/, $before_restart), 1, 'the launcher started once after the restart');
+is(log_count($node, qr/ERROR:|FATAL:|exited with exit code/, $offset),
 	0, 'no ERROR, no FATAL, no process exit since the restart');
 
 # ---------------------------------------------------------------------------
@@ -138,7 +124,7 @@ $node->wait_for_log(qr/WARNING:  evproc could not start worker \d: no free backg
 ok( $node->log_contains(
 		qr/HINT:  Raise max_worker_processes \(it must cover evproc.workers \+ 1/, $offset),
 	'the WARNING hints at max_worker_processes');
-is(worker_count(), '2', 'two workers still run');
+is(scalar(worker_pids($node)), 2, 'two workers still run');
 $node->safe_psql('postgres',
 	q{SELECT evproc_enqueue('big', 'slots:' || n, '{}') FROM generate_series(1, 20) AS n});
 ok(wait_until($node, 'SELECT count(*) = ' . ($backlog + 20) . ' FROM sink'),
@@ -151,9 +137,9 @@ ok(wait_until($node, "SELECT count(*) = 4 FROM pg_stat_activity WHERE backend_ty
 	'the missing workers start once slots are free');
 $node->wait_for_log(qr/LOG:  evproc: all 4 workers run now that background worker slots are free/,
 	$offset);
-is(log_count(qr/no free background worker slot/, $offset),
+is(log_count($node, qr/no free background worker slot/, $offset),
 	1, 'one WARNING for the whole shortage, not one per attempt (every 2 s)');
-is(log_count(qr/FATAL:|exited with exit code [1-9]/, $offset), 0, 'no crash loop');
+is(log_count($node, qr/FATAL:|exited with exit code [1-9]/, $offset), 0, 'no crash loop');
 
 $node->stop;
 done_testing();

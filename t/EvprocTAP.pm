@@ -11,7 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-our @EXPORT = qw(evproc_node wait_until worker_pids sql_value);
+our @EXPORT = qw(evproc_node wait_until worker_pids sql_value log_count);
 
 # A started node with evproc preloaded, the extension created in database
 # postgres and a non-superuser role `app` that handlers run as.
@@ -89,6 +89,15 @@ sub wait_until
 		diag "$opts{diag}:\n$d";
 	}
 	return 0;
+}
+
+# How often $re matches the node's server log after byte $offset.
+sub log_count
+{
+	my ($node, $re, $offset) = @_;
+	my $log = slurp_file($node->logfile, $offset);
+	my $count = () = $log =~ /$re/g;
+	return $count;
 }
 
 # Pids of the running evproc workers, sorted.

@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "background.hpp"
+#include "core/version.hpp"
 #include "lifecycle.hpp"
 #include "shared_state.hpp"
 
@@ -114,15 +115,57 @@ struct Pool {
 };
 Pool pool;
 
-enum class ExtensionState { kUnknown, kInstalled, kMissing };
+enum class ExtensionState { kUnknown, kInstalled, kMissing, kUnsupported };
+
+// The installed version as of the last look, for the log lines about it.
+char installed_version[NAMEDATALEN];
 
 // Looks at the extension through its gate, without waiting behind a DROP EXTENSION.
 ExtensionGate CheckExtension(Oid *extension) {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
   ExtensionGate gate = evproc::EnterExtension(false, extension);
+  if (gate == ExtensionGate::kInstalled || gate == ExtensionGate::kUnsupported) {
+    char *version = evproc::ExtensionVersion(*extension);
+    strlcpy(installed_version, version != nullptr ? version : "?", sizeof installed_version);
+  }
   CommitTransactionCommand();
   return gate;
+}
+
+// The installed extension's objects are of a version this library does not serve: one
+// WARNING per version met, saying which step of the upgrade is missing.
+void ReportUnsupportedVersion() {
+  const auto library = evproc::core::kLibraryVersion;
+  const int library_length = static_cast<int>(library.size());
+  switch (evproc::core::FitOf(installed_version)) {
+    case evproc::core::VersionFit::kOlder:
+      ereport(WARNING,
+              (errmsg("evproc: extension \"evproc\" in database \"%s\" is at version %s, "
+                      "older than this library (%.*s) serves; nothing is delivered",
+                      evproc::database_name, installed_version, library_length, library.data()),
+               errdetail("Events are still enqueued and kept; delivery starts after the update."),
+               errhint("Run ALTER EXTENSION evproc UPDATE in database \"%s\".",
+                       evproc::database_name)));
+      break;
+    case evproc::core::VersionFit::kNewer:
+      ereport(WARNING,
+              (errmsg("evproc: extension \"evproc\" in database \"%s\" is at version %s, "
+                      "newer than the library this server runs (%.*s); nothing is delivered",
+                      evproc::database_name, installed_version, library_length, library.data()),
+               errdetail("Events are still enqueued and kept; delivery starts after the restart."),
+               errhint("Restart PostgreSQL: it loads evproc's library once, at start, and a "
+                       "newer one was installed since.")));
+      break;
+    default:
+      ereport(
+          WARNING,
+          (errmsg("evproc: extension \"evproc\" in database \"%s\" is at version \"%s\", "
+                  "which library %.*s does not know; nothing is delivered",
+                  evproc::database_name, installed_version, library_length, library.data()),
+           errhint("ALTER EXTENSION evproc UPDATE TO '%.*s'.", library_length, library.data())));
+      break;
+  }
 }
 
 // The extension the launcher serves (its OID tells a re-created one apart).
@@ -403,15 +446,28 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         evproc::SleepOnLatch(kGateBusyWaitMs);
         continue;
       }
-      if (gate == ExtensionGate::kMissing) {
-        if (extension_state != ExtensionState::kMissing) ReportExtensionMissing(extension_state);
-        extension_state = ExtensionState::kMissing;
+      if (gate == ExtensionGate::kMissing || gate == ExtensionGate::kUnsupported) {
+        static char reported_version[NAMEDATALEN];
+        if (gate == ExtensionGate::kMissing && extension_state != ExtensionState::kMissing) {
+          ReportExtensionMissing(extension_state);
+        } else if (gate == ExtensionGate::kUnsupported &&
+                   (extension_state != ExtensionState::kUnsupported ||
+                    strcmp(reported_version, installed_version) != 0)) {
+          ReportUnsupportedVersion();
+          strlcpy(reported_version, installed_version, sizeof reported_version);
+        }
+        extension_state = gate == ExtensionGate::kMissing ? ExtensionState::kMissing
+                                                          : ExtensionState::kUnsupported;
         for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
         ticked_once = false;
         evproc::SleepOnLatch(kNoExtensionWaitMs);
         continue;
       }
-      if (extension_state == ExtensionState::kMissing) {
+      if (extension_state == ExtensionState::kUnsupported) {
+        ereport(LOG, (errmsg("evproc: extension \"evproc\" in database \"%s\" is at version %s, "
+                             "which this library serves; delivery starts",
+                             evproc::database_name, installed_version)));
+      } else if (extension_state == ExtensionState::kMissing) {
         ereport(LOG, (errmsg("evproc: extension \"evproc\" was created in database \"%s\"; "
                              "delivery starts",
                              evproc::database_name)));

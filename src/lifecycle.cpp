@@ -7,6 +7,7 @@
 
 #include "background.hpp"
 #include "commit_wake.hpp"
+#include "core/version.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -14,8 +15,9 @@ extern "C" {
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
 #include "catalog/pg_database.h"
-#include "catalog/pg_extension_d.h"
+#include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "nodes/parsenodes.h"
@@ -71,13 +73,35 @@ ExtensionGate EnterExtension(bool wait, Oid *extension) {
     if (current == candidate) {
       known_extension = current;
       if (extension != nullptr) *extension = current;
-      return ExtensionGate::kInstalled;
+      char *version = ExtensionVersion(current);
+      bool served = version != nullptr && core::FitOf(version) == core::VersionFit::kServed;
+      if (version != nullptr) pfree(version);
+      return served ? ExtensionGate::kInstalled : ExtensionGate::kUnsupported;
     }
     UnlockDatabaseObject(ExtensionRelationId, candidate, 0, AccessShareLock);
     candidate = current;
   }
   known_extension = InvalidOid;
   return ExtensionGate::kBusy;  // dropped and re-created under us again and again
+}
+
+char *ExtensionVersion(Oid extension) {
+  Relation catalog = table_open(ExtensionRelationId, AccessShareLock);
+  ScanKeyData key;
+  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+              ObjectIdGetDatum(extension));
+  SysScanDesc scan = systable_beginscan(catalog, ExtensionOidIndexId, true, nullptr, 1, &key);
+  HeapTuple tuple = systable_getnext(scan);
+  char *version = nullptr;
+  if (HeapTupleIsValid(tuple)) {
+    bool isnull = false;
+    Datum value =
+        heap_getattr(tuple, Anum_pg_extension_extversion, RelationGetDescr(catalog), &isnull);
+    if (!isnull) version = text_to_cstring(DatumGetTextPP(value));
+  }
+  systable_endscan(scan);
+  table_close(catalog, AccessShareLock);
+  return version;
 }
 
 namespace {

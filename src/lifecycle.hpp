@@ -11,6 +11,9 @@ enum class ExtensionGate {
   kInstalled,  // the extension exists; this transaction holds its gate until it ends
   kMissing,    // not installed (or dropped while we waited for the gate)
   kBusy,       // DROP EXTENSION (or another AccessExclusive holder) has it: try later
+  // Installed at a version this library does not serve (core/version.hpp): nothing may
+  // be delivered until ALTER EXTENSION evproc UPDATE or a restart. The gate is held.
+  kUnsupported,
 };
 
 // Every transaction of the launcher and the workers enters the gate first: an
@@ -21,6 +24,10 @@ enum class ExtensionGate {
 // inside a transaction, before any statement. `wait` false: kBusy instead of waiting.
 // `extension` (may be null) receives the extension's OID when installed.
 ExtensionGate EnterExtension(bool wait, Oid *extension);
+
+// The version of the installed extension `extension` (pg_extension.extversion),
+// palloc'd in the current memory context; NULL when there is no such extension.
+char *ExtensionVersion(Oid extension);
 
 // What the database check found about evproc.database (the launcher's database).
 enum class DatabaseState : uint32 {

@@ -1,6 +1,7 @@
 // Module entry: magic block, _PG_init and settings.
 #include "background.hpp"
 #include "commit_wake.hpp"
+#include "core/version.hpp"
 #include "lifecycle.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
@@ -9,11 +10,13 @@
 #include "topic_cache.hpp"
 
 extern "C" {
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
 
 void _PG_init(void);
+PG_FUNCTION_INFO_V1(evproc_library_version);
 }
 
 namespace evproc {
@@ -48,4 +51,13 @@ void _PG_init(void) {
     evproc::RegisterLauncher();
     evproc::RegisterLifecycleHook();
   }
+}
+
+// evproc.library_version(): the version of the library this backend runs, loaded when
+// the server started; pg_extension.extversion is that of the SQL objects. They differ
+// between the steps of an upgrade (README "Upgrading").
+extern "C" Datum evproc_library_version(PG_FUNCTION_ARGS) {
+  (void)fcinfo;
+  const auto version = evproc::core::kLibraryVersion;
+  PG_RETURN_TEXT_P(cstring_to_text_with_len(version.data(), static_cast<int>(version.size())));
 }

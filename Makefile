@@ -1,10 +1,12 @@
 # evproc: PGXS build. This is the only build that produces the installed module;
 # CMakeLists.txt exists for unit tests and clang-tidy only.
 EXTENSION = evproc
-EXTVERSION = 0.1.0
+# The version this tree installs; keep evproc.control's default_version the same.
+EXTVERSION = 0.2.0
 MODULE_big = evproc
 
-CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o
+CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
+            src/core/version.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
@@ -13,6 +15,9 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
+# Released install scripts and the update scripts between versions: never edited once
+# released (README "Upgrading"; t/015_upgrade.pl checks every path against a fresh install).
+DATA = $(wildcard extension/versions/$(EXTENSION)--*.sql)
 EXTRA_CLEAN = $(DATA_built) tmp_check tmp_check_regress tmp_check_iso output_iso results regression.diffs \
               regression.out log
 

@@ -120,6 +120,8 @@ CREATE TABLE evproc.dead_letter (
     dead_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (subscription_id, event_id)
 );
+-- Purge older_than, re-drive by time range, the summary's oldest and newest.
+CREATE INDEX dead_letter_age_idx ON evproc.dead_letter (subscription_id, dead_at);
 
 SELECT pg_catalog.pg_extension_config_dump('evproc.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('evproc.progress', '');
@@ -158,6 +160,11 @@ REVOKE ALL ON FUNCTION evproc.deliver_batch() FROM PUBLIC;
 -- Is evproc loaded through shared_preload_libraries (so that a launcher runs)?
 CREATE FUNCTION evproc.preloaded() RETURNS boolean
     AS 'MODULE_PATHNAME', 'evproc_preloaded' LANGUAGE C STRICT STABLE;
+
+-- The version of the library the server runs (loaded at its start); the extension's
+-- version is pg_extension.extversion. README "Upgrading".
+CREATE FUNCTION evproc.library_version() RETURNS text
+    AS 'MODULE_PATHNAME', 'evproc_library_version' LANGUAGE C STRICT STABLE;
 
 -------------------------------------------------------------------------------
 -- Subscription administration
@@ -533,6 +540,28 @@ SELECT s.name AS subscription, d.event_id, d.partition, d.key, d.type, d.payload
 -- then look after the log's partitions (extension/retention.sql).
 -- Idle units are first moved to the newest tick when their window holds nothing, so a
 -- quiet partition does not pin old ticks forever.
+-- Grants to roles that no longer exist. PostgreSQL does not track evproc's grants (a
+-- regrole in an array), so DROP ROLE leaves them, and a role created later may be given
+-- the same OID: maintenance removes them within seconds of the drop. Returns how many
+-- topics changed.
+CREATE FUNCTION evproc.forget_dropped_grantees() RETURNS integer
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    changed integer;
+BEGIN
+    UPDATE evproc.topic t
+       SET publishers = ARRAY(SELECT g FROM unnest(t.publishers) AS g
+                               WHERE EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = g)),
+           subscribers = ARRAY(SELECT g FROM unnest(t.subscribers) AS g
+                                WHERE EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = g))
+     WHERE EXISTS (SELECT 1 FROM unnest(t.publishers || t.subscribers) AS g
+                    WHERE NOT EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = g));
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
+END
+$fn$;
+
 CREATE FUNCTION evproc.maintain() RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -557,6 +586,7 @@ BEGIN
                                    FROM evproc.progress), newest)
               FOR UPDATE SKIP LOCKED));
     PERFORM evproc.expire_dedup();
+    PERFORM evproc.forget_dropped_grantees();
     -- Last: a partition drop holds its lock on evproc.log until this commits. Its
     -- failure must not undo the work above.
     BEGIN

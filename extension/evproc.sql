@@ -1,4 +1,5 @@
--- evproc extension script, version 0.1.0 (copied to evproc--0.1.0.sql by make).
+-- evproc extension script, the version the Makefile names (EXTVERSION); make builds
+-- extension/evproc--<version>.sql from this file and the parts it lists.
 \echo Use "CREATE EXTENSION evproc" to load this file. \quit
 
 -- Every object is created with an explicit schema; nothing depends on the caller's search_path.

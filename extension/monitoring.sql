@@ -105,6 +105,44 @@ SELECT coalesce(extract(epoch FROM now() - min(nt.taken_at))::float8, 0)
    AND (p.window_tick IS NOT NULL OR p.tick_id < evproc.dirty_tick(s.topic_id, p.partition))
 $fn$;
 
+-- The counters of the subscriptions the caller may see: those whose owner role it is a
+-- member of, or all for members of pg_monitor (counts and latencies, no payloads). The
+-- raw evproc.subscription_stats() and lag_seconds() show every subscription by id, so
+-- only pg_monitor executes them (extension/privileges.sql); the view reads this one,
+-- which runs as the extension owner on behalf of its caller (src/api_trampoline.cpp).
+CREATE FUNCTION evproc.visible_subscription_stats()
+    RETURNS TABLE (subscription_id integer, pending bigint, delivered bigint, failed bigint,
+                   dead bigint, replayed bigint, requeued bigint, delivered_rate float8,
+                   failed_rate float8, replayed_rate float8, latency_samples bigint,
+                   latency_p50_ms float8, latency_p95_ms float8, latency_p99_ms float8,
+                   lag_seconds float8)
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.visible_subscription_stats_impl(caller oid)
+    RETURNS TABLE (subscription_id integer, pending bigint, delivered bigint, failed bigint,
+                   dead bigint, replayed bigint, requeued bigint, delivered_rate float8,
+                   failed_rate float8, replayed_rate float8, latency_samples bigint,
+                   latency_p50_ms float8, latency_p95_ms float8, latency_p99_ms float8,
+                   lag_seconds float8)
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $fn$
+SELECT s.id, st.pending, st.delivered, st.failed, st.dead, st.replayed,
+       st.requeued, st.delivered_rate, st.failed_rate, st.replayed_rate, st.latency_samples,
+       st.latency_p50_ms, st.latency_p95_ms, st.latency_p99_ms,
+       CASE WHEN st.pending = 0 THEN 0 ELSE evproc.lag_seconds(s.id) END
+  FROM evproc.subscription s
+  LEFT JOIN evproc.subscription_stats() st ON st.subscription_id = s.id
+ WHERE pg_has_role(caller, s.owner, 'MEMBER') OR pg_has_role(caller, 'pg_monitor', 'USAGE')
+$fn$;
+
+-- Per topic, the pending count of its slowest subscription (what max_pending compares):
+-- one figure per topic, so anyone who may read evproc_topic_stats may have it.
+CREATE FUNCTION evproc.topic_pending(OUT topic_id integer, OUT pending bigint)
+    RETURNS SETOF record
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+SELECT ss.topic_id, max(ss.pending) FROM evproc.subscription_stats() ss GROUP BY ss.topic_id
+$fn$;
+
 -- Rows of the subscriptions whose owner role the querying user is a member of; members
 -- of pg_monitor see every row (no payloads here). See extension/privileges.sql.
 CREATE VIEW public.evproc_subscription_stats WITH (security_barrier) AS
@@ -115,7 +153,7 @@ SELECT s.name AS subscription, t.name AS topic,
        CASE WHEN s.breaker_open_until > now() THEN 'open' ELSE 'closed' END AS breaker,
        s.breaker_open_until,
        st.pending AS lag_events,
-       CASE WHEN st.pending = 0 THEN 0 ELSE evproc.lag_seconds(s.id) END AS lag_seconds,
+       st.lag_seconds,
        st.delivered, st.failed, st.dead, st.replayed, st.requeued,
        round(st.delivered_rate::numeric, 2) AS delivered_per_second,
        round(st.failed_rate::numeric, 2) AS failed_per_second,
@@ -129,7 +167,7 @@ SELECT s.name AS subscription, t.name AS topic,
        st.latency_samples
   FROM evproc.subscription s
   JOIN evproc.topic t ON t.id = s.topic_id
-  LEFT JOIN evproc.subscription_stats() st ON st.subscription_id = s.id
+  LEFT JOIN evproc.visible_subscription_stats() st ON st.subscription_id = s.id
  WHERE pg_catalog.pg_has_role(s.owner::oid, 'MEMBER')
     OR pg_catalog.pg_has_role('pg_monitor', 'USAGE');
 COMMENT ON VIEW public.evproc_subscription_stats IS
@@ -139,8 +177,8 @@ CREATE VIEW public.evproc_topic_stats AS
 SELECT t.name AS topic, t.partitions,
        coalesce(st.published, 0) AS published,
        round(coalesce(st.publish_rate, 0)::numeric, 2) AS published_per_second,
-       coalesce((SELECT max(ss.pending) FROM evproc.subscription_stats() ss
-                  WHERE ss.topic_id = t.id), 0) AS pending,
+       coalesce((SELECT tp.pending FROM evproc.topic_pending() tp
+                  WHERE tp.topic_id = t.id), 0) AS pending,
        t.max_pending,
        coalesce(st.dedup_hits, 0) AS dedup_hits,
        coalesce(st.rejected_full, 0) AS rejected_full,

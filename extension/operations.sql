@@ -300,6 +300,10 @@ CREATE FUNCTION public.evproc_event_status(event_id bigint)
                    dead_at timestamptz)
     LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'evproc_as_owner';
 -- Only the caller's subscriptions (those whose owner role it is a member of) are shown.
+-- An event exists for a caller who could have learnt its id: a member of its topic's
+-- owner, of a role granted 'publish' or 'subscribe' on it (enqueue returns ids, handlers
+-- get them), or of an owner of one of its subscriptions. To anyone else an event of
+-- another topic is as unknown as an id never used: the answer does not tell them apart.
 CREATE FUNCTION evproc.event_status_impl(caller oid, event_id bigint)
     RETURNS TABLE (subscription text, status text, delivered_by timestamptz, attempt integer,
                    next_attempt_at timestamptz, last_error text, sqlstate text,
@@ -314,7 +318,18 @@ BEGIN
     END IF;
     -- Through the BRIN index on id (no btree on the log's ids, see evproc.log).
     SELECT * INTO e FROM evproc.log l WHERE l.id = event_status_impl.event_id;
-    IF NOT FOUND THEN
+    IF FOUND AND NOT EXISTS (
+           SELECT 1 FROM evproc.topic t
+            WHERE t.id = e.topic_id
+              AND (pg_has_role(caller, t.owner, 'MEMBER')
+                   OR EXISTS (SELECT 1 FROM unnest(t.publishers || t.subscribers) AS g(grantee)
+                               WHERE pg_has_role(caller, g.grantee, 'MEMBER'))
+                   OR EXISTS (SELECT 1 FROM evproc.subscription sb
+                               WHERE sb.topic_id = t.id
+                                 AND pg_has_role(caller, sb.owner, 'MEMBER')))) THEN
+        e := NULL;
+    END IF;
+    IF e.id IS NULL THEN
         RAISE EXCEPTION 'event % does not exist or is no longer retained', event_id
             USING ERRCODE = 'undefined_object';
     END IF;

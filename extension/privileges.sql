@@ -94,20 +94,27 @@ $fn$;
 -- Nothing in schema evproc is executable by PUBLIC (implementations, internals that
 -- change state or read evproc's tables) except what callers reach on their own rights:
 -- the subscribe wrapper's handler resolution (reads pg_proc) and its trampoline, and the
--- functions the monitoring views call as the querying user (shared-memory counters by
--- id, no payloads; lag_seconds is SECURITY DEFINER with a pinned search_path). Roles
--- still need USAGE on schema evproc to call any of them by name.
+-- functions the monitoring views call as the querying user: per-topic counters, and the
+-- per-subscription figures filtered to the caller's subscriptions. Roles still need
+-- USAGE on schema evproc to call any of them by name.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA evproc FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     evproc.resolve_handler(text),
     evproc.handler_shape(oid),
     evproc.subscribe(text, text, regprocedure, integer, integer, interval, interval, interval,
                      text, timestamptz, regrole, real, integer, interval),
+    evproc.library_version(),
     evproc.topic_stats(),
+    evproc.topic_pending(),
+    evproc.visible_subscription_stats()
+    TO PUBLIC;
+-- Every subscription's counters by id, and the workers' state with their last error
+-- (whose message may quote a payload): for monitoring, which sees every row anyway.
+GRANT EXECUTE ON FUNCTION
     evproc.subscription_stats(),
     evproc.worker_stats(),
     evproc.lag_seconds(integer)
-    TO PUBLIC;
+    TO pg_monitor;
 
 -- Creating topics is for the roles a DBA chooses:
 --   GRANT EXECUTE ON FUNCTION evproc_create_topic(text, integer, interval, interval, bigint, jsonb) TO app_admin;

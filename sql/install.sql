@@ -1,5 +1,14 @@
--- What CREATE EXTENSION leaves for pg_dump (README "Backup and restore"); runs first
--- (Makefile), in the database pg_regress created the extension in.
+-- What CREATE EXTENSION makes; runs first (Makefile), in the database pg_regress created
+-- the extension in.
+
+-- The version installed, and the update paths from the released ones (README
+-- "Upgrading"; t/015_upgrade.pl runs each against a fresh install).
+SELECT extversion, extversion = evproc.library_version() AS library_matches
+  FROM pg_extension WHERE extname = 'evproc';
+SELECT source, target, path FROM pg_extension_update_paths('evproc')
+ WHERE path IS NOT NULL ORDER BY source, target;
+
+-- What it leaves for pg_dump (README "Backup and restore").
 --
 -- Every table and sequence that holds state is a configuration table: pg_dump dumps its
 -- rows (tick 0, made by the install script, excepted) or its value. The identity

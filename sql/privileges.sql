@@ -13,7 +13,8 @@ CREATE ROLE evproc_watcher IN ROLE pg_monitor;
 GRANT evproc_alice_worker TO evproc_alice;
 -- Handler owners need USAGE on schema evproc (evproc.event). mallory gets it too: the
 -- worst case, where she can name every internal function.
-GRANT USAGE ON SCHEMA evproc TO evproc_alice, evproc_bob, evproc_mallory, evproc_alice_worker;
+GRANT USAGE ON SCHEMA evproc TO evproc_alice, evproc_bob, evproc_mallory, evproc_alice_worker,
+                               evproc_watcher;
 -- Who may create topics is a DBA's grant.
 GRANT EXECUTE ON FUNCTION evproc_create_topic(text, integer, interval, interval, bigint, jsonb)
     TO evproc_alice, evproc_bob;
@@ -103,6 +104,21 @@ SET ROLE evproc_alice;
 SELECT evproc_revoke('pv.orders', :'gone_oid', 'subscribe') AS revoked;
 RESET ROLE;
 SELECT name, max_pending, publishers, subscribers FROM evproc_topics WHERE name = 'pv.orders';
+-- Or maintenance removes it (a later role could be given the same OID): the launcher's
+-- maintain() runs evproc.forget_dropped_grantees(), which leaves live roles' grants.
+CREATE ROLE evproc_gone;
+SET ROLE evproc_alice;
+SELECT evproc_grant('pv.orders', 'evproc_gone', 'subscribe') AS granted,
+       evproc_grant('pv.orders', 'evproc_gone', 'publish') AS granted,
+       evproc_grant('pv.orders', 'evproc_publishers', 'subscribe') AS granted;
+RESET ROLE;
+DROP ROLE evproc_gone;
+SELECT evproc.forget_dropped_grantees() AS topics_changed;
+SELECT evproc.forget_dropped_grantees() AS topics_changed_again;
+SELECT name, publishers, subscribers FROM evproc_topics WHERE name = 'pv.orders';
+SET ROLE evproc_alice;
+SELECT evproc_revoke('pv.orders', 'evproc_publishers', 'subscribe') AS revoked;
+RESET ROLE;
 
 -------------------------------------------------------------------------------
 -- Publishing: members of the topic's owner or of a role granted 'publish'. The refusal
@@ -239,7 +255,17 @@ SELECT (SELECT count(*) FROM evproc_subscriptions) AS subscriptions,
 SELECT pg_temp.try($$SELECT * FROM evproc_dead_letters('pv_bob')$$);
 SELECT pg_temp.try($$SELECT * FROM evproc_dead_letters('pv_alice')$$);
 SELECT pg_temp.try($$SELECT * FROM evproc_dead_letters('pv_none')$$);
-SELECT count(*) AS statuses FROM evproc_event_status(:failing_event);
+-- An event of a topic mallory has nothing to do with is as unknown as an unused id.
+SELECT replace(pg_temp.try(format('SELECT evproc_event_status(%s)', :failing_event)),
+               :'failing_event', '<id>') AS retained_event,
+       replace(pg_temp.try('SELECT evproc_event_status(9223372036854775807)'),
+               '9223372036854775807', '<id>') AS unused_id;
+-- The counters by id behind the views, and the workers' last errors: pg_monitor's only.
+SELECT pg_temp.try($$SELECT count(*) FROM evproc.subscription_stats()$$);
+SELECT pg_temp.try($$SELECT evproc.lag_seconds(1)$$);
+SELECT pg_temp.try($$SELECT count(*) FROM evproc.worker_stats()$$);
+SELECT count(*) AS visible_stats FROM evproc.visible_subscription_stats();
+SELECT count(*) > 0 AS topic_pending FROM evproc.topic_pending();
 SELECT pg_temp.try($$SELECT count(*) FROM evproc.dead_letter$$);
 SELECT pg_temp.try($$SELECT count(*) FROM evproc.retry$$);
 SELECT pg_temp.try($$SELECT count(*) FROM evproc.window_events(1, 0, 0, 1)$$);
@@ -279,6 +305,8 @@ SELECT subscription FROM evproc_subscription_stats WHERE subscription LIKE 'pv%'
 SELECT count(*) AS dead_letters FROM evproc_dead_letters;
 SELECT count(*) AS subscriptions FROM evproc_subscriptions;
 SELECT count(*) > 0 AS metrics FROM evproc_metrics WHERE labels->>'subscription' = 'pv_bob';
+SELECT count(*) > 0 AS raw_stats, bool_and(evproc.lag_seconds(subscription_id) >= 0) AS lag_known
+  FROM evproc.subscription_stats();
 RESET ROLE;
 -- Other roles do not read the workers and metrics (pg_monitor's), nor the log's partitions.
 SET ROLE evproc_bob;
@@ -567,5 +595,6 @@ DROP FUNCTION pg_temp.leak(text);
 DROP FUNCTION pv_record(evproc.event[]), pv_private(evproc.event[]);
 REVOKE EXECUTE ON FUNCTION evproc_create_topic(text, integer, interval, interval, bigint, jsonb)
     FROM evproc_alice, evproc_bob;
-REVOKE USAGE ON SCHEMA evproc FROM evproc_alice, evproc_bob, evproc_mallory, evproc_alice_worker;
+REVOKE USAGE ON SCHEMA evproc FROM evproc_alice, evproc_bob, evproc_mallory, evproc_alice_worker,
+                                   evproc_watcher;
 DROP ROLE evproc_alice, evproc_bob, evproc_mallory, evproc_alice_worker, evproc_publishers, evproc_watcher;

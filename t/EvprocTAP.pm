@@ -15,10 +15,12 @@ our @EXPORT = qw(evproc_node wait_until worker_pids sql_value log_count);
 
 # A started node with evproc preloaded, the extension created in database
 # postgres and a non-superuser role `app` that handlers run as.
-# Extra postgresql.conf lines may be passed as one string.
+# Extra postgresql.conf lines may be passed as one string; version => 'x.y.z'
+# creates that released version instead of the default one.
 sub evproc_node
 {
-	my ($name, $extra_conf) = @_;
+	my ($name, $extra_conf, %opts) = @_;
+	my $version = defined $opts{version} ? " VERSION '$opts{version}'" : '';
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	$node->append_conf(
@@ -34,8 +36,8 @@ log_min_messages = info
 	# USAGE on schema evproc: a PL/pgSQL handler that declares a variable of type
 	# evproc.event resolves that type name as the owner.
 	$node->safe_psql(
-		'postgres', q{
-CREATE EXTENSION evproc;
+		'postgres', qq{
+CREATE EXTENSION evproc$version;
 CREATE ROLE app;
 GRANT USAGE ON SCHEMA evproc TO app;
 });

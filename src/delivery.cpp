@@ -1047,16 +1047,19 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
 
 BatchResult RunOneBatch() {
   MemoryContext context = BatchContext();
-  bool installed = true;
+  ExtensionGate gate = ExtensionGate::kInstalled;
   int guc_level = 0;
   CallPostgres([&] {
     MemoryContextReset(context);
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
-    // First the extension gate (lifecycle.hpp): DROP EXTENSION waits for this batch, or
-    // this batch for it; gone, the batch is empty and the launcher stops the worker.
-    installed = EnterExtension(true, nullptr) == ExtensionGate::kInstalled;
-    if (!installed) {
+    // First the extension gate (lifecycle.hpp): DROP EXTENSION waits for this batch. A
+    // batch that would start during a drop does not queue behind it but backs off: the
+    // launcher stops the workers once the drop commits, and its SIGTERM must find them
+    // between batches (a clean stop), not in a lock wait (a FATAL). Gone or at a version
+    // the library does not serve, the batch is empty and the launcher stops the worker.
+    gate = EnterExtension(nullptr);
+    if (gate != ExtensionGate::kInstalled) {
       CommitTransactionCommand();
       return;
     }
@@ -1064,7 +1067,12 @@ BatchResult RunOneBatch() {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
     PushActiveSnapshot(GetTransactionSnapshot());
   });
-  if (!installed) return BatchResult{};
+  if (gate == ExtensionGate::kBusy) {
+    BatchResult later{};
+    later.next_due = GetCurrentTimestamp();  // due now: look again after a short wait
+    return later;
+  }
+  if (gate != ExtensionGate::kInstalled) return BatchResult{};
   BatchResult result = DeliverBatch(context, true);
   CallPostgres([&] {
     PopActiveSnapshot();

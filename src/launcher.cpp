@@ -124,7 +124,7 @@ char installed_version[NAMEDATALEN];
 ExtensionGate CheckExtension(Oid *extension) {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
-  ExtensionGate gate = evproc::EnterExtension(false, extension);
+  ExtensionGate gate = evproc::EnterExtension(extension);
   if (gate == ExtensionGate::kInstalled || gate == ExtensionGate::kUnsupported) {
     char *version = evproc::ExtensionVersion(*extension);
     strlcpy(installed_version, version != nullptr ? version : "?", sizeof installed_version);
@@ -178,7 +178,7 @@ bool BeginGated() {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
   Oid extension = InvalidOid;
-  if (evproc::EnterExtension(false, &extension) == ExtensionGate::kInstalled &&
+  if (evproc::EnterExtension(&extension) == ExtensionGate::kInstalled &&
       extension == served_extension) {
     return true;
   }

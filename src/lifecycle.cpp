@@ -54,20 +54,18 @@ ProcessUtility_hook_type previous_utility_hook = nullptr;
 
 }  // namespace
 
-ExtensionGate EnterExtension(bool wait, Oid *extension) {
+ExtensionGate EnterExtension(Oid *extension) {
   Oid candidate = OidIsValid(known_extension) ? known_extension : get_extension_oid("evproc", true);
   for (int attempt = 0; attempt < kGateAttempts; ++attempt) {
     if (!OidIsValid(candidate)) {
       known_extension = InvalidOid;
       return ExtensionGate::kMissing;
     }
-    if (wait) {
-      LockDatabaseObject(ExtensionRelationId, candidate, 0, AccessShareLock);
-    } else if (!ConditionalLockDatabaseObject(ExtensionRelationId, candidate, 0, AccessShareLock)) {
+    if (!ConditionalLockDatabaseObject(ExtensionRelationId, candidate, 0, AccessShareLock)) {
       return ExtensionGate::kBusy;
     }
-    // Whatever we waited for may have dropped or re-created the extension: look again
-    // with a catalog snapshot taken after the lock.
+    // A drop (or a drop and a create) may have committed since the OID was looked up:
+    // look again with a catalog snapshot taken after the lock.
     InvalidateCatalogSnapshot();
     Oid current = get_extension_oid("evproc", true);
     if (current == candidate) {

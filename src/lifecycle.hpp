@@ -19,11 +19,12 @@ enum class ExtensionGate {
 // Every transaction of the launcher and the workers enters the gate first: an
 // AccessShareLock on the extension object itself, which DROP EXTENSION takes in
 // AccessExclusive mode before it touches a single table. So a drop waits for the
-// batches and ticks in flight, new ones wait for the drop, and the two never hold table
-// locks in opposite orders (no deadlock report, no half-dropped tables read). Call it
-// inside a transaction, before any statement. `wait` false: kBusy instead of waiting.
-// `extension` (may be null) receives the extension's OID when installed.
-ExtensionGate EnterExtension(bool wait, Oid *extension);
+// batches and ticks in flight, new ones back off until it is over, and the two never
+// hold table locks in opposite orders (no deadlock report, no half-dropped tables read).
+// Call it inside a transaction, before any statement. It never waits: kBusy while a
+// drop holds or waits for the lock. `extension` (may be null) receives the extension's
+// OID when installed.
+ExtensionGate EnterExtension(Oid *extension);
 
 // The version of the installed extension `extension` (pg_extension.extversion),
 // palloc'd in the current memory context; NULL when there is no such extension.

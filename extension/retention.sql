@@ -91,10 +91,9 @@ AS $fn$
                          FROM evproc.progress p LEFT JOIN evproc.tick t ON t.id = p.tick_id)) END
 $fn$;
 
--- Width in xids of a new partition: evproc.partition_interval at the highest xid rate
--- observed over the last partition the xid counter went through and over the one it is
--- in (at least 100,000 xids).
-CREATE FUNCTION evproc.next_partition_width(cur xid8) RETURNS bigint
+-- The xid rate (xids a second): the highest observed over the last partition the xid
+-- counter went through and over the one it is in; 0 before any was observed.
+CREATE FUNCTION evproc.xid_rate(cur xid8) RETURNS numeric
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $fn$
     WITH passed AS (
@@ -110,9 +109,29 @@ AS $fn$
           FROM evproc.log_partition p
          WHERE p.xid_from <= cur AND p.opened_at < clock_timestamp() - interval '1 second'
          ORDER BY p.xid_from DESC LIMIT 1)
-    SELECT greatest(100000, ceil(coalesce(max(rate), 0)
-                                 * extract(epoch FROM evproc.partition_interval())))::bigint
+    SELECT coalesce(max(rate), 0)
       FROM (SELECT rate FROM passed UNION ALL SELECT rate FROM current) r
+$fn$;
+
+-- Width in xids of a new partition: evproc.partition_interval at the xid rate (at least
+-- 100,000 xids).
+CREATE FUNCTION evproc.next_partition_width(cur xid8) RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT greatest(100000, ceil(evproc.xid_rate(cur)
+                                 * extract(epoch FROM evproc.partition_interval())))::bigint
+$fn$;
+
+-- How far above the current xid a new partition must start: xids below may be in use
+-- by transactions that will enqueue, and one that routes its row before the partition
+-- is attached, to the default partition, fails there once the attach commits ("new row
+-- violates partition constraint"): the row's xid is then in the new partition's range.
+-- Ten seconds of xids at the observed rate (at least 1,000) outlast an attach, which
+-- scans the default partition.
+CREATE FUNCTION evproc.partition_margin(cur xid8) RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT greatest(1000, ceil(evproc.xid_rate(cur) * 10))::bigint
 $fn$;
 
 -- Creates and attaches the partition [xid_from, xid_to); returns its name. An empty
@@ -178,20 +197,22 @@ BEGIN
 END
 $fn$;
 
--- Keeps the partition that holds the current xid and the next one created. When the
--- current xid is above every partition (a burst outran maintenance, whose rows went to
--- the default partition), the new partition starts above the default partition's rows:
--- ATTACH refuses a range the default partition holds rows of. Returns how many it made;
--- a lock it cannot get within lock_timeout, or a row that reached the default partition
--- meanwhile, leaves the rest to the next run.
+-- Keeps a partition ahead of the current xid: one starting above it. It starts where
+-- the last one ends, or, when that is less than evproc.partition_margin() above the
+-- current xid (a fresh install, or a burst that outran maintenance), that far above it:
+-- the xids in between may be in use by transactions about to enqueue, which must not
+-- find their rows' xids in a partition attached under them. Their rows, and those of any
+-- xid no partition holds, go to the default partition. Returns how many it made; a lock
+-- it cannot get within lock_timeout, or a row that reached the default partition
+-- meanwhile (ATTACH refuses a range the default partition holds rows of), leaves the
+-- rest to the next run.
 CREATE FUNCTION evproc.ensure_log_partitions() RETURNS integer
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     cur xid8 := pg_current_xact_id();
     last evproc.log_partition;
-    stray xid8;
-    width bigint;
+    margin bigint;
     lo xid8;
     hi xid8;
     created integer := 0;
@@ -199,17 +220,16 @@ BEGIN
     FOR attempt IN 1..2 LOOP
         SELECT * INTO last FROM evproc.log_partition ORDER BY xid_to DESC LIMIT 1;
         EXIT WHEN last.name IS NOT NULL AND last.xid_from > cur;  -- one ahead exists
-        width := evproc.next_partition_width(cur);
-        IF last.name IS NULL OR last.xid_to <= cur THEN
-            SELECT max(d.xid) INTO stray FROM evproc.log_default d
-             WHERE last.name IS NULL OR d.xid >= last.xid_to;
-            lo := coalesce(greatest(last.xid_to, evproc.xid_plus(stray, 1)),
-                           pg_snapshot_xmin(pg_current_snapshot()));
-            hi := evproc.xid_plus(greatest(lo, cur), width);
-        ELSE
-            lo := last.xid_to;
-            hi := evproc.xid_plus(lo, width);
+        margin := evproc.partition_margin(cur);
+        IF last.xid_from <= cur AND cur < last.xid_to THEN
+            -- The usual case, the counter in the last partition: at most half its width,
+            -- so that the next one follows it without a gap while the counter is in its
+            -- first half (a partition is sized for partition_interval at the rate).
+            margin := least(margin, (last.xid_to::text::numeric - last.xid_from::text::numeric) / 2);
         END IF;
+        -- greatest() skips the NULL of no partition yet.
+        lo := greatest(last.xid_to, evproc.xid_plus(cur, margin));
+        hi := evproc.xid_plus(lo, evproc.next_partition_width(cur));
         BEGIN
             PERFORM evproc.create_log_partition(lo, hi);
         EXCEPTION WHEN lock_not_available OR check_violation THEN

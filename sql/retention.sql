@@ -150,8 +150,11 @@ SELECT evproc_unsubscribe('rt_bound');
 
 -- 7. Overflow: when no partition holds the current xid (a burst outran maintenance;
 --    here the partitions holding it and ahead of it are taken away), events go to the
---    default partition. Maintenance then creates partitions above the default
---    partition's rows (ATTACH refuses a range it holds rows of), so new events go there.
+--    default partition. Maintenance then creates a partition above the current xid by
+--    evproc.partition_margin() (xids below may be in use by transactions about to
+--    enqueue: partition_attach.spec), so above the default partition's rows too (ATTACH
+--    refuses a range it holds rows of). Events go on to the default partition until the
+--    xid counter reaches it, then there.
 DO $do$
 DECLARE
   part text;
@@ -166,11 +169,16 @@ SELECT tableoid::regclass AS overflow_to, count(*) FROM evproc.log WHERE topic_i
 SELECT max(xid) AS stray_max, max(enqueued_at) AS stray_newest FROM evproc.log_default \gset
 SELECT evproc.maintain_log();
 SELECT * FROM pg_temp.layout();
-SELECT xid_from = evproc.xid_plus(:'stray_max', 1) AS starts_above_default_rows
-  FROM evproc.log_partition WHERE xid_from <= pg_current_xact_id() AND pg_current_xact_id() < xid_to;
+SELECT xid_from > pg_current_xact_id() AS starts_above_current_xid,
+       xid_from > :'stray_max'::xid8 AS starts_above_default_rows
+  FROM evproc.log_partition WHERE xid_from > pg_current_xact_id();
 SELECT evproc_enqueue('rt', 'k13', '{"n": 13}') > 0 AS enqueued;
+SELECT min(xid_from) AS next_from FROM evproc.log_partition WHERE xid_from > pg_current_xact_id() \gset
+CALL pg_temp.burn_xids_to(:'next_from');
+SELECT evproc_enqueue('rt', 'k14', '{"n": 14}') > 0 AS enqueued;
 SELECT tableoid::regclass = 'evproc.log_default'::regclass AS in_default, count(*)
   FROM evproc.log WHERE topic_id = :rt_topic GROUP BY 1 ORDER BY 1;
+SELECT max(enqueued_at) AS stray_newest FROM evproc.log_default \gset
 
 -- 8. The default partition is emptied under the same rules as any partition: not while
 --    rt_sub has not handled its rows, then (retention 1 ms, passed by every unit) at

@@ -11,7 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-our @EXPORT = qw(evproc_node wait_until worker_pids sql_value log_count);
+our @EXPORT = qw(evproc_node wait_until worker_pids sql_value log_count burn_xids_to);
 
 # A started node with evproc preloaded, the extension created in database
 # postgres and a non-superuser role `app` that handlers run as.
@@ -109,6 +109,25 @@ sub worker_pids
 	my $out = $node->safe_psql('postgres',
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'evproc worker' ORDER BY pid");
 	return grep { $_ ne '' } split /\n/, $out;
+}
+
+# Moves the xid counter of $node to $target (an xid8): one committed transaction per
+# xid, without waiting for WAL flushes.
+sub burn_xids_to
+{
+	my ($node, $target) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+SET synchronous_commit = off;
+CREATE PROCEDURE pg_temp.burn_xids_to(target xid8) LANGUAGE plpgsql AS \$\$
+BEGIN
+  WHILE pg_current_xact_id() < target LOOP
+    COMMIT;
+  END LOOP;
+END \$\$;
+CALL pg_temp.burn_xids_to('$target');
+});
+	return;
 }
 
 1;

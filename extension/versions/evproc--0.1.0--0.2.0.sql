@@ -74,6 +74,91 @@ END
 $fn$;
 
 -------------------------------------------------------------------------------
+-- Log partitions start above the current xid by a margin: an enqueue whose row was
+-- routed to the default partition before an attach must still fit there after it.
+-------------------------------------------------------------------------------
+-- The xid rate (xids a second): the highest observed over the last partition the xid
+-- counter went through and over the one it is in; 0 before any was observed.
+CREATE FUNCTION evproc.xid_rate(cur xid8) RETURNS numeric
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH passed AS (
+        SELECT (p.xid_to::text::numeric - p.xid_from::text::numeric)
+               / extract(epoch FROM n.opened_at - p.opened_at) AS rate
+          FROM evproc.log_partition p
+          JOIN evproc.log_partition n ON n.xid_from = p.xid_to
+         WHERE n.opened_at > p.opened_at
+         ORDER BY p.xid_from DESC LIMIT 1),
+    current AS (
+        SELECT (cur::text::numeric - p.xid_from::text::numeric)
+               / extract(epoch FROM clock_timestamp() - p.opened_at) AS rate
+          FROM evproc.log_partition p
+         WHERE p.xid_from <= cur AND p.opened_at < clock_timestamp() - interval '1 second'
+         ORDER BY p.xid_from DESC LIMIT 1)
+    SELECT coalesce(max(rate), 0)
+      FROM (SELECT rate FROM passed UNION ALL SELECT rate FROM current) r
+$fn$;
+
+-- Width in xids of a new partition: evproc.partition_interval at the xid rate (at least
+-- 100,000 xids).
+CREATE OR REPLACE FUNCTION evproc.next_partition_width(cur xid8) RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT greatest(100000, ceil(evproc.xid_rate(cur)
+                                 * extract(epoch FROM evproc.partition_interval())))::bigint
+$fn$;
+
+-- How far above the current xid a new partition must start: xids below may be in use
+-- by transactions that will enqueue, and one that routes its row before the partition
+-- is attached, to the default partition, fails there once the attach commits ("new row
+-- violates partition constraint"): the row's xid is then in the new partition's range.
+-- Ten seconds of xids at the observed rate (at least 1,000) outlast an attach, which
+-- scans the default partition.
+CREATE FUNCTION evproc.partition_margin(cur xid8) RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT greatest(1000, ceil(evproc.xid_rate(cur) * 10))::bigint
+$fn$;
+
+CREATE OR REPLACE FUNCTION evproc.ensure_log_partitions() RETURNS integer
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cur xid8 := pg_current_xact_id();
+    last evproc.log_partition;
+    margin bigint;
+    lo xid8;
+    hi xid8;
+    created integer := 0;
+BEGIN
+    FOR attempt IN 1..2 LOOP
+        SELECT * INTO last FROM evproc.log_partition ORDER BY xid_to DESC LIMIT 1;
+        EXIT WHEN last.name IS NOT NULL AND last.xid_from > cur;  -- one ahead exists
+        margin := evproc.partition_margin(cur);
+        IF last.xid_from <= cur AND cur < last.xid_to THEN
+            -- The usual case, the counter in the last partition: at most half its width,
+            -- so that the next one follows it without a gap while the counter is in its
+            -- first half (a partition is sized for partition_interval at the rate).
+            margin := least(margin, (last.xid_to::text::numeric - last.xid_from::text::numeric) / 2);
+        END IF;
+        -- greatest() skips the NULL of no partition yet.
+        lo := greatest(last.xid_to, evproc.xid_plus(cur, margin));
+        hi := evproc.xid_plus(lo, evproc.next_partition_width(cur));
+        BEGIN
+            PERFORM evproc.create_log_partition(lo, hi);
+        EXCEPTION WHEN lock_not_available OR check_violation THEN
+            RAISE LOG 'evproc: could not create the log partition [%, %) now: %; retrying at the next maintenance',
+                lo, hi, SQLERRM;
+            EXIT;
+        END;
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION evproc.xid_rate(xid8), evproc.partition_margin(xid8) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
 -- evproc_event_status: an event of a topic the caller has nothing to do with is as
 -- unknown to it as an id never used.
 -------------------------------------------------------------------------------

@@ -131,12 +131,13 @@ void CheckPublish(const char *topic_name, const TopicInfo *topic, Oid caller) {
                           topic_name)));
 }
 
-// A malformed event counts as a rejection of its topic (evproc_topic_stats) before its
-// error propagates.
-void CheckCountingRejections(const char *topic_name, const TopicInfo *topic,
-                             const EventInput *event, int index) {
+// Runs `check` (reading and checking one event: CheckEvent, ReadBatchEvent): a malformed
+// event counts as a rejection of its topic (evproc_topic_stats) before its error
+// propagates. `check` holds no C++ objects with destructors (an ERROR longjmps).
+template <typename Check>
+void CountingRejections(const TopicInfo *topic, const Check &check) {
   PG_TRY();
-  { CheckEvent(topic_name, topic, event, index); }
+  { check(); }
   PG_CATCH();
   {
     metrics::CountRejected(topic->id, false);
@@ -401,7 +402,7 @@ extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
                    PG_ARGISNULL(5) ? nullptr : PG_GETARG_JSONB_P(5), ArgText(fcinfo, 4)};
   const TopicInfo *topic = AcquireTopic(topic_name);
   CheckPublish(topic_name, topic, GetUserId());
-  CheckCountingRejections(topic_name, topic, &event, -1);
+  CountingRejections(topic, [&] { CheckEvent(topic_name, topic, &event, -1); });
   CheckBackpressure(topic_name, topic, 1);
 
   int64 id = nextval_internal(EventIdSequence(), false);
@@ -445,8 +446,10 @@ extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
   CheckPublish(topic_name, topic, GetUserId());
   auto *events = static_cast<EventInput *>(palloc0(sizeof(EventInput) * (count + 1)));
   for (int i = 0; i < count; ++i) {
-    ReadBatchEvent(&batch->root, i, &events[i]);
-    CheckCountingRejections(topic_name, topic, &events[i], i);
+    CountingRejections(topic, [&] {
+      ReadBatchEvent(&batch->root, i, &events[i]);
+      CheckEvent(topic_name, topic, &events[i], i);
+    });
   }
   CheckBackpressure(topic_name, topic, count);
 

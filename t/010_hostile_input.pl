@@ -583,7 +583,7 @@ sub gen_batch_element
 	if ($kind eq 'not_object')
 	{
 		return { json => pick('1', '"x"', 'null', '[]', 'true', '[{"payload":{}}]'),
-			fault => { state => '22023' } };
+			fault => { state => '22023', counted => 1 } };
 	}
 	my (@pairs, $fault, $dedup, $hit_possible);
 	my %f;
@@ -613,7 +613,7 @@ sub gen_batch_element
 	{
 		my $name = pick('dedupe_id', 'Key', 'payloads', '', 'id', "k\xC3\xA9y");
 		splice @pairs, 2 * irand(@pairs / 2 + 1), 0, $name, '1';
-		return { json => jobj(@pairs), fault => { state => '22023' } };
+		return { json => jobj(@pairs), fault => { state => '22023', counted => 1 } };
 	}
 	if ($kind eq 'wrong_field_type')
 	{
@@ -625,10 +625,11 @@ sub gen_batch_element
 			for (my $i = 0; $i < @pairs; $i += 2) { $pairs[ $i + 1 ] = $bad if $pairs[$i] eq $field; }
 		}
 		else { push @pairs, $field, $bad; }
-		return { json => jobj(@pairs), fault => { state => '22023' } };
+		return { json => jobj(@pairs), fault => { state => '22023', counted => 1 } };
 	}
-	# ReadBatchEvent: payload and headers must be JSON containers when present.
-	return { json => jobj(@pairs), fault => { state => '22023' } }
+	# ReadBatchEvent: payload and headers must be JSON containers when present. Like every
+	# malformed element, counted as a rejection.
+	return { json => jobj(@pairs), fault => { state => '22023', counted => 1 } }
 	  if $payload_kind eq 'scalar' || $headers_kind eq 'scalar';
 	# CheckEvent order: key, type, dedup_id, payload, headers, schema.
 	for my $field (qw(key type dedup_id))

@@ -1,5 +1,7 @@
 #include "handler_call.hpp"
 
+#include <cstring>
+
 #include "error_boundary.hpp"
 
 extern "C" {
@@ -64,6 +66,14 @@ void RunAsOwner(const Call &call) {
   SetUserIdAndSecContext(saved_user, saved_security);
 }
 
+// pg_cancel_backend of the worker while the handler ran: the operator's, not the
+// handler's failure. The handler timeout raises the same SQLSTATE (57014, statement
+// timeout's machinery); the untranslated message tells them apart.
+bool CancelledByOperator(const ErrorData *failure) {
+  return failure->sqlerrcode == ERRCODE_QUERY_CANCELED && failure->message_id != nullptr &&
+         std::strcmp(failure->message_id, "canceling statement due to user request") == 0;
+}
+
 }  // namespace
 
 ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, int count,
@@ -93,6 +103,12 @@ ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events,
     MemoryContextSwitchTo(caller_context);
     CurrentResourceOwner = caller_owner;
   });
+  // A cancel stops the whole batch: it propagates like an error of evproc's own
+  // statements, the batch rolls back and runs again, and no attempt is charged to the
+  // events (an operator cancelling a stuck worker must not push them to the dead letters).
+  if (failure != nullptr && CancelledByOperator(failure)) {
+    pg::CallPostgres([&] { ReThrowError(failure); });
+  }
   return failure;
 }
 

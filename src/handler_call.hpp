@@ -24,7 +24,9 @@ struct HandlerTarget {
 };
 
 // Calls the handler on events[0..count). Returns nullptr on success, or the error
-// (copied into `error_context`) after rolling the subtransaction back.
+// (copied into `error_context`) after rolling the subtransaction back. A cancel of the
+// worker (pg_cancel_backend) is not returned: it is raised again (pg::PgError), so that
+// the whole batch rolls back and no attempt is charged.
 ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, int count,
                                MemoryContext error_context);
 

@@ -4,6 +4,9 @@
 #     max_attempts 1: that event is a dead letter with SQLSTATE 57014, every
 #     other event is delivered. (The slow event has a key of its own: events
 #     queued behind a key whose head dies at once are 002_poison.pl's matter.)
+# (a2) pg_cancel_backend of a worker while its handler runs is the operator's doing,
+#     not the handler's failure: the batch rolls back and runs again, and no attempt
+#     is charged (with max_attempts 1 a charged event would be a dead letter at once).
 # (b) Handlers run as the subscription's owner, never as a superuser: they see
 #     current_user = the owner, cannot SET ROLE / SET SESSION AUTHORIZATION
 #     back, cannot use superuser-only functions; a handler denied access to a
@@ -63,6 +66,43 @@ is( sql_value(
 		$node, "SELECT delivered || '/' || parked FROM evproc_subscriptions WHERE name = 'slowpoke'"),
 	'99/0',
 	'timeout: delivered 99, nothing parked');
+
+# ---------------------------------------------------------------------------
+# (a2) an operator's cancel
+# ---------------------------------------------------------------------------
+$node->safe_psql(
+	'postgres', q{
+SELECT evproc_create_topic('cancelled', partitions => 1);
+CREATE SEQUENCE stall_calls;  -- counts handler runs, committed or not
+CREATE TABLE unstalled (event_id bigint NOT NULL, attempt int NOT NULL);
+CREATE FUNCTION stall_once(e evproc.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('stall_calls') = 1 THEN
+        PERFORM pg_sleep(60);
+    END IF;
+    INSERT INTO unstalled VALUES (e.id, e.attempt);
+END $$;
+GRANT USAGE ON SEQUENCE stall_calls TO app;
+GRANT INSERT ON unstalled TO app;
+SELECT evproc_subscribe('cancelled', 'cancelled', 'stall_once', max_attempts => 1,
+                        handler_timeout => '5 minutes', run_as => 'app');
+SELECT evproc_enqueue('cancelled', 'k', '{"n": 1}');
+});
+my $stalled = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'evproc worker' AND wait_event = 'PgSleep'";
+ok(wait_until($node, "SELECT EXISTS ($stalled)", timeout => 30), 'cancel: the handler stalls');
+my $log_offset = -s $node->logfile;
+is(sql_value($node, "SELECT pg_cancel_backend(pid) FROM ($stalled) w"), 't', 'cancel: the worker is cancelled');
+ok(wait_until($node, 'SELECT count(*) = 1 FROM unstalled', timeout => 30),
+	'cancel: the event is delivered when the batch runs again');
+is( sql_value(
+		$node, q{SELECT (SELECT attempt FROM unstalled) || '/' || last_value || '/'
+                 || (SELECT count(*) FROM evproc_dead_letters WHERE subscription = 'cancelled') || '/'
+                 || (SELECT state FROM evproc_subscriptions WHERE name = 'cancelled')
+                   FROM stall_calls}),
+	'1/2/0/active',
+	'cancel: delivered at its first attempt, the handler ran twice, no dead letter, still active');
+ok($node->log_contains(qr/ERROR:  canceling statement due to user request/, $log_offset),
+	'cancel: the log says the batch was cancelled');
 
 # ---------------------------------------------------------------------------
 # (b) privileges

@@ -636,9 +636,9 @@ is( sql_value(
 	'no transaction meant to roll back committed');
 
 # Dead letters: fx.poison's are its poison events (raised P0001); other dead letters
-# can only come from timeouts and cancels (57014) charged max_attempts times. A dead
-# letter keeps the error of its last attempt: a poison event whose last attempt was
-# cancelled (pg_cancel_backend while its handler ran) says 57014.
+# can only come from handler timeouts (57014) charged max_attempts times (a cancel of a
+# worker charges no attempt: its batch runs again). A dead letter keeps the error of its
+# last attempt: a poison event whose last attempt timed out (a stall) says 57014.
 is( sql_value(
 		$node, q{SELECT count(*) FROM fx_published p
                   WHERE p.poison
@@ -654,7 +654,7 @@ is( sql_value(
                     AND NOT (d.sqlstate = '57014'
                              OR (d.subscription = 'fx.poison' AND p.poison AND d.sqlstate = 'P0001'))}),
 	'0',
-	'no other dead letter than poison events and exhausted timeouts or cancels')
+	'no other dead letter than poison events and exhausted timeouts')
   or diag sql_value($node,
 	q{SELECT subscription, event_id, sqlstate, message FROM evproc_dead_letters
        WHERE subscription LIKE 'fx.%' LIMIT 10});

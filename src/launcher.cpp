@@ -369,13 +369,34 @@ void ReportWorkerCount(int before) {
   }
 }
 
-// DROP DATABASE of our database asked us to leave it (lifecycle.hpp). Exit code 1: the
-// postmaster starts the launcher again in 5 seconds, and it waits for the database.
+// DROP DATABASE, RENAME or SET TABLESPACE of our database asked us to leave it
+// (lifecycle.hpp). Exit code 1: the postmaster starts the launcher again in 5 seconds,
+// and it waits for the database (under its name in evproc.database).
 void LeaveDatabase() {
-  ereport(LOG, (errmsg("evproc launcher leaves database \"%s\", which is being dropped",
-                       evproc::database_name),
-                errdetail("Its workers stop; the launcher starts again in 5 seconds and waits "
-                          "until the database exists.")));
+  switch (evproc::DatabaseLeaveReason()) {
+    case evproc::LeaveReason::kRename:
+      ereport(LOG, (errmsg("evproc launcher leaves database \"%s\", which is being renamed",
+                           evproc::database_name),
+                    errdetail("Its workers stop; the launcher starts again in 5 seconds and "
+                              "waits until a database named \"%s\" exists.",
+                              evproc::database_name),
+                    errhint("Set evproc.database to the new name and restart PostgreSQL, or "
+                            "rename the database back.")));
+      break;
+    case evproc::LeaveReason::kMove:
+      ereport(LOG, (errmsg("evproc launcher leaves database \"%s\", which is being moved to "
+                           "another tablespace",
+                           evproc::database_name),
+                    errdetail("Its workers stop; the launcher starts again in 5 seconds and "
+                              "connects once the move is done.")));
+      break;
+    default:
+      ereport(LOG, (errmsg("evproc launcher leaves database \"%s\", which is being dropped",
+                           evproc::database_name),
+                    errdetail("Its workers stop; the launcher starts again in 5 seconds and "
+                              "waits until the database exists.")));
+      break;
+  }
   proc_exit(1);  // StopAllWorkers runs on the way out
 }
 

@@ -186,22 +186,32 @@ void ReportDatabase(DatabaseState state) {
   }
 }
 
-// DROP DATABASE of the database the launcher is connected to: ask it to leave first.
-void AskLauncherToLeave(const DropdbStmt *stmt) {
+// A command that needs the database the launcher is connected to without other
+// sessions (PostgreSQL waits up to 5 seconds for them): ask the launcher to leave first.
+void AskLauncherToLeave(const char *name, LeaveReason reason) {
   SharedState *shared = Shared();
-  if (shared == nullptr || database_name == nullptr ||
-      std::strcmp(stmt->dbname, database_name) != 0 ||
+  if (shared == nullptr || database_name == nullptr || name == nullptr ||
+      std::strcmp(name, database_name) != 0 ||
       pg_atomic_read_u32(&shared->launcher_procno) == kNoProc) {
     return;
   }
-  Oid database = get_database_oid(stmt->dbname, true);
-  // Only a drop that can succeed: not the current database, by its owner.
+  Oid database = get_database_oid(name, true);
+  // Only a command that can succeed: not on the current database, by its owner.
   if (!OidIsValid(database) || database == MyDatabaseId ||
       !pg_database_ownercheck(database, GetUserId())) {
     return;
   }
+  pg_atomic_write_u32(&shared->leave_reason, static_cast<uint32>(reason));
   pg_atomic_write_u32(&shared->leave_database, database);
   WakeLauncher();
+}
+
+bool MovesTablespace(const AlterDatabaseStmt *stmt) {
+  ListCell *cell = nullptr;
+  foreach (cell, stmt->options) {
+    if (std::strcmp(lfirst_node(DefElem, cell)->defname, "tablespace") == 0) return true;
+  }
+  return false;
 }
 
 bool DropsEvproc(const DropStmt *stmt) {
@@ -217,9 +227,18 @@ void UtilityHook(PlannedStmt *pstmt, const char *query_string, bool read_only_tr
                  ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *query_env,
                  DestReceiver *dest, QueryCompletion *qc) {
   Node *parsetree = pstmt->utilityStmt;
-  // DROP DATABASE may not run in a transaction block: no point in asking then.
-  if (IsA(parsetree, DropdbStmt) && context == PROCESS_UTILITY_TOPLEVEL && !IsTransactionBlock()) {
-    AskLauncherToLeave(castNode(DropdbStmt, parsetree));
+  // DROP DATABASE and SET TABLESPACE may not run in a transaction block: no point in
+  // asking then. A rename may; rolled back, it cost the launcher a restart.
+  if (context == PROCESS_UTILITY_TOPLEVEL && IsA(parsetree, DropdbStmt) && !IsTransactionBlock()) {
+    AskLauncherToLeave(castNode(DropdbStmt, parsetree)->dbname, LeaveReason::kDrop);
+  }
+  if (context == PROCESS_UTILITY_TOPLEVEL && IsA(parsetree, AlterDatabaseStmt) &&
+      !IsTransactionBlock() && MovesTablespace(castNode(AlterDatabaseStmt, parsetree))) {
+    AskLauncherToLeave(castNode(AlterDatabaseStmt, parsetree)->dbname, LeaveReason::kMove);
+  }
+  if (context == PROCESS_UTILITY_TOPLEVEL && IsA(parsetree, RenameStmt) &&
+      castNode(RenameStmt, parsetree)->renameType == OBJECT_DATABASE) {
+    AskLauncherToLeave(castNode(RenameStmt, parsetree)->subname, LeaveReason::kRename);
   }
   // DROP EXTENSION evproc wakes the launcher when it commits: it then stops the workers
   // at once instead of at its next look (an idle launcher sleeps).
@@ -260,6 +279,12 @@ void WaitForDatabase() {
 
 Oid DatabaseToLeave() {
   return Shared() == nullptr ? InvalidOid : pg_atomic_read_u32(&Shared()->leave_database);
+}
+
+LeaveReason DatabaseLeaveReason() {
+  return Shared() == nullptr
+             ? LeaveReason::kDrop
+             : static_cast<LeaveReason>(pg_atomic_read_u32(&Shared()->leave_reason));
 }
 
 void ForgetLeaveRequest() {

@@ -47,15 +47,24 @@ enum class DatabaseState : uint32 {
 // log line); returns once it can be connected to (or when that cannot be checked).
 void WaitForDatabase();
 
-// The database the launcher was asked to leave because it is being dropped
-// (InvalidOid: none); the launcher that connected clears a stale request.
+// What needs evproc.database without other sessions, so that the launcher leaves it.
+enum class LeaveReason : uint32 {
+  kDrop = 1,  // DROP DATABASE
+  kRename,    // ALTER DATABASE ... RENAME TO
+  kMove,      // ALTER DATABASE ... SET TABLESPACE
+};
+
+// The database the launcher was asked to leave (InvalidOid: none), and why; the launcher
+// that connected clears a stale request.
 Oid DatabaseToLeave();
+LeaveReason DatabaseLeaveReason();
 void ForgetLeaveRequest();
 
-// From _PG_init, preload only. A utility hook: DROP DATABASE of evproc.database first
-// asks the launcher and its workers to leave it (as PostgreSQL asks autovacuum workers),
-// instead of failing with "database is being accessed by other users"; DROP EXTENSION
-// evproc wakes the launcher at commit.
+// From _PG_init, preload only. A utility hook: DROP DATABASE, ALTER DATABASE ... RENAME
+// TO and ALTER DATABASE ... SET TABLESPACE of evproc.database first ask the launcher and
+// its workers to leave it (as PostgreSQL asks autovacuum workers), instead of failing
+// with "database is being accessed by other users"; DROP EXTENSION evproc wakes the
+// launcher at commit.
 void RegisterLifecycleHook();
 
 }  // namespace evproc

@@ -34,6 +34,7 @@ void StartupHook() {
     pg_atomic_init_u32(&shared->launcher_database, InvalidOid);
     pg_atomic_init_u32(&shared->database_state, 0);
     pg_atomic_init_u32(&shared->leave_database, InvalidOid);
+    pg_atomic_init_u32(&shared->leave_reason, 0);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &slot : shared->slots) {
       pg_atomic_init_u64(&slot.last_commit_seq, 0);

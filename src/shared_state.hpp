@@ -41,7 +41,8 @@ struct SharedState {
   pg_atomic_uint32 launcher_procno;    // kNoProc when no launcher runs
   pg_atomic_uint32 launcher_database;  // the database it serves, once it ticked
   pg_atomic_uint32 database_state;     // the database check's answer (lifecycle.hpp)
-  pg_atomic_uint32 leave_database;     // being dropped: the launcher leaves it
+  pg_atomic_uint32 leave_database;     // dropped, renamed or moved: the launcher leaves it
+  pg_atomic_uint32 leave_reason;       // why (lifecycle.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;

@@ -9,6 +9,10 @@
 #     with one LOG line; CREATE EXTENSION again and delivery resumes.
 # (c) evproc.workers on reload down to 0 and up again: a log line each time, the pool
 #     follows, nothing is delivered with 0 workers.
+# (c2) ALTER DATABASE ... SET TABLESPACE and RENAME TO of evproc.database, which need it
+#     without other sessions: the launcher and its workers leave it, each command
+#     succeeds; after the move the launcher is back, after the rename it waits for the
+#     name in evproc.database (one WARNING) and connects once it is renamed back.
 # (d) DROP DATABASE of evproc.database (no FORCE) while the launcher and workers are
 #     connected: they leave it, the drop succeeds, and the restarted launcher waits for
 #     the database with one WARNING instead of a FATAL every 5 seconds.
@@ -165,6 +169,46 @@ ok($node->poll_query_until('postgres',
 	'evproc.workers = 3: three workers');
 ok($node->poll_query_until('evdb', 'SELECT count(*) = 60 FROM effects_again'),
 	'the events enqueued meanwhile are delivered');
+
+# ---------------------------------------------------------------------------
+# (c2) SET TABLESPACE and RENAME TO of evproc.database
+# ---------------------------------------------------------------------------
+my $workers_back = "SELECT count(*) = 3 FROM pg_stat_activity WHERE backend_type = 'evproc worker'";
+my $tablespace = PostgreSQL::Test::Utils::tempdir();
+$node->safe_psql('postgres', "CREATE TABLESPACE evproc_ts LOCATION '$tablespace'");
+$offset = -s $node->logfile;
+($rc, $out, $err) =
+  $node->psql('postgres', 'ALTER DATABASE evdb SET TABLESPACE evproc_ts', timeout => 60);
+is($rc, 0, 'SET TABLESPACE of evproc.database succeeds') or diag $err;
+ok( $node->log_contains(
+		qr/LOG:  evproc launcher leaves database "evdb", which is being moved to another tablespace/,
+		$offset),
+	'the launcher says it leaves the database for the move');
+ok($node->poll_query_until('postgres', $workers_back), 'after the move the workers are back');
+evdb(q{SELECT evproc_enqueue('again', 'm' || n, '{}') FROM generate_series(1, 10) AS n});
+ok($node->poll_query_until('evdb', 'SELECT count(*) = 70 FROM effects_again'),
+	'delivery goes on in the moved database');
+
+$offset = -s $node->logfile;
+($rc, $out, $err) =
+  $node->psql('postgres', 'ALTER DATABASE evdb RENAME TO evdb_renamed', timeout => 60);
+is($rc, 0, 'RENAME of evproc.database succeeds') or diag $err;
+ok( $node->log_contains(
+		qr/LOG:  evproc launcher leaves database "evdb", which is being renamed.*\n.*DETAIL:.*\n.*HINT:  Set evproc.database to the new name and restart PostgreSQL, or rename the database back/,
+		$offset),
+	'the launcher says it leaves the database for the rename, and what to do');
+$node->wait_for_log(qr/$missing_warning|$connect_fatal/, $offset);
+is(log_count($node, $missing_warning, $offset), 1, 'renamed: one WARNING for the missing name');
+is(log_count($node, $connect_fatal, $offset), 0, 'renamed: no FATAL at connection');
+is(scalar(worker_pids($node)), 0, 'renamed: no workers');
+($rc, $out, $err) = $node->psql('postgres', 'ALTER DATABASE evdb_renamed RENAME TO evdb');
+is($rc, 0, 'renamed back') or diag $err;
+$node->wait_for_log(qr/evproc: database "evdb" \(evproc.database\) can be connected to now/,
+	$offset);
+ok($node->poll_query_until('postgres', $workers_back), 'renamed back: the workers are back');
+evdb(q{SELECT evproc_enqueue('again', 'r' || n, '{}') FROM generate_series(1, 10) AS n});
+ok($node->poll_query_until('evdb', 'SELECT count(*) = 80 FROM effects_again'),
+	'renamed back: delivery goes on');
 
 # ---------------------------------------------------------------------------
 # (d) DROP DATABASE of evproc.database while the launcher and workers are connected

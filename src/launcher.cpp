@@ -21,6 +21,7 @@
 #include "background.hpp"
 #include "core/version.hpp"
 #include "lifecycle.hpp"
+#include "pg_compat.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -425,7 +426,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
   evproc::SharedState *state = evproc::Shared();
-  pg_atomic_write_u32(&state->launcher_procno, static_cast<uint32>(MyProc->pgprocno));
+  pg_atomic_write_u32(&state->launcher_procno, evproc::compat::MyProcIndex());
   before_shmem_exit(StopAllWorkers, 0);
   ereport(LOG, (errmsg("evproc launcher started for database \"%s\"", evproc::database_name)));
 

@@ -8,6 +8,7 @@
 #include "background.hpp"
 #include "commit_wake.hpp"
 #include "core/version.hpp"
+#include "pg_compat.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -198,7 +199,7 @@ void AskLauncherToLeave(const char *name, LeaveReason reason) {
   Oid database = get_database_oid(name, true);
   // Only a command that can succeed: not on the current database, by its owner.
   if (!OidIsValid(database) || database == MyDatabaseId ||
-      !pg_database_ownercheck(database, GetUserId())) {
+      !compat::OwnsDatabase(database, GetUserId())) {
     return;
   }
   pg_atomic_write_u32(&shared->leave_reason, static_cast<uint32>(reason));

@@ -13,6 +13,7 @@
 #include "delivery.hpp"
 #include "error_boundary.hpp"
 #include "metrics.hpp"
+#include "pg_compat.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -100,7 +101,7 @@ extern "C" void evproc_worker_main(Datum main_arg) {
 
   if (evproc::Shared() != nullptr && worker_index >= 0 && worker_index < evproc::kMaxWorkers) {
     pg_atomic_write_u32(&evproc::Shared()->worker_procno[worker_index],
-                        static_cast<uint32>(MyProc->pgprocno));
+                        evproc::compat::MyProcIndex());
     on_shmem_exit(ForgetWorkerSlot, 0);
     evproc::metrics::WorkerStarted(worker_index);
   }

@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "api_trampoline.hpp"
+#include "lifecycle.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -50,17 +51,9 @@ PG_FUNCTION_INFO_V1(evproc_as_owner);
 namespace evproc {
 
 Oid ExtensionOwner(bool missing_ok) {
-  Relation catalog = table_open(ExtensionRelationId, AccessShareLock);
-  ScanKeyData key;
-  ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-              CStringGetDatum("evproc"));
-  SysScanDesc scan = systable_beginscan(catalog, ExtensionNameIndexId, true, nullptr, 1, &key);
-  HeapTuple tuple = systable_getnext(scan);
-  Oid owner = HeapTupleIsValid(tuple)
-                  ? reinterpret_cast<Form_pg_extension>(GETSTRUCT(tuple))->extowner
-                  : InvalidOid;
-  systable_endscan(scan);
-  table_close(catalog, AccessShareLock);
+  ExtensionRow row = ReadExtensionRow();
+  if (row.version != nullptr) pfree(row.version);  // callers may be in a long-lived context
+  Oid owner = row.owner;
   if (!OidIsValid(owner) && !missing_ok) {
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("extension \"evproc\" is not installed in this database")));

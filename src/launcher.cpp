@@ -125,10 +125,12 @@ char installed_version[NAMEDATALEN];
 ExtensionGate CheckExtension(Oid *extension) {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
-  ExtensionGate gate = evproc::EnterExtension(extension);
+  evproc::ExtensionRow row{InvalidOid, InvalidOid, nullptr};
+  ExtensionGate gate = evproc::EnterExtension(&row);
   if (gate == ExtensionGate::kInstalled || gate == ExtensionGate::kUnsupported) {
-    char *version = evproc::ExtensionVersion(*extension);
-    strlcpy(installed_version, version != nullptr ? version : "?", sizeof installed_version);
+    *extension = row.oid;
+    strlcpy(installed_version, row.version != nullptr ? row.version : "?",
+            sizeof installed_version);
   }
   CommitTransactionCommand();
   return gate;
@@ -178,9 +180,8 @@ Oid served_extension = InvalidOid;
 bool BeginGated() {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
-  Oid extension = InvalidOid;
-  if (evproc::EnterExtension(&extension) == ExtensionGate::kInstalled &&
-      extension == served_extension) {
+  evproc::ExtensionRow row{InvalidOid, InvalidOid, nullptr};
+  if (evproc::EnterExtension(&row) == ExtensionGate::kInstalled && row.oid == served_extension) {
     return true;
   }
   CommitTransactionCommand();

@@ -55,7 +55,7 @@ ProcessUtility_hook_type previous_utility_hook = nullptr;
 
 }  // namespace
 
-ExtensionGate EnterExtension(Oid *extension) {
+ExtensionGate EnterExtension(ExtensionRow *row) {
   Oid candidate = OidIsValid(known_extension) ? known_extension : get_extension_oid("evproc", true);
   for (int attempt = 0; attempt < kGateAttempts; ++attempt) {
     if (!OidIsValid(candidate)) {
@@ -68,39 +68,41 @@ ExtensionGate EnterExtension(Oid *extension) {
     // A drop (or a drop and a create) may have committed since the OID was looked up:
     // look again with a catalog snapshot taken after the lock.
     InvalidateCatalogSnapshot();
-    Oid current = get_extension_oid("evproc", true);
-    if (current == candidate) {
-      known_extension = current;
-      if (extension != nullptr) *extension = current;
-      char *version = ExtensionVersion(current);
-      bool served = version != nullptr && core::FitOf(version) == core::VersionFit::kServed;
-      if (version != nullptr) pfree(version);
+    ExtensionRow current = ReadExtensionRow();
+    if (current.oid == candidate) {
+      known_extension = current.oid;
+      if (row != nullptr) *row = current;
+      bool served =
+          current.version != nullptr && core::FitOf(current.version) == core::VersionFit::kServed;
       return served ? ExtensionGate::kInstalled : ExtensionGate::kUnsupported;
     }
     UnlockDatabaseObject(ExtensionRelationId, candidate, 0, AccessShareLock);
-    candidate = current;
+    candidate = current.oid;
   }
   known_extension = InvalidOid;
   return ExtensionGate::kBusy;  // dropped and re-created under us again and again
 }
 
-char *ExtensionVersion(Oid extension) {
+ExtensionRow ReadExtensionRow() {
   Relation catalog = table_open(ExtensionRelationId, AccessShareLock);
   ScanKeyData key;
-  ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-              ObjectIdGetDatum(extension));
-  SysScanDesc scan = systable_beginscan(catalog, ExtensionOidIndexId, true, nullptr, 1, &key);
+  ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+              CStringGetDatum("evproc"));
+  SysScanDesc scan = systable_beginscan(catalog, ExtensionNameIndexId, true, nullptr, 1, &key);
   HeapTuple tuple = systable_getnext(scan);
-  char *version = nullptr;
+  ExtensionRow row{InvalidOid, InvalidOid, nullptr};
   if (HeapTupleIsValid(tuple)) {
+    auto *form = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tuple));
+    row.oid = form->oid;
+    row.owner = form->extowner;
     bool isnull = false;
     Datum value =
         heap_getattr(tuple, Anum_pg_extension_extversion, RelationGetDescr(catalog), &isnull);
-    if (!isnull) version = text_to_cstring(DatumGetTextPP(value));
+    if (!isnull) row.version = text_to_cstring(DatumGetTextPP(value));
   }
   systable_endscan(scan);
   table_close(catalog, AccessShareLock);
-  return version;
+  return row;
 }
 
 namespace {

@@ -22,13 +22,19 @@ enum class ExtensionGate {
 // batches and ticks in flight, new ones back off until it is over, and the two never
 // hold table locks in opposite orders (no deadlock report, no half-dropped tables read).
 // Call it inside a transaction, before any statement. It never waits: kBusy while a
-// drop holds or waits for the lock. `extension` (may be null) receives the extension's
-// OID when installed.
-ExtensionGate EnterExtension(Oid *extension);
+// drop holds or waits for the lock. `row` (may be null) receives the extension's row
+// when installed (kInstalled or kUnsupported).
+struct ExtensionRow;
+ExtensionGate EnterExtension(ExtensionRow *row);
 
-// The version of the installed extension `extension` (pg_extension.extversion),
-// palloc'd in the current memory context; NULL when there is no such extension.
-char *ExtensionVersion(Oid extension);
+// evproc's row of pg_extension as the current catalog snapshot has it: oid InvalidOid
+// when it is not installed; version palloc'd in the current memory context.
+struct ExtensionRow {
+  Oid oid;
+  Oid owner;
+  char *version;
+};
+ExtensionRow ReadExtensionRow();
 
 // What the database check found about evproc.database (the launcher's database).
 enum class DatabaseState : uint32 {

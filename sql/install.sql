@@ -62,12 +62,7 @@ SELECT count(*) AS log_partitions,
   FROM evproc.log_partition;
 -- Once the xid counter reaches it (the tests that follow start from there), the next
 -- maintenance makes the one after it, adjacent.
-CREATE PROCEDURE pg_temp.burn_xids_to(target xid8) LANGUAGE plpgsql AS $fn$
-BEGIN
-  WHILE pg_current_xact_id() < target LOOP
-    COMMIT;
-  END LOOP;
-END $fn$;
+\i sql/include/burn_xids.sql
 SELECT min(xid_from) AS first_partition FROM evproc.log_partition \gset
 CALL pg_temp.burn_xids_to(:'first_partition');
 SELECT evproc.maintain_log();

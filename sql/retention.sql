@@ -14,13 +14,7 @@ CREATE FUNCTION rt_record(events evproc.event[]) RETURNS void LANGUAGE sql
 AS $fn$ INSERT INTO rt_seen SELECT 'rt', e.id, (e.payload->>'n')::int FROM unnest(events) e $fn$;
 GRANT EXECUTE ON FUNCTION rt_record(evproc.event[]) TO evproc_rt_app;
 
--- Moves the xid counter to `target`: one committed transaction per xid.
-CREATE PROCEDURE pg_temp.burn_xids_to(target xid8) LANGUAGE plpgsql AS $fn$
-BEGIN
-  WHILE pg_current_xact_id() < target LOOP
-    COMMIT;
-  END LOOP;
-END $fn$;
+\i sql/include/burn_xids.sql
 
 -- The partitions around the current xid: how many hold it, how many are ahead of it,
 -- whether the one ahead starts where the current one ends, and whether the catalog lists

@@ -10,6 +10,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
+use FindBin;
 
 our @EXPORT = qw(evproc_node wait_until worker_pids sql_value log_count burn_xids_to);
 
@@ -112,21 +113,13 @@ sub worker_pids
 }
 
 # Moves the xid counter of $node to $target (an xid8): one committed transaction per
-# xid, without waiting for WAL flushes.
+# xid, without waiting for WAL flushes (the procedure of sql/include/burn_xids.sql).
 sub burn_xids_to
 {
 	my ($node, $target) = @_;
-	$node->safe_psql(
-		'postgres', qq{
-SET synchronous_commit = off;
-CREATE PROCEDURE pg_temp.burn_xids_to(target xid8) LANGUAGE plpgsql AS \$\$
-BEGIN
-  WHILE pg_current_xact_id() < target LOOP
-    COMMIT;
-  END LOOP;
-END \$\$;
-CALL pg_temp.burn_xids_to('$target');
-});
+	my $procedure = slurp_file("$FindBin::RealBin/../sql/include/burn_xids.sql");
+	$node->safe_psql('postgres',
+		"SET synchronous_commit = off;\n$procedure\nCALL pg_temp.burn_xids_to('$target');");
 	return;
 }
 

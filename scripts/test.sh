@@ -9,7 +9,9 @@
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# PG_CONFIG may name a private (relocated) PostgreSQL tree, so that several checkouts
+# can install and test side by side; CI uses Debian's.
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 log_dir=$(mktemp -d)
 passed=0
 failed=0

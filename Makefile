@@ -2,7 +2,7 @@
 # CMakeLists.txt exists for unit tests and clang-tidy only.
 EXTENSION = evproc
 # The version this tree installs; keep evproc.control's default_version the same.
-EXTVERSION = 0.2.0
+EXTVERSION = 0.3.0
 MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \

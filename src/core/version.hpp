@@ -14,9 +14,9 @@
 namespace evproc::core {
 
 // Keep equal to EXTVERSION in the Makefile (sql/install.sql checks it).
-inline constexpr std::string_view kLibraryVersion = "0.2.0";
+inline constexpr std::string_view kLibraryVersion = "0.3.0";
 // The oldest version whose SQL objects this library still works with.
-inline constexpr std::string_view kOldestServedVersion = "0.1.0";
+inline constexpr std::string_view kOldestServedVersion = "0.2.0";
 
 enum class VersionFit {
   kServed,   // between kOldestServedVersion and kLibraryVersion

@@ -31,6 +31,6 @@ TEST(Version, ServesItsOwnAndThePreviousVersion) {
   EXPECT_EQ(FitOf(kOldestServedVersion), VersionFit::kServed);
   EXPECT_EQ(FitOf("0.0.9"), VersionFit::kOlder);
   EXPECT_EQ(FitOf("9.9.9"), VersionFit::kNewer);
-  EXPECT_EQ(FitOf("0.2.1"), VersionFit::kNewer);
+  EXPECT_EQ(FitOf("0.3.1"), VersionFit::kNewer);
   EXPECT_EQ(FitOf("unpackaged"), VersionFit::kUnknown);
 }

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 # PG_CONFIG may name a private (relocated) PostgreSQL tree, so that several checkouts
 # can install and test side by side; CI uses Debian's.
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export WERROR=1  # warnings are errors here and in CI (a user's plain `make` warns only)
 log_dir=$(mktemp -d)
 passed=0
 failed=0

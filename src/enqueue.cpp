@@ -119,7 +119,7 @@ void CheckEvent(const char *topic_name, const TopicInfo *topic, const EventInput
   }
 }
 
-// Publishing needs the 'publish' privilege on the topic (README "Security and
+// Publishing needs the 'publish' privilege on the topic (docs/security.md "Security and
 // privileges"). Checked before the events are looked at: a caller who may not publish
 // learns nothing of the topic's schema and counts no rejection.
 void CheckPublish(const char *topic_name, const TopicInfo *topic, Oid caller) {
@@ -146,8 +146,8 @@ void CountingRejections(const TopicInfo *topic, const Check &check) {
   PG_END_TRY();
 }
 
-// max_pending (DESIGN §8): 53400 when the topic's depth, i.e. the pending events of its
-// slowest subscription (shared-memory counters, constant time) plus what this
+// max_pending (docs/operations.md "Backpressure"): 53400 when the topic's depth, i.e. the pending
+// events of its slowest subscription (shared-memory counters, constant time) plus what this
 // transaction enqueued and has not committed, would pass the limit with `adding` more.
 // A topic no subscription drains has no depth: retention bounds it instead.
 void CheckBackpressure(const char *topic_name, const TopicInfo *topic, int64 adding) {

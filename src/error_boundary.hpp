@@ -1,4 +1,4 @@
-// The C++/PostgreSQL error boundary (DESIGN §9).
+// The C++/PostgreSQL error boundary (docs/design.md "Design notes").
 //
 // PostgreSQL reports errors with longjmp, which skips C++ destructors, and C++
 // exceptions must never unwind through PostgreSQL's C frames. Two guards keep the

@@ -1,6 +1,6 @@
-// Monitoring in shared memory (DESIGN §5, §7): counters, rates and latency histograms
-// per topic and per subscription, and the state of each worker. The monitoring views read
-// these instead of counting rows.
+// Monitoring in shared memory (docs/operations.md "Watching"): counters, rates and latency
+// histograms per topic and per subscription, and the state of each worker. The monitoring views
+// read these instead of counting rows.
 //
 //  * Counters move when the transaction that earned them commits: enqueue and delivery
 //    record deltas in backend memory (see metrics_local.cpp) and apply them at commit,

@@ -55,7 +55,7 @@ void _PG_init(void) {
 
 // evproc.library_version(): the version of the library this backend runs, loaded when
 // the server started; pg_extension.extversion is that of the SQL objects. They differ
-// between the steps of an upgrade (README "Upgrading").
+// between the steps of an upgrade (docs/operations.md "Upgrading").
 extern "C" Datum evproc_library_version(PG_FUNCTION_ARGS) {
   (void)fcinfo;
   const auto version = evproc::core::kLibraryVersion;

@@ -13,6 +13,7 @@
 #include "metrics_local.hpp"
 #include "core/partition_hash.hpp"
 #include "core/schema_api.hpp"
+#include "error_boundary.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "spi_plan.hpp"
@@ -388,13 +389,8 @@ void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *i
 }  // namespace
 }  // namespace evproc
 
-extern "C" {
-PG_FUNCTION_INFO_V1(evproc_enqueue);
-PG_FUNCTION_INFO_V1(evproc_enqueue_batch);
-}
-
 // evproc_enqueue(topic, key, payload, type, dedup_id, headers) -> bigint
-extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_enqueue) {
   using namespace evproc;
   const char *topic_name = TopicName(fcinfo);
   EventInput event{ArgText(fcinfo, 1), ArgText(fcinfo, 3),
@@ -425,7 +421,7 @@ extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
 }
 
 // evproc_enqueue_batch(topic, events jsonb) -> bigint[] (ids in input order)
-extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_enqueue_batch) {
   using namespace evproc;
   const char *topic_name = TopicName(fcinfo);
   if (PG_ARGISNULL(1)) {

@@ -155,25 +155,28 @@ inline constexpr const char *kParkedKeys = R"sql(
 SELECT key FROM evproc.retry
  WHERE subscription_id = $1 AND partition = $2 AND is_head AND key IS NOT NULL)sql";
 
-// The unit's window (from tick A to tick B) in two parts, each in id order; the worker
-// merges them by id. Their first four columns are those of kReplayEvents: the event as
-// the handler gets it ($10 is the topic's name), its id, key and enqueued_at.
-//
-// An event is in the window when its transaction committed after A and before B: its
-// xid is visible in B's snapshot and either was still running at A (the pending part:
-// A's xip) or is at or past A's xmax (the range part). Publishers take a lock on the
-// entity they publish about, so for one key id order is commit order. Windows are kept
-// about one tick wide (evproc.tick.dirty), so sorting a window's rest costs little.
+// The read of one window (from tick A to tick B), in two parts: kWindowPending (xid in
+// xip(A), transactions still open at tick A: point look-ups) and kWindowRange (xid in
+// [xmax(A), xmax(B)): one range scan), both on the window index, each visible in B.
+// Inside a window events go in id order: an id is taken inside evproc_enqueue, after
+// whatever lock the publishing transaction holds on the entity it publishes about, so
+// for one key id order is the order in which publishers got through that lock, i.e.
+// commit order (an xid is taken at a transaction's first write, possibly before it
+// waits for that lock). The worker merges the two parts by id. Windows are kept about
+// one tick wide (evproc.tick.dirty), so sorting a window's rest at each batch costs
+// little.
 // Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7 the
 // id cursor, $8 the most rows, $9 the oldest enqueued_at wanted (a subscription that
-// starts inside the history), $10 the topic's name. Bounds are bound as values: written
-// as a join against evproc.tick, the planner would scan from xid 0.
+// starts inside the history), $10 the topic's name (for the evproc.event the handler
+// gets; both parts start with the columns of kReplayEvents). Bounds are bound as values:
+// written as a join against evproc.tick, the planner would scan from xid 0.
+// sql/window.sql EXPLAINs both as evproc.statement_sql() returns them.
 // The log is partitioned by xid, and a generic plan prunes partitions only by bounds on
 // xid compared with parameters: the range part by its bounds, the pending part by
 // [$3[1], $4) (xip is sorted and below xmax(A)). The pending part looks up each xid of
 // xip(A) on its own (`xid = ANY ($3)` next to those bounds would let the planner scan
 // the whole range from the oldest open transaction instead); OFFSET 0 keeps it a look-up
-// per xid, which also prunes to the xid's partition. sql/window.sql pins both plans.
+// per xid, which also prunes to the xid's partition.
 inline constexpr const char *kWindowPending = R"sql(
 SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)::evproc.event,
        w.id, w.key, w.enqueued_at

@@ -143,7 +143,7 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
   }
   Tally tally =
       unit.replay ? WriteReplayOutcome(unit, items, replay_at) : WriteOutcome(unit, items, at);
-  JudgeBreaker(unit, tally, tally.delivered + tally.failed);
+  JudgeBreaker(unit, tally.delivered + tally.failed);
   result.delivered = tally.delivered;
   result.failed = tally.failed;
   result.dead = tally.dead;

@@ -7,7 +7,8 @@
 
 namespace evproc::delivery {
 
-// Judges the batch's outcome (`attempted` events, tally.failed of them failed).
-void JudgeBreaker(const Unit &unit, const Tally &tally, int64 attempted);
+// Judges the subscription after a batch that attempted `attempted` deliveries (its
+// counts are already noted with metrics::Note*, uncommitted).
+void JudgeBreaker(const Unit &unit, int64 attempted);
 
 }  // namespace evproc::delivery

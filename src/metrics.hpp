@@ -1,4 +1,4 @@
-// Monitoring in shared memory (DESIGN §5, §7): counters, rates and latency histograms
+// Monitoring in shared memory (docs/design.md): counters, rates and latency histograms
 // per topic and per subscription, and the state of each worker. The monitoring views read
 // these instead of counting rows.
 //

@@ -130,13 +130,9 @@ void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
 }
 
 // Reads a replay's next events (up to a batch) and moves its position past the ids it
-// looked at. Empty reads (ids of other topics, or dropped) widen the next read, so old
-// gaps are crossed in a few steps; a read that finds events narrows it back.
+// looked at (core::NextReplayStep: empty reads widen the next one).
 void ReadReplay(const Unit &unit, ReplayPosition *at, ItemList *items, MemoryContext context) {
   constexpr int kMostReadsPerBatch = 16;
-  constexpr int64 kMostChunk = 1000000;
-  int64 base_chunk = 10 * static_cast<int64>(unit.batch_size);
-  if (base_chunk < 10000) base_chunk = 10000;
   for (int read = 0; read < kMostReadsPerBatch && !at->done && items->count == 0; ++read) {
     Datum args[10] = {Int64GetDatum(at->cursor),
                       Int64GetDatum(at->chunk),
@@ -155,14 +151,9 @@ void ReadReplay(const Unit &unit, ReplayPosition *at, ItemList *items, MemoryCon
       bool isnull = false;
       Append(items, EventRow(row, DatumGetInt32(Column(row, 5, &isnull)), context), context);
     }
-    if (rows == static_cast<uint64>(unit.batch_size)) {
-      at->cursor = items->items[items->count - 1].event_id;
-    } else {
-      at->cursor += at->chunk;
-      if (at->cursor > unit.replay_last_id) at->cursor = unit.replay_last_id;
-    }
-    at->chunk = rows == 0 ? (at->chunk * 4 > kMostChunk ? kMostChunk : at->chunk * 4) : base_chunk;
-    at->done = at->cursor >= unit.replay_last_id;
+    int64 last_read_id = rows == 0 ? 0 : items->items[items->count - 1].event_id;
+    *at = core::NextReplayStep(*at, static_cast<int64>(rows), unit.batch_size, last_read_id,
+                               unit.replay_last_id);
   }
 }
 

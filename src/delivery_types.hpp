@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "core/replay_step.hpp"
 #include "pg_headers.hpp"
 
 extern "C" {
@@ -115,11 +116,7 @@ struct Window {
 };
 
 // Where a replay stands: ids up to cursor were looked at; the next read spans chunk ids.
-struct ReplayPosition {
-  int64 cursor;
-  int64 chunk;
-  bool done;
-};
+using ReplayPosition = core::ReplayStep;
 
 // What a batch's outcome counts.
 struct Tally {

@@ -101,6 +101,8 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   CallPostgres([] { PopActiveSnapshot(); });
   return result;
 }
+
+// The steps of the claimed unit's batch: read, deliver, write the outcome, judge.
 void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
   BatchResult &result = *out;
   const char *problem = CallPostgres([&] { return HandlerProblem(unit); });

@@ -312,3 +312,51 @@ bench_write_results() {
                         value: (.[3] | (tonumber? // .)), unit: .[4] }] }' "$TMP/results.tsv" >"$json"
     echo "$json"
 }
+
+# bench_mem_sampler_start FILE PID...: samples every ~100 ms, in the background, the
+# largest RssAnon and VmRSS (kB) over the PIDs, rewriting FILE as "anon_kb rss_kb";
+# bench_mem_sampler_stop ends it. (bench/rss has the full per-worker picture.)
+bench_mem_sampler_start() {
+    local file=$1
+    shift
+    (
+        max_anon=0 max_rss=0
+        while :; do
+            for p in "$@"; do
+                read -r a r < <(awk '$1 == "RssAnon:" { a = $2 } $1 == "VmRSS:" { r = $2 } END { print a + 0, r + 0 }' "/proc/$p/status" 2>/dev/null || echo "0 0")
+                ((a > max_anon)) && max_anon=$a
+                ((r > max_rss)) && max_rss=$r
+            done
+            echo "$max_anon $max_rss" >"$file.tmp" && mv "$file.tmp" "$file"
+            sleep 0.1
+        done
+    ) &
+    BENCH_SAMPLER=$!
+}
+bench_mem_sampler_stop() {
+    if [[ -n ${BENCH_SAMPLER:-} ]]; then
+        kill "$BENCH_SAMPLER" 2>/dev/null || true
+        wait "$BENCH_SAMPLER" 2>/dev/null || true
+    fi
+    BENCH_SAMPLER=
+    return 0
+}
+
+# bench_load_chunks TOPIC FIRST LAST PER_TXN [KEYEXPR]: enqueues events FIRST..LAST (the
+# shared ~200-byte payload; key KEYEXPR of g, default one of 10,000) with
+# evproc_enqueue_batch, 1000 per call, PER_TXN events per transaction (0: all in one).
+bench_load_chunks() {
+    local topic=$1 first=$2 last=$3 per=$4 keyexpr=${5:-$(bench_key_sql g)} lo hi n=0
+    {
+        if ((per == 0)); then echo "BEGIN;"; fi
+        for ((lo = first; lo <= last; lo += 1000)); do
+            hi=$((lo + 999))
+            if ((hi > last)); then hi=$last; fi
+            if ((per > 0 && n % per == 0)); then echo "BEGIN;"; fi
+            echo "SELECT cardinality(evproc_enqueue_batch('$topic', (SELECT jsonb_agg(jsonb_build_object('key', $keyexpr, 'payload', $(bench_payload_sql g)) ORDER BY g) FROM generate_series($lo, $hi) g)));"
+            n=$((n + hi - lo + 1))
+            if ((per > 0 && n % per == 0)); then echo "COMMIT;"; fi
+        done
+        if ((per == 0 || n % per != 0)); then echo "COMMIT;"; fi
+    } | sql >/dev/null
+}

@@ -235,7 +235,7 @@ BEGIN
         PERFORM pg_sleep(0.01);
         COMMIT;
     END LOOP;
-    seconds := extract(epoch FROM clock_timestamp() - t0);
+    seconds := round(extract(epoch FROM clock_timestamp() - t0)::numeric, 3);
 END $$;
 EOF
 }

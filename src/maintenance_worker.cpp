@@ -94,6 +94,7 @@ extern "C" void evproc_maintenance_main(Datum /*main_arg*/) {
   // Statics: they keep their values across the longjmp below.
   static TimestampTz next_sync = 0;
   static TimestampTz next_maintenance = 0;
+  static TimestampTz last_maintenance = 0;
   static uint64 synced_registry = 0;
 
   sigjmp_buf recover;
@@ -115,6 +116,10 @@ extern "C" void evproc_maintenance_main(Datum /*main_arg*/) {
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
+      // A shorter evproc.maintenance_interval applies from the last run, not the next.
+      TimestampTz due =
+          last_maintenance + static_cast<int64>(evproc::maintenance_interval_s) * USECS_PER_SEC;
+      if (last_maintenance != 0 && due < next_maintenance) next_maintenance = due;
     }
     TimestampTz now = GetCurrentTimestamp();
     uint64 registry = state != nullptr ? pg_atomic_read_u64(&state->registry_seq) : 0;
@@ -136,6 +141,7 @@ extern "C" void evproc_maintenance_main(Datum /*main_arg*/) {
       }
     }
     if (now >= next_maintenance) {
+      last_maintenance = now;
       next_maintenance = now + static_cast<int64>(evproc::maintenance_interval_s) * USECS_PER_SEC;
       if (!RunStatement("SELECT evproc.maintain()", "evproc maintenance")) {
         next_maintenance = 0;

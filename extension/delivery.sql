@@ -571,7 +571,7 @@ END
 $fn$;
 
 CREATE FUNCTION evproc.maintain() RETURNS void
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s'
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
 AS $fn$
 DECLARE
     newest bigint := (SELECT max(id) FROM evproc.tick);
@@ -579,7 +579,8 @@ DECLARE
 BEGIN
     -- Each step on its own: one that cannot get a lock leaves its work to the next run,
     -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
-    -- bounds a wait for a table lock (none that an application takes).
+    -- bounds a wait for a table lock (none that an application takes), and is short: the
+    -- units this run moved on stay locked, to workers too, until it commits.
     BEGIN
         FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
                    FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id

@@ -22,7 +22,7 @@
 #include <cstring>
 
 #include "api_trampoline.hpp"
-#include "lifecycle.hpp"
+#include "extension_gate.hpp"
 
 extern "C" {
 #include "access/genam.h"

@@ -23,9 +23,9 @@
 #include "core/version.hpp"
 #include "database_check.hpp"
 #include "extension_gate.hpp"
-#include "utility_hook.hpp"
 #include "pg_compat.hpp"
 #include "shared_state.hpp"
+#include "utility_hook.hpp"
 
 extern "C" {
 #include "access/xact.h"

@@ -1,7 +1,7 @@
 // Lifecycle protections of evproc's background processes, one file each: the extension
 // gate, the database check before the launcher connects, and the utility hook for DROP
-// DATABASE of evproc.database and DROP EXTENSION evproc. Kept for the files that include
-// all three; new code includes the one it needs.
+// DATABASE of evproc.database and DROP EXTENSION evproc. Kept only for src/delivery.cpp
+// (being split elsewhere); it should include extension_gate.hpp, and this header go.
 #pragma once
 
 #include "database_check.hpp"

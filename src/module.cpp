@@ -2,12 +2,12 @@
 #include "background.hpp"
 #include "commit_wake.hpp"
 #include "core/version.hpp"
-#include "utility_hook.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "shared_state.hpp"
 #include "topic_cache.hpp"
+#include "utility_hook.hpp"
 
 extern "C" {
 #include "utils/builtins.h"

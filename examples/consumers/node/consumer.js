@@ -8,7 +8,8 @@
 //
 // Environment: the libpq variables (PGHOST, PGPORT, PGUSER, PGDATABASE, ...),
 // EVPROC_BATCH (most events per read, 100), EVPROC_WAIT (seconds a read waits for
-// events, 5), EVPROC_LEASE (seconds, default: the subscription's lease_duration).
+// events, 5), EVPROC_LEASE (seconds, default: the subscription's lease_duration),
+// EVPROC_HANDLE_MS (milliseconds of pretend work per event, 0).
 // With EFFECT_TABLE (columns event_id bigint, key text, payload jsonb, attempt int),
 // each event is inserted there in the acknowledging transaction; without, it is
 // printed as a JSON line. An event whose payload has "fail": true is nacked.
@@ -25,6 +26,7 @@ if (!subscription) {
 const batch = Number(process.env.EVPROC_BATCH || 100);
 const waitSeconds = Number(process.env.EVPROC_WAIT || 5);
 const leaseSeconds = process.env.EVPROC_LEASE ? Number(process.env.EVPROC_LEASE) : null;
+const workMs = Number(process.env.EVPROC_HANDLE_MS || 0);
 
 let stopping = false;
 process.on('SIGTERM', () => { stopping = true; });
@@ -32,6 +34,7 @@ process.on('SIGINT', () => { stopping = true; });
 
 // What the application does with one event. Throwing fails (nacks) it.
 async function handle(client, event) {
+  if (workMs > 0) await new Promise((resolve) => setTimeout(resolve, workMs));
   if (event.payload && event.payload.fail === true) throw new Error(`asked to fail (event ${event.id})`);
   if (effectTable) {
     // Identifiers cannot be parameters: quote the table name as an identifier.

@@ -11,7 +11,7 @@ batch in hand and exits.
 
 Environment: EVPROC_BATCH (most events per read, 100), EVPROC_WAIT (seconds a read
 waits for events, 5), EVPROC_LEASE (seconds; default: the subscription's
-lease_duration). With EFFECT_TABLE (columns event_id bigint, key text, payload jsonb,
+lease_duration), EVPROC_HANDLE_MS (milliseconds of pretend work per event, 0). With EFFECT_TABLE (columns event_id bigint, key text, payload jsonb,
 attempt int) each event is inserted there in the acknowledging transaction; without,
 it is printed as a JSON line. An event whose payload has "fail": true is nacked.
 
@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import psycopg
 from psycopg.rows import dict_row
@@ -36,8 +37,10 @@ def stop(_signum, _frame):
     stopping = True
 
 
-def handle(conn, event, effect_table):
+def handle(conn, event, effect_table, work_ms):
     """What the application does with one event. Raising fails (nacks) it."""
+    if work_ms > 0:
+        time.sleep(work_ms / 1000)
     if isinstance(event["payload"], dict) and event["payload"].get("fail") is True:
         raise RuntimeError(f"asked to fail (event {event['id']})")
     if effect_table:
@@ -58,6 +61,7 @@ def main():
     batch = int(os.environ.get("EVPROC_BATCH", "100"))
     wait = float(os.environ.get("EVPROC_WAIT", "5"))
     lease = os.environ.get("EVPROC_LEASE")
+    work_ms = float(os.environ.get("EVPROC_HANDLE_MS", "0"))
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
@@ -84,7 +88,7 @@ def main():
                             continue
                         try:
                             with conn.transaction():  # a savepoint: a failure undoes only this event
-                                handle(conn, event, effect_table)
+                                handle(conn, event, effect_table, work_ms)
                         except Exception as error:  # the application's failure, whatever it is
                             conn.execute("SELECT evproc_nack(%s, %s, %s, %s)",
                                          (subscription, lease_id, event["id"], str(error)))

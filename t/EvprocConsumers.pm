@@ -47,7 +47,8 @@ sub start_consumer
 		my $python = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';
 		@command = (
 			$python, "$examples/python/consumer.py",
-			"host=$conn->{host} port=$conn->{port} user=$conn->{user} dbname=$conn->{dbname}",
+			"host=$conn->{host} port=$conn->{port} user=$conn->{user} dbname=$conn->{dbname}"
+			  . ($conn->{application_name} ? " application_name=$conn->{application_name}" : ''),
 			$subscription, $table);
 	}
 	else
@@ -56,6 +57,7 @@ sub start_consumer
 		$ENV{PGPORT} = $conn->{port};
 		$ENV{PGUSER} = $conn->{user};
 		$ENV{PGDATABASE} = $conn->{dbname};
+		$ENV{PGAPPNAME} = $conn->{application_name} if $conn->{application_name};
 		@command = ('node', "$examples/node/consumer.js", $subscription, $table);
 	}
 	my $handle = IPC::Run::start(\@command, '>>', $log, '2>>', $log);

@@ -18,7 +18,9 @@
 -------------------------------------------------------------------------------
 
 -- One unit a lease holds: where its position was before the read and where the read
--- left it (the ack moves it there). history_from: the unit's start in the history.
+-- left it (the ack moves it there). history_from: the unit's start in the history. A
+-- replay of the subscription (partition -1) is held like a unit: its id and its cursor
+-- before and after, the span of its next read and whether it is done after the read.
 CREATE TYPE evproc.lease_unit AS (
     partition     integer,
     tick_before   bigint,
@@ -27,13 +29,16 @@ CREATE TYPE evproc.lease_unit AS (
     tick_after    bigint,
     window_after  bigint,
     cursor_after  bigint,
-    history_from  timestamptz
+    history_from  timestamptz,
+    replay_id     integer,
+    replay_chunk  bigint,
+    replay_done   boolean
 );
 
 -- One event a read took from its units, in the order the outcome is written. handed_out
 -- false: an event of a key parked before the read, which waits behind its key (it joins
 -- the retry line when the lease ends) and was not returned. failed_attempts and
--- first_failed_at: of a retry, before this delivery.
+-- first_failed_at: of a retry, before this delivery. from_replay: read by the replay.
 CREATE TYPE evproc.lease_event AS (
     event_id        bigint,
     partition       integer,
@@ -42,7 +47,8 @@ CREATE TYPE evproc.lease_event AS (
     failed_attempts integer,
     first_failed_at timestamptz,
     enqueued_at     timestamptz,
-    handed_out      boolean
+    handed_out      boolean,
+    from_replay     boolean
 );
 
 -- A consumer's failure of one event (evproc_nack), written when the lease ends.
@@ -236,7 +242,9 @@ CREATE FUNCTION evproc.expire_leases() RETURNS integer
 -- Live leases of the caller's subscriptions (superusers: all), for operators.
 CREATE VIEW public.evproc_leases WITH (security_barrier) AS
 SELECT s.name AS subscription, l.id AS lease,
-       ARRAY(SELECT u.partition FROM unnest(l.units) u ORDER BY u.partition) AS partitions,
+       ARRAY(SELECT u.partition FROM unnest(l.units) u WHERE u.partition >= 0
+              ORDER BY u.partition) AS partitions,
+       (SELECT u.replay_id FROM unnest(l.units) u WHERE u.partition < 0) AS replay,
        (SELECT count(*) FROM unnest(l.events) e WHERE e.handed_out) AS events,
        pg_catalog.cardinality(l.nacks) AS nacked,
        l.read_at, l.expires_at, l.expires_at <= pg_catalog.clock_timestamp() AS expired, l.reader

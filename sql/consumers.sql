@@ -148,6 +148,17 @@ CREATE TEMP TABLE r8 AS SELECT * FROM evproc_read('cn_pull');
 SELECT key, payload->>'n' AS n FROM r8;
 SELECT evproc_ack('cn_pull', (SELECT lease FROM r8 LIMIT 1)) AS delivered;
 
+-- Replay: the retained history of key d comes again to the consumers, flagged replay,
+-- in order, under a lease that holds the replay (the workers leave it alone too).
+SELECT evproc_replay('cn_pull', key => 'd') > 0 AS replaying;
+SELECT worked FROM evproc.deliver_batch();
+CREATE TEMP TABLE r10 AS SELECT * FROM evproc_read('cn_pull') WITH ORDINALITY AS r;
+SELECT key, payload->>'n' AS n, attempt, replay FROM r10 ORDER BY ordinality;
+SELECT replay IS NOT NULL AS replay_leased, partitions FROM evproc_leases WHERE subscription = 'cn_pull';
+SELECT count(*) AS while_leased FROM evproc_read('cn_pull');
+SELECT evproc_ack('cn_pull', (SELECT lease FROM r10 LIMIT 1)) AS delivered;
+SELECT state, delivered, failed FROM evproc_replays WHERE subscription = 'cn_pull';
+
 -- Unsubscribing with a lease out: the lease goes with it.
 SELECT evproc_enqueue('cn.t', 'h', '{"n": 40}') > 0 AS enqueued;
 SELECT evproc.take_tick() > 0 AS ticked;

@@ -36,15 +36,20 @@ using pg::CallPostgres;
 constexpr int kLeaseExpired = MAKE_SQLSTATE('E', 'V', '0', '0', '1');
 constexpr int kNacked = MAKE_SQLSTATE('E', 'V', '0', '0', '2');
 
+// A unit of the lease (partition -1: the subscription's replay) and where the read left
+// it.
 struct LeaseUnit {
   int32 partition;
   Position after;
   bool has_history_from;
   TimestampTz history_from;
+  int32 replay_id;
+  dl::ReplayPosition replay_after;
 };
 
 // What a nack (or the expiry) says about one event.
 struct Failure {
+  bool from_replay;  // the event was read by the lease's replay
   bool failed;
   const char *message;  // the consumer's error
   bool has_retry_after;
@@ -88,6 +93,12 @@ int ReadUnits(const char *id, LeaseUnit **units, MemoryContext context) {
     Datum history = dl::Column(row, 8, &isnull);
     unit.has_history_from = !isnull;
     unit.history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history);
+    if (unit.partition < 0) {
+      unit.replay_id = DatumGetInt32(dl::Column(row, 9, &isnull));
+      unit.replay_after = dl::ReplayPosition{unit.after.cursor_id,
+                                             DatumGetInt64(dl::Column(row, 10, &isnull)),
+                                             DatumGetBool(dl::Column(row, 11, &isnull))};
+    }
   }
   return static_cast<int>(rows);
 }
@@ -118,6 +129,7 @@ void ReadEvents(const char *id, ItemList *items, Failure **failures, MemoryConte
     Datum retry_after = dl::Column(row, 11, &isnull);
     failure.has_retry_after = !isnull;
     failure.retry_after_us = isnull ? 0 : DatumGetInt64(retry_after);
+    failure.from_replay = DatumGetBool(dl::Column(row, 12, &isnull));
     dl::Append(items, item, context);
   }
 }
@@ -202,12 +214,25 @@ int64 EndLease(const char *id, bool expired) {
   });
   // Lock the units (in partition order, like unsubscribe) before writing their lines.
   std::vector<Datum> partitions;
-  for (int i = 0; i < unit_count; ++i) partitions.push_back(Int32GetDatum(units[i].partition));
+  int32 replay_id = 0;
+  for (int i = 0; i < unit_count; ++i) {
+    if (units[i].partition < 0) {
+      replay_id = units[i].replay_id;
+    } else {
+      partitions.push_back(Int32GetDatum(units[i].partition));
+    }
+  }
   std::vector<bool> no_nulls(partitions.size(), false);
   CallPostgres([&] {
-    Datum args[] = {Int32GetDatum(unit.subscription_id),
-                    ArrayWithNulls(partitions, no_nulls, INT4OID)};
-    dl::Run(plans.lock_units, args, nullptr, false, SPI_OK_SELECT);
+    if (!partitions.empty()) {
+      Datum args[] = {Int32GetDatum(unit.subscription_id),
+                      ArrayWithNulls(partitions, no_nulls, INT4OID)};
+      dl::Run(plans.lock_units, args, nullptr, false, SPI_OK_SELECT);
+    }
+    if (replay_id != 0) {
+      Datum args[] = {Int32GetDatum(replay_id)};
+      dl::Run(plans.lock_replay, args, nullptr, false, SPI_OK_SELECT);
+    }
   });
 
   // The outcome, as Batch::Deliver would have decided it: a failed key holds back its
@@ -244,22 +269,32 @@ int64 EndLease(const char *id, bool expired) {
   // the read left it, exactly as a worker's batch of that unit.
   int64 delivered = 0;
   for (int u = 0; u < unit_count; ++u) {
+    const LeaseUnit &leased = units[u];
     Unit moved = unit;
-    moved.partition = units[u].partition;
-    moved.has_history_from = units[u].has_history_from;
-    moved.history_from = units[u].history_from;
+    moved.partition = leased.partition;
+    moved.has_history_from = leased.has_history_from;
+    moved.history_from = leased.history_from;
+    moved.replay = leased.partition < 0;
+    moved.replay_id = leased.replay_id;
     ItemList unit_items{};
     for (int i = 0; i < items.count; ++i) {
-      if (items.items[i].partition == moved.partition)
-        CallPostgres([&] { dl::Append(&unit_items, items.items[i], context); });
+      bool mine = moved.replay ? failures[i].from_replay
+                               : !failures[i].from_replay &&
+                                     items.items[i].partition == moved.partition;
+      if (mine) CallPostgres([&] { dl::Append(&unit_items, items.items[i], context); });
     }
-    dl::Tally tally = dl::WriteOutcome(moved, unit_items, units[u].after);
+    dl::Tally tally = moved.replay ? dl::WriteReplayOutcome(moved, unit_items, leased.replay_after)
+                                   : dl::WriteOutcome(moved, unit_items, leased.after);
     delivered += tally.delivered;
     JudgeBreaker(moved, tally);
   }
   CallPostgres([&] {
     Datum release[] = {Int32GetDatum(unit.subscription_id), CStringGetTextDatum(id)};
     dl::Run(plans.release_units, release, nullptr, false, SPI_OK_UPDATE);
+    if (replay_id != 0) {
+      Datum lease_id[] = {CStringGetTextDatum(id)};
+      dl::Run(plans.release_replay, lease_id, nullptr, false, SPI_OK_UPDATE);
+    }
     Datum lease[] = {CStringGetTextDatum(id)};
     dl::Run(plans.delete_lease, lease, nullptr, false, SPI_OK_DELETE);
   });

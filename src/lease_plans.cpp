@@ -31,6 +31,10 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 void FreePlans() {
   SPIPlanPtr *all[] = {&plans.consumer_subscription,
                        &plans.claim,
+                       &plans.claim_replay,
+                       &plans.mark_replay_leased,
+                       &plans.lock_replay,
+                       &plans.release_replay,
                        &plans.insert_lease,
                        &plans.mark_leased,
                        &plans.expired,
@@ -68,7 +72,8 @@ void EnsurePlans() {
                               INT8ARRAYOID,    INT8ARRAYOID,        INT8ARRAYOID, INT8ARRAYOID,
                               TIMESTAMPTZARRAYOID, INT8ARRAYOID,    INT4ARRAYOID, TEXTARRAYOID,
                               BOOLARRAYOID,    INT4ARRAYOID,        TIMESTAMPTZARRAYOID,
-                              TIMESTAMPTZARRAYOID, BOOLARRAYOID,    INT8OID};
+                              TIMESTAMPTZARRAYOID, BOOLARRAYOID,    INT8OID,
+                              INT4ARRAYOID,    INT8ARRAYOID,        BOOLARRAYOID, BOOLARRAYOID};
   const Oid mark_types[] = {INT4OID, INT4ARRAYOID, TEXTOID, TIMESTAMPTZOID};
   const Oid one_id[] = {INT4OID};
   const Oid one_text[] = {TEXTOID};
@@ -79,11 +84,18 @@ void EnsurePlans() {
   const Oid release_types[] = {INT4OID, TEXTOID};
   const Oid reason_types[] = {INT4OID, TEXTOID};
   const Oid lease_check_types[] = {OIDOID, TEXTOID, TEXTOID};
+  const Oid replay_mark_types[] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
   char *joins = psprintf(sql::kSubscriptionJoins, "p");
+  char *replay_joins = psprintf(sql::kSubscriptionJoins, "rp");
   plans.consumer_subscription = Prepare(sql::kConsumerSubscription, 2, check_types);
   plans.claim = Prepare(psprintf(sql::kClaimLeaseUnit, sql::kSubscriptionColumns, joins), 2,
                         claim_types);
-  plans.insert_lease = Prepare(sql::kInsertLease, 18, insert_types);
+  plans.claim_replay = Prepare(
+      psprintf(sql::kClaimLeaseReplay, sql::kSubscriptionColumns, replay_joins), 1, one_id);
+  plans.mark_replay_leased = Prepare(sql::kMarkReplayLeased, 3, replay_mark_types);
+  plans.lock_replay = Prepare(sql::kLockReplay, 1, one_id);
+  plans.release_replay = Prepare(sql::kReleaseReplay, 1, one_text);
+  plans.insert_lease = Prepare(sql::kInsertLease, 22, insert_types);
   plans.mark_leased = Prepare(sql::kMarkLeased, 4, mark_types);
   plans.expired = Prepare(sql::kExpiredLeases, 1, one_id);
   plans.all_expired = Prepare(sql::kAllExpiredLeases, 0, nullptr);

@@ -16,6 +16,10 @@ struct Plans {
   Oid extension = InvalidOid;
   SPIPlanPtr consumer_subscription = nullptr;
   SPIPlanPtr claim = nullptr;
+  SPIPlanPtr claim_replay = nullptr;
+  SPIPlanPtr mark_replay_leased = nullptr;
+  SPIPlanPtr lock_replay = nullptr;
+  SPIPlanPtr release_replay = nullptr;
   SPIPlanPtr insert_lease = nullptr;
   SPIPlanPtr mark_leased = nullptr;
   SPIPlanPtr expired = nullptr;

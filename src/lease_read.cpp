@@ -53,13 +53,16 @@ struct Request {
   int64 lease_us;
 };
 
-// A unit the lease holds.
+// A unit the lease holds (partition -1: the subscription's replay).
 struct LeasedUnit {
   int32 partition;
   Position before;
   Position after;
   bool has_history_from;
   TimestampTz history_from;
+  int32 replay_id;
+  dl::ReplayPosition replay_before;
+  dl::ReplayPosition replay_after;
 };
 
 // One look for events. handed: the events to return (their lease is lease_id).
@@ -107,6 +110,16 @@ bool ClaimLeaseUnit(const Request &request, const std::vector<int32> &claimed, U
   });
 }
 
+// Claims the subscription's running replay if no lease holds it.
+bool ClaimLeaseReplay(const Request &request, Unit *unit, MemoryContext context) {
+  Datum args[] = {Int32GetDatum(request.subscription_id)};
+  return CallPostgres([&] {
+    if (dl::Run(plans.claim_replay, args, nullptr, false, SPI_OK_SELECT) == 0) return false;
+    dl::UnitFromRow(unit, true, context);
+    return true;
+  });
+}
+
 // Why the subscription cannot be read any more (its owner), or nullptr. Nothing runs as
 // the owner of a pull subscription: only the owner's existence and its 'subscribe'
 // privilege matter.
@@ -123,13 +136,38 @@ const char *OwnerProblem(const Unit &unit) {
 
 // Records the lease and marks its units. Returns its id.
 const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &units,
-                        const ItemList &items, MemoryContext context) {
+                        const ItemList &items, const std::vector<bool> &from_replay,
+                        MemoryContext context) {
   std::vector<Datum> partition, tick_before, window_before, cursor_before, tick_after,
-      window_after, cursor_after, history_from;
+      window_after, cursor_after, history_from, replay_id, replay_chunk, replay_done;
   std::vector<bool> no_nulls(units.size(), false), window_before_null, cursor_before_null,
-      window_after_null, cursor_after_null, history_null;
+      window_after_null, cursor_after_null, history_null, replay_null;
+  std::vector<Datum> live_partitions;
+  int32 leased_replay = 0;
   for (const LeasedUnit &unit : units) {
     partition.push_back(Int32GetDatum(unit.partition));
+    replay_null.push_back(unit.partition >= 0);
+    replay_id.push_back(Int32GetDatum(unit.replay_id));
+    replay_chunk.push_back(Int64GetDatum(unit.replay_after.chunk));
+    replay_done.push_back(BoolGetDatum(unit.replay_after.done));
+    if (unit.partition < 0) {
+      // A replay: its cursor before and after the read.
+      leased_replay = unit.replay_id;
+      tick_before.push_back(Int64GetDatum(0));
+      window_before.push_back(0);
+      window_before_null.push_back(true);
+      cursor_before.push_back(Int64GetDatum(unit.replay_before.cursor));
+      cursor_before_null.push_back(false);
+      tick_after.push_back(Int64GetDatum(0));
+      window_after.push_back(0);
+      window_after_null.push_back(true);
+      cursor_after.push_back(Int64GetDatum(unit.replay_after.cursor));
+      cursor_after_null.push_back(false);
+      history_from.push_back(0);
+      history_null.push_back(true);
+      continue;
+    }
+    live_partitions.push_back(Int32GetDatum(unit.partition));
     tick_before.push_back(Int64GetDatum(unit.before.tick_id));
     window_before.push_back(Int64GetDatum(unit.before.window_tick));
     window_before_null.push_back(unit.before.window_tick == 0);
@@ -144,7 +182,7 @@ const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &u
     history_null.push_back(!unit.has_history_from);
   }
   std::vector<Datum> event_id, event_partition, key, from_retry, failed_attempts,
-      first_failed_at, enqueued_at, handed_out;
+      first_failed_at, enqueued_at, handed_out, replayed;
   std::vector<bool> none(static_cast<size_t>(items.count), false), key_null, first_null;
   for (int i = 0; i < items.count; ++i) {
     const Item &item = items.items[i];
@@ -160,10 +198,12 @@ const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &u
     first_null.push_back(!item.has_first_failed_at);
     enqueued_at.push_back(TimestampTzGetDatum(item.enqueued_at));
     handed_out.push_back(BoolGetDatum(item.outcome != Outcome::kParked));
+    replayed.push_back(BoolGetDatum(from_replay[static_cast<size_t>(i)]));
   }
-  Datum partitions = ArrayOf(partition, no_nulls, INT4OID);
-  Datum args[18] = {Int32GetDatum(request.subscription_id),
-                    partitions,
+  Datum partitions =
+      ArrayOf(live_partitions, std::vector<bool>(live_partitions.size(), false), INT4OID);
+  Datum args[22] = {Int32GetDatum(request.subscription_id),
+                    ArrayOf(partition, no_nulls, INT4OID),
                     ArrayOf(tick_before, no_nulls, INT8OID),
                     ArrayOf(window_before, window_before_null, INT8OID),
                     ArrayOf(cursor_before, cursor_before_null, INT8OID),
@@ -179,7 +219,11 @@ const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &u
                     ArrayOf(first_failed_at, first_null, TIMESTAMPTZOID),
                     ArrayOf(enqueued_at, none, TIMESTAMPTZOID),
                     ArrayOf(handed_out, none, BOOLOID),
-                    Int64GetDatum(request.lease_us)};
+                    Int64GetDatum(request.lease_us),
+                    ArrayOf(replay_id, replay_null, INT4OID),
+                    ArrayOf(replay_chunk, replay_null, INT8OID),
+                    ArrayOf(replay_done, replay_null, BOOLOID),
+                    ArrayOf(replayed, none, BOOLOID)};
   return CallPostgres([&] {
     if (dl::Run(plans.insert_lease, args, nullptr, false, SPI_OK_INSERT_RETURNING) != 1)
       elog(ERROR, "evproc: could not record a lease");
@@ -189,6 +233,10 @@ const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &u
     Datum mark[] = {Int32GetDatum(request.subscription_id), partitions, CStringGetTextDatum(id),
                     expires_at};
     dl::Run(plans.mark_leased, mark, nullptr, false, SPI_OK_UPDATE);
+    if (leased_replay != 0) {
+      Datum mark_replay[] = {Int32GetDatum(leased_replay), CStringGetTextDatum(id), expires_at};
+      dl::Run(plans.mark_replay_leased, mark_replay, nullptr, false, SPI_OK_UPDATE);
+    }
     return id;
   });
 }
@@ -203,11 +251,18 @@ Look LookOnce(const Request &request, MemoryContext context) {
   std::vector<int32> claimed;
   std::vector<LeasedUnit> leased;
   ItemList leased_items{};
+  std::vector<bool> from_replay;
   int handed = 0;
+  // Live units first, then the subscription's replay (if one runs) with the room left.
+  bool replay_looked = false;
   while (handed < request.max_events) {
     Unit unit{};
-    if (!ClaimLeaseUnit(request, claimed, &unit, context)) break;
-    claimed.push_back(unit.partition);
+    if (!ClaimLeaseUnit(request, claimed, &unit, context)) {
+      if (replay_looked || !ClaimLeaseReplay(request, &unit, context)) break;
+      replay_looked = true;
+    } else {
+      claimed.push_back(unit.partition);
+    }
     const char *problem = CallPostgres([&] { return OwnerProblem(unit); });
     if (problem != nullptr) {
       CallPostgres([&] {
@@ -225,14 +280,17 @@ Look LookOnce(const Request &request, MemoryContext context) {
     KeyList parked_keys{};
     Position before{unit.tick_id, unit.window_tick, unit.has_cursor, unit.cursor_id};
     Position at = before;
+    dl::ReplayPosition replay_before{unit.replay_cursor, unit.replay_chunk, false};
+    dl::ReplayPosition replay_at = replay_before;
     CallPostgres([&] {
       PushActiveSnapshot(GetTransactionSnapshot());
       if (unit.retries_due) dl::ReadDueRetries(unit, &items, context);
-      if (unit.has_retries) dl::ReadParkedKeys(unit, &parked_keys, context);
+      if (unit.has_retries || unit.replay) dl::ReadParkedKeys(unit, &parked_keys, context);
+      if (unit.replay) dl::ReadReplay(unit, &replay_at, &items, context);
     });
-    dl::ReadWindows(unit, &at, &items, context);
+    if (!unit.replay) dl::ReadWindows(unit, &at, &items, context);
     CallPostgres([] { PopActiveSnapshot(); });
-    // Window events of keys parked before the read wait behind their head, in order.
+    // Events of keys parked before the read wait behind their head, in order.
     std::unordered_set<std::string> parked(parked_keys.keys,
                                            parked_keys.keys + parked_keys.count);
     int unit_handed = 0;
@@ -247,14 +305,20 @@ Look LookOnce(const Request &request, MemoryContext context) {
     }
     if (unit_handed == 0) {
       // Nothing to hand out: the unit moves on at once, as a worker's batch would.
-      (void)dl::WriteOutcome(unit, items, at);
+      if (unit.replay) {
+        (void)dl::WriteReplayOutcome(unit, items, replay_at);
+      } else {
+        (void)dl::WriteOutcome(unit, items, at);
+      }
       look.wrote = true;
       continue;
     }
-    leased.push_back(
-        LeasedUnit{unit.partition, before, at, unit.has_history_from, unit.history_from});
+    leased.push_back(LeasedUnit{unit.replay ? -1 : unit.partition, before, at,
+                                unit.has_history_from, unit.history_from, unit.replay_id,
+                                replay_before, replay_at});
     for (int i = 0; i < items.count; ++i) {
       CallPostgres([&] { dl::Append(&leased_items, items.items[i], context); });
+      from_replay.push_back(unit.replay);
       if (items.items[i].outcome != Outcome::kParked) {
         CallPostgres([&] { dl::Append(&look.handed, items.items[i], context); });
       }
@@ -262,7 +326,7 @@ Look LookOnce(const Request &request, MemoryContext context) {
     handed += unit_handed;
   }
   if (leased.empty()) return look;
-  look.lease_id = RecordLease(request, leased, leased_items, context);
+  look.lease_id = RecordLease(request, leased, leased_items, from_replay, context);
   look.wrote = true;
   return look;
 }

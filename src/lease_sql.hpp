@@ -27,24 +27,40 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
  LIMIT 1
    FOR UPDATE OF p SKIP LOCKED)sql";
 
-// The lease a read records: its units (where they were, where the read left them) and
-// the events it took, in order; it expires $18 microseconds from now.
+// A running replay of pull subscription $1 that no lease holds: a worker's replay claim
+// (kClaimReplay) for one subscription. Format: kSubscriptionColumns, kSubscriptionJoins
+// ("rp").
+inline constexpr const char *kClaimLeaseReplay = R"sql(
+SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestamptz,
+       NULL::timestamptz, %s,
+       rp.id, rp.cursor_id, rp.chunk, rp.last_id, rp.from_time, rp.to_time, rp.key
+  FROM evproc.replay rp %s
+   AND s.id = $1 AND rp.state = 'running' AND rp.lease_id IS NULL
+ ORDER BY rp.last_batch_at NULLS FIRST
+ LIMIT 1
+   FOR UPDATE OF rp SKIP LOCKED)sql";
+
+// The lease a read records: its units (where they were, where the read left them; a
+// replay's cursor, next span and whether it is done) and the events it took, in order
+// (from_replay: read by the replay); it expires $18 microseconds from now.
 inline constexpr const char *kInsertLease = R"sql(
 INSERT INTO evproc.lease (id, subscription_id, units, events, read_at, expires_at, reader)
 SELECT pg_catalog.gen_random_uuid()::text, $1,
        ARRAY(SELECT ROW(u.partition, u.tick_before, u.window_before, u.cursor_before,
-                        u.tick_after, u.window_after, u.cursor_after, u.history_from)::evproc.lease_unit
+                        u.tick_after, u.window_after, u.cursor_after, u.history_from,
+                        u.replay_id, u.replay_chunk, u.replay_done)::evproc.lease_unit
                FROM unnest($2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
-                           $8::int8[], $9::timestamptz[])
+                           $8::int8[], $9::timestamptz[], $19::int4[], $20::int8[], $21::bool[])
                     WITH ORDINALITY AS u(partition, tick_before, window_before, cursor_before,
-                                         tick_after, window_after, cursor_after, history_from, n)
+                                         tick_after, window_after, cursor_after, history_from,
+                                         replay_id, replay_chunk, replay_done, n)
               ORDER BY u.n),
        ARRAY(SELECT ROW(e.event_id, e.partition, e.key, e.from_retry, e.failed_attempts,
-                        e.first_failed_at, e.enqueued_at, e.handed_out)::evproc.lease_event
+                        e.first_failed_at, e.enqueued_at, e.handed_out, e.from_replay)::evproc.lease_event
                FROM unnest($10::int8[], $11::int4[], $12::text[], $13::bool[], $14::int4[],
-                           $15::timestamptz[], $16::timestamptz[], $17::bool[])
+                           $15::timestamptz[], $16::timestamptz[], $17::bool[], $22::bool[])
                     WITH ORDINALITY AS e(event_id, partition, key, from_retry, failed_attempts,
-                                         first_failed_at, enqueued_at, handed_out, n)
+                                         first_failed_at, enqueued_at, handed_out, from_replay, n)
               ORDER BY e.n),
        pg_catalog.clock_timestamp(),
        pg_catalog.clock_timestamp() + $18 * interval '1 microsecond',
@@ -54,6 +70,8 @@ RETURNING id, expires_at)sql";
 inline constexpr const char *kMarkLeased = R"sql(
 UPDATE evproc.progress SET lease_id = $3, leased_until = $4
  WHERE subscription_id = $1 AND partition = ANY ($2))sql";
+inline constexpr const char *kMarkReplayLeased = R"sql(
+UPDATE evproc.replay SET lease_id = $2, leased_until = $3 WHERE id = $1)sql";
 
 // Expired leases, oldest first, that no one else is ending right now.
 inline constexpr const char *kExpiredLeases = R"sql(
@@ -80,7 +98,8 @@ SELECT s.id, s.name, s.topic_id, t.name, s.max_attempts,
 
 inline constexpr const char *kLeaseUnits = R"sql(
 SELECT u.partition, u.tick_before, u.window_before, u.cursor_before,
-       u.tick_after, u.window_after, u.cursor_after, u.history_from
+       u.tick_after, u.window_after, u.cursor_after, u.history_from,
+       u.replay_id, u.replay_chunk, u.replay_done
   FROM evproc.lease l CROSS JOIN LATERAL unnest(l.units) u
  WHERE l.id = $1
  ORDER BY u.partition)sql";
@@ -90,11 +109,11 @@ SELECT u.partition, u.tick_before, u.window_before, u.cursor_before,
 inline constexpr const char *kLeaseEvents = R"sql(
 SELECT e.event_id, e.partition, e.key, e.from_retry, e.failed_attempts, e.first_failed_at,
        e.enqueued_at, e.handed_out, n.message, n.event_id IS NOT NULL,
-       (extract(epoch FROM n.retry_after) * 1000000)::int8
+       (extract(epoch FROM n.retry_after) * 1000000)::int8, e.from_replay
   FROM evproc.lease l
  CROSS JOIN LATERAL unnest(l.events) WITH ORDINALITY
        AS e(event_id, partition, key, from_retry, failed_attempts, first_failed_at,
-            enqueued_at, handed_out, n)
+            enqueued_at, handed_out, from_replay, n)
   LEFT JOIN LATERAL (SELECT x.event_id, x.message, x.retry_after FROM unnest(l.nacks) x
                       WHERE x.event_id = e.event_id LIMIT 1) n ON true
  WHERE l.id = $1
@@ -114,6 +133,9 @@ UPDATE evproc.retry r SET next_attempt_at = x.at
   FROM unnest($2::int8[], $3::timestamptz[]) AS x(event_id, at)
  WHERE r.subscription_id = $1 AND r.event_id = x.event_id AND r.is_head AND NOT r.blocked)sql";
 
+inline constexpr const char *kLockReplay = R"sql(
+SELECT id FROM evproc.replay WHERE id = $1 FOR UPDATE)sql";
+
 inline constexpr const char *kLockUnits = R"sql(
 SELECT partition FROM evproc.progress
  WHERE subscription_id = $1 AND partition = ANY ($2)
@@ -122,6 +144,9 @@ SELECT partition FROM evproc.progress
 inline constexpr const char *kReleaseUnits = R"sql(
 UPDATE evproc.progress SET lease_id = NULL, leased_until = NULL
  WHERE subscription_id = $1 AND lease_id = $2)sql";
+
+inline constexpr const char *kReleaseReplay = R"sql(
+UPDATE evproc.replay SET lease_id = NULL, leased_until = NULL WHERE lease_id = $1)sql";
 
 inline constexpr const char *kDeleteLease = R"sql(
 DELETE FROM evproc.lease WHERE id = $1)sql";

@@ -7,6 +7,29 @@
 -- Pull subscriptions and leases (issue 14, extension/lease.sql, docs/consumers.md):
 -- a subscription without a handler is read by consumers outside the database.
 -------------------------------------------------------------------------------
+-- The tables changed below are locked first, all at once, and never waited for long
+-- while holding some: running workers lock them in other orders (a live unit's claim
+-- takes progress before subscription, a replay's claim replay first), so an update that
+-- waited for one while holding another could deadlock with a batch. A lock wait shorter
+-- than deadlock_timeout gives up and tries again.
+DO $lock$
+DECLARE
+    previous text := pg_catalog.current_setting('lock_timeout');
+BEGIN
+    FOR attempt IN 1..3000 LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', '100ms', true);
+            LOCK TABLE evproc.progress, evproc.replay, evproc.subscription IN ACCESS EXCLUSIVE MODE;
+            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_catalog.pg_sleep(0.01);
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'could not lock evproc''s subscription tables for the update'
+        USING ERRCODE = 'lock_not_available', HINT = 'Pause the busiest subscriptions and try again.';
+END
+$lock$;
 ALTER TABLE evproc.subscription ALTER COLUMN handler DROP NOT NULL;
 ALTER TABLE evproc.subscription DROP CONSTRAINT subscription_handler_form_check;
 ALTER TABLE evproc.subscription

@@ -79,7 +79,8 @@ void ReadSubscription(const char *id, Unit *unit, MemoryContext context) {
 int ReadUnits(const char *id, LeaseUnit **units, MemoryContext context) {
   Datum args[] = {CStringGetTextDatum(id)};
   uint64 rows = dl::Run(plans.lease_units, args, nullptr, false, SPI_OK_SELECT);
-  *units = static_cast<LeaseUnit *>(MemoryContextAllocZero(context, sizeof(LeaseUnit) * (rows + 1)));
+  *units =
+      static_cast<LeaseUnit *>(MemoryContextAllocZero(context, sizeof(LeaseUnit) * (rows + 1)));
   for (uint64 row = 0; row < rows; ++row) {
     bool isnull = false;
     LeaseUnit &unit = (*units)[row];
@@ -95,9 +96,9 @@ int ReadUnits(const char *id, LeaseUnit **units, MemoryContext context) {
     unit.history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history);
     if (unit.partition < 0) {
       unit.replay_id = DatumGetInt32(dl::Column(row, 9, &isnull));
-      unit.replay_after = dl::ReplayPosition{unit.after.cursor_id,
-                                             DatumGetInt64(dl::Column(row, 10, &isnull)),
-                                             DatumGetBool(dl::Column(row, 11, &isnull))};
+      unit.replay_after =
+          dl::ReplayPosition{unit.after.cursor_id, DatumGetInt64(dl::Column(row, 10, &isnull)),
+                             DatumGetBool(dl::Column(row, 11, &isnull))};
     }
   }
   return static_cast<int>(rows);
@@ -121,8 +122,7 @@ void ReadEvents(const char *id, ItemList *items, Failure **failures, MemoryConte
     item.has_first_failed_at = !isnull;
     item.first_failed_at = isnull ? 0 : DatumGetTimestampTz(first);
     item.enqueued_at = DatumGetTimestampTz(dl::Column(row, 7, &isnull));
-    item.outcome =
-        DatumGetBool(dl::Column(row, 8, &isnull)) ? Outcome::kPending : Outcome::kParked;
+    item.outcome = DatumGetBool(dl::Column(row, 8, &isnull)) ? Outcome::kPending : Outcome::kParked;
     Failure &failure = (*failures)[row];
     failure.message = dl::CopiedText(row, 9, context);
     failure.failed = DatumGetBool(dl::Column(row, 10, &isnull));
@@ -278,9 +278,9 @@ int64 EndLease(const char *id, bool expired) {
     moved.replay_id = leased.replay_id;
     ItemList unit_items{};
     for (int i = 0; i < items.count; ++i) {
-      bool mine = moved.replay ? failures[i].from_replay
-                               : !failures[i].from_replay &&
-                                     items.items[i].partition == moved.partition;
+      bool mine = moved.replay
+                      ? failures[i].from_replay
+                      : !failures[i].from_replay && items.items[i].partition == moved.partition;
       if (mine) CallPostgres([&] { dl::Append(&unit_items, items.items[i], context); });
     }
     dl::Tally tally = moved.replay ? dl::WriteReplayOutcome(moved, unit_items, leased.replay_after)

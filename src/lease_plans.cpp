@@ -68,12 +68,28 @@ void EnsurePlans() {
   FreePlans();
   const Oid check_types[] = {OIDOID, TEXTOID};
   const Oid claim_types[] = {INT4OID, INT4ARRAYOID};
-  const Oid insert_types[] = {INT4OID,         INT4ARRAYOID,        INT8ARRAYOID, INT8ARRAYOID,
-                              INT8ARRAYOID,    INT8ARRAYOID,        INT8ARRAYOID, INT8ARRAYOID,
-                              TIMESTAMPTZARRAYOID, INT8ARRAYOID,    INT4ARRAYOID, TEXTARRAYOID,
-                              BOOLARRAYOID,    INT4ARRAYOID,        TIMESTAMPTZARRAYOID,
-                              TIMESTAMPTZARRAYOID, BOOLARRAYOID,    INT8OID,
-                              INT4ARRAYOID,    INT8ARRAYOID,        BOOLARRAYOID, BOOLARRAYOID};
+  const Oid insert_types[] = {INT4OID,
+                              INT4ARRAYOID,
+                              INT8ARRAYOID,
+                              INT8ARRAYOID,
+                              INT8ARRAYOID,
+                              INT8ARRAYOID,
+                              INT8ARRAYOID,
+                              INT8ARRAYOID,
+                              TIMESTAMPTZARRAYOID,
+                              INT8ARRAYOID,
+                              INT4ARRAYOID,
+                              TEXTARRAYOID,
+                              BOOLARRAYOID,
+                              INT4ARRAYOID,
+                              TIMESTAMPTZARRAYOID,
+                              TIMESTAMPTZARRAYOID,
+                              BOOLARRAYOID,
+                              INT8OID,
+                              INT4ARRAYOID,
+                              INT8ARRAYOID,
+                              BOOLARRAYOID,
+                              BOOLARRAYOID};
   const Oid mark_types[] = {INT4OID, INT4ARRAYOID, TEXTOID, TIMESTAMPTZOID};
   const Oid one_id[] = {INT4OID};
   const Oid one_text[] = {TEXTOID};
@@ -88,10 +104,10 @@ void EnsurePlans() {
   char *joins = psprintf(sql::kSubscriptionJoins, "p");
   char *replay_joins = psprintf(sql::kSubscriptionJoins, "rp");
   plans.consumer_subscription = Prepare(sql::kConsumerSubscription, 2, check_types);
-  plans.claim = Prepare(psprintf(sql::kClaimLeaseUnit, sql::kSubscriptionColumns, joins), 2,
-                        claim_types);
-  plans.claim_replay = Prepare(
-      psprintf(sql::kClaimLeaseReplay, sql::kSubscriptionColumns, replay_joins), 1, one_id);
+  plans.claim =
+      Prepare(psprintf(sql::kClaimLeaseUnit, sql::kSubscriptionColumns, joins), 2, claim_types);
+  plans.claim_replay =
+      Prepare(psprintf(sql::kClaimLeaseReplay, sql::kSubscriptionColumns, replay_joins), 1, one_id);
   plans.mark_replay_leased = Prepare(sql::kMarkReplayLeased, 3, replay_mark_types);
   plans.lock_replay = Prepare(sql::kLockReplay, 1, one_id);
   plans.release_replay = Prepare(sql::kReleaseReplay, 1, one_text);
@@ -124,8 +140,8 @@ Datum ArrayWithNulls(const std::vector<Datum> &values, const std::vector<bool> &
   for (int i = 0; i < count; ++i) null_flags[i] = nulls[i];
   int dims[1] = {count};
   int lower[1] = {1};
-  return PointerGetDatum(construct_md_array(const_cast<Datum *>(values.data()), null_flags, 1,
-                                            dims, lower, type, length, by_value, align));
+  return PointerGetDatum(construct_md_array(const_cast<Datum *>(values.data()), null_flags, 1, dims,
+                                            lower, type, length, by_value, align));
 }
 
 }  // namespace evproc::lease

@@ -138,8 +138,8 @@ const char *OwnerProblem(const Unit &unit) {
 const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &units,
                         const ItemList &items, const std::vector<bool> &from_replay,
                         MemoryContext context) {
-  std::vector<Datum> partition, tick_before, window_before, cursor_before, tick_after,
-      window_after, cursor_after, history_from, replay_id, replay_chunk, replay_done;
+  std::vector<Datum> partition, tick_before, window_before, cursor_before, tick_after, window_after,
+      cursor_after, history_from, replay_id, replay_chunk, replay_done;
   std::vector<bool> no_nulls(units.size(), false), window_before_null, cursor_before_null,
       window_after_null, cursor_after_null, history_null, replay_null;
   std::vector<Datum> live_partitions;
@@ -181,16 +181,15 @@ const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &u
     history_from.push_back(TimestampTzGetDatum(unit.history_from));
     history_null.push_back(!unit.has_history_from);
   }
-  std::vector<Datum> event_id, event_partition, key, from_retry, failed_attempts,
-      first_failed_at, enqueued_at, handed_out, replayed;
+  std::vector<Datum> event_id, event_partition, key, from_retry, failed_attempts, first_failed_at,
+      enqueued_at, handed_out, replayed;
   std::vector<bool> none(static_cast<size_t>(items.count), false), key_null, first_null;
   for (int i = 0; i < items.count; ++i) {
     const Item &item = items.items[i];
     event_id.push_back(Int64GetDatum(item.event_id));
     event_partition.push_back(Int32GetDatum(item.partition));
-    key.push_back(item.key != nullptr
-                      ? CallPostgres([&] { return CStringGetTextDatum(item.key); })
-                      : static_cast<Datum>(0));
+    key.push_back(item.key != nullptr ? CallPostgres([&] { return CStringGetTextDatum(item.key); })
+                                      : static_cast<Datum>(0));
     key_null.push_back(item.key == nullptr);
     from_retry.push_back(BoolGetDatum(item.from_retry));
     failed_attempts.push_back(Int32GetDatum(item.failed_attempts));
@@ -291,8 +290,7 @@ Look LookOnce(const Request &request, MemoryContext context) {
     if (!unit.replay) dl::ReadWindows(unit, &at, &items, context);
     CallPostgres([] { PopActiveSnapshot(); });
     // Events of keys parked before the read wait behind their head, in order.
-    std::unordered_set<std::string> parked(parked_keys.keys,
-                                           parked_keys.keys + parked_keys.count);
+    std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
     int unit_handed = 0;
     for (int i = 0; i < items.count; ++i) {
       Item &item = items.items[i];

@@ -100,12 +100,13 @@ Datum ArrayOf(const std::vector<Datum> &values, const std::vector<bool> &nulls, 
 bool ClaimLeaseUnit(const Request &request, const std::vector<int32> &claimed, Unit *unit,
                     MemoryContext context) {
   std::vector<Datum> values;
+  values.reserve(claimed.size());
   for (int32 partition : claimed) values.push_back(Int32GetDatum(partition));
   std::vector<bool> nulls(values.size(), false);
   Datum args[] = {Int32GetDatum(request.subscription_id), ArrayOf(values, nulls, INT4OID)};
   return CallPostgres([&] {
     if (dl::Run(plans.claim, args, nullptr, false, SPI_OK_SELECT) == 0) return false;
-    dl::UnitFromRow(unit, false, context);
+    dl::UnitFromRow(unit, 0, false, context);
     return true;
   });
 }
@@ -115,7 +116,7 @@ bool ClaimLeaseReplay(const Request &request, Unit *unit, MemoryContext context)
   Datum args[] = {Int32GetDatum(request.subscription_id)};
   return CallPostgres([&] {
     if (dl::Run(plans.claim_replay, args, nullptr, false, SPI_OK_SELECT) == 0) return false;
-    dl::UnitFromRow(unit, true, context);
+    dl::UnitFromRow(unit, 0, true, context);
     return true;
   });
 }

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "error_boundary.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -110,15 +111,8 @@ void NoteEnqueued(int32 topic_id, int32 partition) {
 
 }  // namespace evproc
 
-extern "C" {
-PG_FUNCTION_INFO_V1(evproc_wake_at_commit);
-PG_FUNCTION_INFO_V1(evproc_subscriptions_changed);
-PG_FUNCTION_INFO_V1(evproc_dirty_tick);
-PG_FUNCTION_INFO_V1(evproc_preloaded);
-}
-
 // evproc.wake_at_commit(): subscription changes wake the launcher (and so the workers).
-extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_wake_at_commit) {
   (void)fcinfo;
   evproc::WakeAtCommit();
   PG_RETURN_VOID();
@@ -126,7 +120,7 @@ extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
 
 // evproc.subscriptions_changed(): (un)subscribing wakes the launcher at commit, which
 // then registers the change in the metrics at once (not at its next periodic sync).
-extern "C" Datum evproc_subscriptions_changed(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_subscriptions_changed) {
   (void)fcinfo;
   evproc::SubscriptionsChangedAtCommit();
   PG_RETURN_VOID();
@@ -134,7 +128,7 @@ extern "C" Datum evproc_subscriptions_changed(PG_FUNCTION_ARGS) {
 
 // evproc.dirty_tick(topic_id, partition): see shared_state.hpp. Without shared memory
 // (not preloaded) every unit may have work.
-extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_dirty_tick) {
   evproc::SharedState *state = evproc::Shared();
   if (state == nullptr || pg_atomic_read_u32(&state->launcher_database) != MyDatabaseId) {
     PG_RETURN_INT64(PG_INT64_MAX);
@@ -145,7 +139,7 @@ extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
   PG_RETURN_INT64(static_cast<int64>(dirty > floor ? dirty : floor));
 }
 
-extern "C" Datum evproc_preloaded(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_preloaded) {
   (void)fcinfo;
   PG_RETURN_BOOL(evproc::Shared() != nullptr);
 }

@@ -10,7 +10,12 @@
 #include <vector>
 
 #include "commit_wake.hpp"
-#include "delivery_detail.hpp"
+#include "delivery_breaker.hpp"
+#include "delivery_claim.hpp"
+#include "delivery_outcome.hpp"
+#include "delivery_plans.hpp"
+#include "delivery_read.hpp"
+#include "delivery_types.hpp"
 #include "error_boundary.hpp"
 #include "lease_plans.hpp"
 
@@ -24,7 +29,7 @@ extern "C" {
 namespace evproc::lease {
 namespace {
 
-namespace dl = detail;
+namespace dl = delivery;
 using dl::Item;
 using dl::ItemList;
 using dl::Outcome;
@@ -193,7 +198,7 @@ void LoadEvents(const Unit &unit, ItemList *items, MemoryContext context) {
 
 // The circuit breaker judges the consumer's failures as a handler's.
 void JudgeBreaker(const Unit &unit, const dl::Tally &tally) {
-  dl::JudgeBreaker(unit, tally, tally.delivered + tally.failed);
+  dl::JudgeBreaker(unit, tally.delivered + tally.failed);
 }
 
 }  // namespace
@@ -326,8 +331,8 @@ EVPROC_CPP_FUNCTION(evproc_lease_ack) {
     Datum args[] = {PG_GETARG_DATUM(0),
                     PG_ARGISNULL(1) ? CStringGetTextDatum("") : PG_GETARG_DATUM(1),
                     PG_ARGISNULL(2) ? CStringGetTextDatum("") : PG_GETARG_DATUM(2)};
-    evproc::detail::Run(evproc::lease::plans.checked_lease, args, nullptr, false, SPI_OK_SELECT);
-    return evproc::detail::CopiedText(0, 1, CurrentMemoryContext);
+    evproc::delivery::Run(evproc::lease::plans.checked_lease, args, nullptr, false, SPI_OK_SELECT);
+    return evproc::delivery::CopiedText(0, 1, CurrentMemoryContext);
   });
   int64 delivered = evproc::lease::EndLease(id, false);
   CallPostgres([] { SPI_finish(); });

@@ -1,7 +1,6 @@
 #include "lease_plans.hpp"
 
-#include "delivery_detail.hpp"
-#include "delivery_sql.hpp"
+#include "delivery_plans.hpp"
 #include "lease_sql.hpp"
 
 extern "C" {
@@ -60,11 +59,11 @@ void FreePlans() {
 }  // namespace
 
 void EnsurePlans() {
-  if (!detail::EnsurePlans()) {
+  if (!delivery::EnsurePlans()) {
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("extension \"evproc\" is not installed in this database")));
   }
-  if (plans.extension == detail::plans.extension) return;
+  if (plans.extension == delivery::plans.extension) return;
   FreePlans();
   const Oid check_types[] = {OIDOID, TEXTOID};
   const Oid claim_types[] = {INT4OID, INT4ARRAYOID};
@@ -101,13 +100,9 @@ void EnsurePlans() {
   const Oid reason_types[] = {INT4OID, TEXTOID};
   const Oid lease_check_types[] = {OIDOID, TEXTOID, TEXTOID};
   const Oid replay_mark_types[] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
-  char *joins = psprintf(sql::kSubscriptionJoins, "p");
-  char *replay_joins = psprintf(sql::kSubscriptionJoins, "rp");
   plans.consumer_subscription = Prepare(sql::kConsumerSubscription, 2, check_types);
-  plans.claim =
-      Prepare(psprintf(sql::kClaimLeaseUnit, sql::kSubscriptionColumns, joins), 2, claim_types);
-  plans.claim_replay =
-      Prepare(psprintf(sql::kClaimLeaseReplay, sql::kSubscriptionColumns, replay_joins), 1, one_id);
+  plans.claim = Prepare(sql::kClaimLeaseUnit, 2, claim_types);
+  plans.claim_replay = Prepare(sql::kClaimLeaseReplay, 1, one_id);
   plans.mark_replay_leased = Prepare(sql::kMarkReplayLeased, 3, replay_mark_types);
   plans.lock_replay = Prepare(sql::kLockReplay, 1, one_id);
   plans.release_replay = Prepare(sql::kReleaseReplay, 1, one_text);
@@ -127,7 +122,7 @@ void EnsurePlans() {
   plans.next_due = Prepare(sql::kReadNextDue, 1, one_id);
   plans.pause = Prepare(sql::kPauseConsumer, 2, reason_types);
   plans.checked_lease = Prepare(sql::kCheckedLease, 3, lease_check_types);
-  plans.extension = detail::plans.extension;
+  plans.extension = delivery::plans.extension;
 }
 
 Datum ArrayWithNulls(const std::vector<Datum> &values, const std::vector<bool> &nulls, Oid type) {

@@ -13,7 +13,12 @@
 #include <vector>
 
 #include "commit_wake.hpp"
-#include "delivery_detail.hpp"
+#include "delivery_breaker.hpp"
+#include "delivery_claim.hpp"
+#include "delivery_outcome.hpp"
+#include "delivery_plans.hpp"
+#include "delivery_read.hpp"
+#include "delivery_types.hpp"
 #include "error_boundary.hpp"
 #include "lease_plans.hpp"
 #include "lease_wait.hpp"
@@ -33,7 +38,7 @@ extern "C" {
 namespace evproc::lease {
 namespace {
 
-namespace dl = detail;
+namespace dl = delivery;
 using dl::Item;
 using dl::ItemList;
 using dl::KeyList;

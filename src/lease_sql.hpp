@@ -1,6 +1,6 @@
-// The statements of leases (pull subscriptions, extension/lease.sql), kept in one place
-// like delivery's (delivery_sql.hpp, whose claim columns and joins the read's claim
-// shares). Bound with parameters only.
+// The statements of leases (pull subscriptions, extension/lease.sql), each written whole
+// here like delivery's (delivery_statements.hpp); bound with parameters only. The read's
+// claims return the columns of delivery's claims (delivery::UnitFromRow reads them).
 #pragma once
 
 namespace evproc::sql {
@@ -13,11 +13,29 @@ SELECT s.id, (extract(epoch FROM s.lease_duration) * 1000000)::int8
 
 // A unit of pull subscription $1 with work that no lease holds, not among the units
 // this read claimed already ($2): a worker's claim (kClaimUnit) for one subscription.
-// Format: kSubscriptionColumns, kSubscriptionJoins ("p").
 inline constexpr const char *kClaimLeaseUnit = R"sql(
 SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
-       p.history_from, p.retry_due_at, %s
-  FROM evproc.progress p %s
+       p.history_from, p.retry_due_at,
+       s.name, s.topic_id, t.name, h.fn,
+       s.handler_form = 'batch', s.owner::oid,
+       CASE WHEN r.oid IS NULL THEN 'missing'
+            WHEN r.rolsuper THEN 'superuser'
+            WHEN h.fn IS NOT NULL
+             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
+            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
+            ELSE 'ok' END,
+       s.batch_size, s.max_attempts,
+       (extract(epoch FROM s.backoff_base) * 1000000)::int8,
+       (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
+       least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
+  FROM evproc.progress p
+  JOIN evproc.subscription s ON s.id = p.subscription_id
+  JOIN evproc.topic t ON t.id = s.topic_id
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
+  CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
+ WHERE NOT s.paused
+   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
    AND s.id = $1 AND p.lease_id IS NULL AND p.partition <> ALL ($2)
    AND (p.window_tick IS NOT NULL
         OR (p.tick_id < evproc.dirty_tick(s.topic_id, p.partition)
@@ -28,13 +46,31 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
    FOR UPDATE OF p SKIP LOCKED)sql";
 
 // A running replay of pull subscription $1 that no lease holds: a worker's replay claim
-// (kClaimReplay) for one subscription. Format: kSubscriptionColumns, kSubscriptionJoins
-// ("rp").
+// (kClaimReplay) for one subscription.
 inline constexpr const char *kClaimLeaseReplay = R"sql(
 SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestamptz,
-       NULL::timestamptz, %s,
+       NULL::timestamptz,
+       s.name, s.topic_id, t.name, h.fn,
+       s.handler_form = 'batch', s.owner::oid,
+       CASE WHEN r.oid IS NULL THEN 'missing'
+            WHEN r.rolsuper THEN 'superuser'
+            WHEN h.fn IS NOT NULL
+             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
+            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
+            ELSE 'ok' END,
+       s.batch_size, s.max_attempts,
+       (extract(epoch FROM s.backoff_base) * 1000000)::int8,
+       (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
+       least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler,
        rp.id, rp.cursor_id, rp.chunk, rp.last_id, rp.from_time, rp.to_time, rp.key
-  FROM evproc.replay rp %s
+  FROM evproc.replay rp
+  JOIN evproc.subscription s ON s.id = rp.subscription_id
+  JOIN evproc.topic t ON t.id = s.topic_id
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
+  CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
+ WHERE NOT s.paused
+   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
    AND s.id = $1 AND rp.state = 'running' AND rp.lease_id IS NULL
  ORDER BY rp.last_batch_at NULLS FIRST
  LIMIT 1

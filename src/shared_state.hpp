@@ -1,5 +1,5 @@
-// evproc's shared memory (DESIGN §5): what committers, the launcher and the workers
-// tell each other without touching a table.
+// evproc's shared memory (docs/design.md "Processes"): what committers, the launcher and the
+// workers tell each other without touching a table.
 //
 //  * Commit wake: a transaction that enqueued bumps commit_seq and stamps the slots of the
 //    (topic, partition) pairs it wrote, after its commit became visible, then sets the

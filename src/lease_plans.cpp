@@ -30,6 +30,7 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 void FreePlans() {
   SPIPlanPtr *all[] = {&plans.consumer_subscription,
                        &plans.claim,
+                       &plans.claim_next,
                        &plans.claim_replay,
                        &plans.mark_replay_leased,
                        &plans.lock_replay,
@@ -102,6 +103,8 @@ void EnsurePlans() {
   const Oid replay_mark_types[] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
   plans.consumer_subscription = Prepare(sql::kConsumerSubscription, 2, check_types);
   plans.claim = Prepare(sql::kClaimLeaseUnit, 2, claim_types);
+  const Oid claim_next_types[] = {INT4OID, INT4ARRAYOID, INT4OID};
+  plans.claim_next = Prepare(sql::kClaimNextLeaseUnit, 3, claim_next_types);
   plans.claim_replay = Prepare(sql::kClaimLeaseReplay, 1, one_id);
   plans.mark_replay_leased = Prepare(sql::kMarkReplayLeased, 3, replay_mark_types);
   plans.lock_replay = Prepare(sql::kLockReplay, 1, one_id);

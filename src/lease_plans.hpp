@@ -16,6 +16,7 @@ struct Plans {
   Oid extension = InvalidOid;
   SPIPlanPtr consumer_subscription = nullptr;
   SPIPlanPtr claim = nullptr;
+  SPIPlanPtr claim_next = nullptr;
   SPIPlanPtr claim_replay = nullptr;
   SPIPlanPtr mark_replay_leased = nullptr;
   SPIPlanPtr lock_replay = nullptr;

@@ -101,17 +101,40 @@ Datum ArrayOf(const std::vector<Datum> &values, const std::vector<bool> &nulls, 
 }
 
 // Claims the next unit of the subscription with work that no lease holds, other than
-// those of `claimed`.
-bool ClaimLeaseUnit(const Request &request, const std::vector<int32> &claimed, Unit *unit,
-                    MemoryContext context) {
+// those of `claimed`. The first claim of a read (`first` null) reads the subscription's
+// columns too; the later ones take them from `first` and read only the position.
+bool ClaimLeaseUnit(const Request &request, const std::vector<int32> &claimed, const Unit *first,
+                    Unit *unit, MemoryContext context) {
   std::vector<Datum> values;
   values.reserve(claimed.size());
   for (int32 partition : claimed) values.push_back(Int32GetDatum(partition));
   std::vector<bool> nulls(values.size(), false);
-  Datum args[] = {Int32GetDatum(request.subscription_id), ArrayOf(values, nulls, INT4OID)};
+  Datum args[] = {Int32GetDatum(request.subscription_id), ArrayOf(values, nulls, INT4OID),
+                  Int32GetDatum(first != nullptr ? first->topic_id : 0)};
   return CallPostgres([&] {
-    if (dl::Run(plans.claim, args, nullptr, false, SPI_OK_SELECT) == 0) return false;
-    dl::UnitFromRow(unit, 0, false, context);
+    if (first == nullptr) {
+      if (dl::Run(plans.claim, args, nullptr, false, SPI_OK_SELECT) == 0) return false;
+      dl::UnitFromRow(unit, 0, false, context);
+      return true;
+    }
+    if (dl::Run(plans.claim_next, args, nullptr, false, SPI_OK_SELECT) == 0) return false;
+    // The claims' first seven columns, as delivery::UnitFromRow reads them.
+    *unit = *first;
+    bool isnull = false;
+    unit->partition = DatumGetInt32(dl::Column(0, 2, &isnull));
+    unit->tick_id = DatumGetInt64(dl::Column(0, 3, &isnull));
+    Datum window_tick = dl::Column(0, 4, &isnull);
+    unit->window_tick = isnull ? 0 : DatumGetInt64(window_tick);
+    Datum cursor_id = dl::Column(0, 5, &isnull);
+    unit->has_cursor = !isnull;
+    unit->cursor_id = isnull ? 0 : DatumGetInt64(cursor_id);
+    Datum history_from = dl::Column(0, 6, &isnull);
+    unit->has_history_from = !isnull;
+    unit->history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history_from);
+    Datum retry_due_at = dl::Column(0, 7, &isnull);
+    unit->has_retries = !isnull;
+    unit->retries_due =
+        !isnull && DatumGetTimestampTz(retry_due_at) <= GetCurrentTransactionStartTimestamp();
     return true;
   });
 }
@@ -254,6 +277,7 @@ Look LookOnce(const Request &request, MemoryContext context) {
   if (ExpireLeases(plans.expired, expired_args) > 0) look.wrote = true;
 
   std::vector<int32> claimed;
+  Unit first{};
   std::vector<LeasedUnit> leased;
   ItemList leased_items{};
   std::vector<bool> from_replay;
@@ -262,10 +286,11 @@ Look LookOnce(const Request &request, MemoryContext context) {
   bool replay_looked = false;
   while (handed < request.max_events) {
     Unit unit{};
-    if (!ClaimLeaseUnit(request, claimed, &unit, context)) {
+    if (!ClaimLeaseUnit(request, claimed, claimed.empty() ? nullptr : &first, &unit, context)) {
       if (replay_looked || !ClaimLeaseReplay(request, &unit, context)) break;
       replay_looked = true;
     } else {
+      if (claimed.empty()) first = unit;
       claimed.push_back(unit.partition);
     }
     const char *problem = CallPostgres([&] { return OwnerProblem(unit); });

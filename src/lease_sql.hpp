@@ -76,6 +76,23 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
  LIMIT 1
    FOR UPDATE OF rp SKIP LOCKED)sql";
 
+// The next unit after the first (kClaimLeaseUnit, which also checked the subscription
+// and its owner): only the unit's position (the columns 1-7 of the claims), so that a
+// read that finds work in many units does not evaluate the subscription's columns for
+// each. $3: the subscription's topic.
+inline constexpr const char *kClaimNextLeaseUnit = R"sql(
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
+       p.history_from, p.retry_due_at
+  FROM evproc.progress p
+ WHERE p.subscription_id = $1 AND p.lease_id IS NULL AND p.partition <> ALL ($2)
+   AND (p.window_tick IS NOT NULL
+        OR (p.tick_id < evproc.dirty_tick($3, p.partition)
+            AND p.tick_id < (SELECT max(id) FROM evproc.tick))
+        OR p.retry_due_at <= now())
+ ORDER BY p.last_batch_at NULLS FIRST
+ LIMIT 1
+   FOR UPDATE OF p SKIP LOCKED)sql";
+
 // The lease a read records: its units (where they were, where the read left them; a
 // replay's cursor, next span and whether it is done) and the events it took, in order
 // (from_replay: read by the replay); it expires $18 microseconds from now.

@@ -38,6 +38,7 @@ void StartupHook() {
     pg_atomic_init_u32(&shared->leave_database, InvalidOid);
     pg_atomic_init_u32(&shared->leave_reason, 0);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
+    for (auto &procno : shared->reader_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &slot : shared->slots) {
       pg_atomic_init_u64(&slot.last_commit_seq, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
@@ -84,6 +85,12 @@ void WakeMaintenance() {
 void WakeWorkers() {
   if (shared == nullptr) return;
   for (auto &procno : shared->worker_procno) SetProcLatch(pg_atomic_read_u32(&procno));
+  WakeReaders();
+}
+
+void WakeReaders() {
+  if (shared == nullptr) return;
+  for (auto &procno : shared->reader_procno) SetProcLatch(pg_atomic_read_u32(&procno));
 }
 
 }  // namespace evproc

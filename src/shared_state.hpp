@@ -5,6 +5,8 @@
 //    (topic, partition) pairs it wrote, after its commit became visible, then sets the
 //    launcher's latch. The launcher turns stamps newer than its previous tick into
 //    dirty_tick = the tick it just took.
+//  * Readers of pull subscriptions waiting in evproc_read register their latch in
+//    reader_procno; ticks and lease acknowledgements set it.
 //  * Workers claim a unit only when its position is older than its slot's dirty_tick (or
 //    floor_tick, which covers everything committed before the launcher started), so idle
 //    units cost nothing. Slots are a fixed hash of (topic, partition): a collision only
@@ -26,6 +28,8 @@ namespace evproc {
 
 constexpr int kPartitionSlots = 4096;
 constexpr int kMaxWorkers = 64;
+// Backends waiting in evproc_read for events (lease_wait.hpp); more wait in short slices.
+constexpr int kMaxReaders = 1024;
 constexpr uint32 kNoProc = UINT32_MAX;
 static_assert(metrics::kMaxWorkerSlots == kMaxWorkers, "one status slot per worker");
 
@@ -46,6 +50,7 @@ struct SharedState {
   pg_atomic_uint32 leave_database;      // dropped, renamed or moved: the launcher leaves it
   pg_atomic_uint32 leave_reason;        // why (utility_hook.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
+  pg_atomic_uint32 reader_procno[kMaxReaders];  // kNoProc: free
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
@@ -58,7 +63,8 @@ LWLock *SharedLock();       // guards claiming and freeing metrics slots
 int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();
-void WakeWorkers();
+void WakeWorkers();  // and the waiting readers: both look for work after a tick
+void WakeReaders();
 void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

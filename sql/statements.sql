@@ -6,7 +6,7 @@
 -- Every statement a worker prepares has a name; a wrong name is a clear error.
 SELECT count(*) AS statements, count(DISTINCT t) AS distinct_texts
   FROM unnest(ARRAY['claim', 'claim_replay', 'replay_events', 'advance_replay',
-                    'parked_keys_anywhere', 'retry_due', 'next_due', 'window_bounds',
+                    'retry_due', 'next_due', 'window_bounds',
                     'due_retries', 'parked_keys', 'window_pending', 'window_range',
                     'delete_retries', 'park', 'dead_letter', 'promote_heads', 'advance',
                     'pause', 'trip_breaker', 'event_type']) n,

@@ -130,7 +130,10 @@ SELECT b.id, b.snapshot, pg_catalog.pg_snapshot_xmax(b.snapshot), x.xip,
                          WHERE t.id > $1 AND (t.dirty IS NULL OR $3 = ANY (t.dirty))),
                        (SELECT max(id) FROM evproc.tick)))sql";
 
-// Due parked keys of the unit with the events waiting behind them, in line order.
+// Due parked keys of the unit with the events waiting behind them, in line order. Each
+// due key's line is read on its own through retry_unit_idx (at most $3 rows each), a
+// keyless one by its event id: the cost follows the keys taken, not how many are parked
+// (issue 19).
 inline constexpr const char *kDueRetries = R"sql(
 WITH due AS (
   SELECT key, event_id FROM evproc.retry
@@ -141,10 +144,16 @@ SELECT r.event_id,
        ROW((r.event).id, (r.event).topic, (r.event).key, (r.event).type, (r.event).payload,
            (r.event).headers, (r.event).enqueued_at, r.attempt + 1, (r.event).replay)::evproc.event,
        r.key, r.attempt, r.first_failed_at, (r.event).enqueued_at
-  FROM evproc.retry r
- WHERE r.subscription_id = $1 AND r.partition = $2 AND NOT r.blocked
-   AND (r.event_id IN (SELECT event_id FROM due WHERE key IS NULL)
-        OR r.key IN (SELECT key FROM due WHERE key IS NOT NULL))
+  FROM (SELECT l.* FROM due d
+         CROSS JOIN LATERAL (SELECT * FROM evproc.retry k
+                              WHERE k.subscription_id = $1 AND k.partition = $2 AND k.key = d.key
+                                AND NOT k.blocked
+                              ORDER BY k.seq LIMIT $3) l
+         WHERE d.key IS NOT NULL
+        UNION ALL
+        SELECT k.* FROM due d
+          JOIN evproc.retry k ON k.subscription_id = $1 AND k.event_id = d.event_id
+         WHERE d.key IS NULL AND k.partition = $2 AND NOT k.blocked) r
  ORDER BY r.seq LIMIT $3)sql";
 
 // Which of the batch's keys are parked: $2 the keys of the events read, $3 the partition

@@ -628,7 +628,9 @@ BEGIN
                   WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
                     AND p.lease_id IS NULL
                     FOR UPDATE OF p SKIP LOCKED LOOP
-            IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest)) THEN
+            -- One event is enough to know: its first (reading the whole backlog would hold
+            -- the unit's lock for as long).
+            IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest, 1)) THEN
                 UPDATE evproc.progress SET tick_id = newest
                  WHERE subscription_id = u.subscription_id AND partition = u.partition;
             END IF;

@@ -340,11 +340,13 @@ CREATE FUNCTION evproc.statement_sql(name text) RETURNS text
     LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'evproc_statement_sql';
 
 -- The events of one (topic, partition) in the window (from_tick, to_tick], in id order:
--- those the workers' window read (its two parts) finds.
+-- those the workers' window read (its two parts) finds; with `most`, only the first that
+-- many. Planned as the workers plan the parts (sorts and JIT off: see ReadWindow in
+-- src/delivery_read.cpp), so that each transaction is read in index order.
 CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,
-                                     from_tick bigint, to_tick bigint)
+                                     from_tick bigint, to_tick bigint, most bigint DEFAULT NULL)
     RETURNS SETOF evproc.log
-    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET enable_sort = off SET jit = off
 AS $fn$
 DECLARE
     a pg_snapshot;
@@ -357,10 +359,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN QUERY EXECUTE format(
-        'SELECT l.* FROM evproc.log l WHERE l.topic_id = $1 AND l.partition = $2 AND l.id IN ('
-        'SELECT p.id FROM (%s) p UNION ALL SELECT r.id FROM (%s) r) ORDER BY l.id',
+        'SELECT l.* FROM (SELECT p.id FROM (%s) p UNION ALL SELECT r.id FROM (%s) r '
+        'ORDER BY 1 LIMIT $8) w JOIN evproc.log l ON l.id = w.id AND l.topic_id = $1 '
+        'AND l.partition = $2 ORDER BY l.id',
         evproc.statement_sql('window_pending'), evproc.statement_sql('window_range'))
         USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b), 0::bigint, NULL::bigint, '-infinity'::timestamptz, ''::text;
+              b, pg_snapshot_xmax(b), 0::bigint, most, '-infinity'::timestamptz, ''::text;
 END
 $fn$;

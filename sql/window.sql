@@ -36,7 +36,10 @@ SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_obj
 SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_object(
          'key', 'k' || g, 'payload', jsonb_build_object('n', g))) FROM generate_series(1, 10000) g))) AS loaded;
 ANALYZE evproc.log;
--- Exactly the statements the workers prepare (evproc.statement_sql returns them).
+-- Exactly the statements the workers prepare (evproc.statement_sql returns them), planned
+-- as the workers plan them, with enable_sort and jit off (see ReadWindow in src/delivery_read.cpp).
+SET enable_sort = off;
+SET jit = off;
 SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, bigint, bigint, timestamptz, text) AS ', part)
        || evproc.statement_sql('window_' || part) FROM unnest(ARRAY['pending', 'range']) part \gexec
 -- Both loads in one log partition, and more than one partition to prune (the default
@@ -54,9 +57,9 @@ BEGIN
 END $fn$;
 -- The window over both loads: the pending part as if their transactions were open at
 -- tick A (one look-up per xid, xid in the index condition), the range part from before
--- them. Both read only the unit's rows through the window index of the one partition that
--- holds them and sort them by id, stopping at the batch limit. Workers keep windows about
--- one tick wide, so the sort is small.
+-- them (a walk over its distinct xids). Both read only the unit's rows through the window
+-- index of the one partition that holds them, per transaction in id order, and stop at
+-- the batch limit (below: how many rows that is).
 SELECT ARRAY(SELECT DISTINCT xid FROM evproc.log WHERE xid >= :'load_from' ORDER BY xid) AS load_xids \gset
 CREATE FUNCTION pg_temp.window_plans(topic integer, lo xid8, xids xid8[])
   RETURNS TABLE (part text, uses_window_index boolean, xid_in_index_cond boolean,
@@ -79,3 +82,58 @@ SELECT * FROM pg_temp.window_plans(:win_topic, :'load_from', :'load_xids');
 SET plan_cache_mode = force_generic_plan;
 SELECT * FROM pg_temp.window_plans(:win_topic, :'load_from', :'load_xids');
 RESET plan_cache_mode;
+
+-- A read costs in proportion to the batch, not to the window (issue 17): inside one
+-- transaction the window index is in id order, so each part reads, per transaction,
+-- from the cursor up to the batch's bound through the index. From a cursor in the middle
+-- of the first load (2,500 rows of the unit per transaction), no plan node handles more
+-- than two batches of rows, and the read is exactly the next 100 ids of the window; from
+-- a cursor 40 rows before the end of the first transaction, the batch merges both.
+CREATE FUNCTION pg_temp.most_rows(statement text) RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+  line text;
+  most bigint := 0;
+BEGIN
+  FOR line IN EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) ' || statement LOOP
+    most := greatest(most, substring(line FROM 'actual rows=(\d+)')::bigint
+                           * coalesce(substring(line FROM 'loops=(\d+)')::bigint, 1));
+  END LOOP;
+  RETURN most;
+END $fn$;
+SELECT min(xid) AS first_xid FROM evproc.log WHERE xid >= :'load_from' \gset
+SELECT (SELECT id FROM evproc.log WHERE topic_id = :win_topic AND partition = 1 AND xid = :'first_xid'
+         ORDER BY id OFFSET 1250 LIMIT 1) AS mid_cursor,
+       (SELECT id FROM evproc.log WHERE topic_id = :win_topic AND partition = 1 AND xid = :'first_xid'
+         ORDER BY id DESC OFFSET 40 LIMIT 1) AS late_cursor \gset
+CREATE FUNCTION pg_temp.read(part text, topic integer, lo xid8, xids xid8[], cursor_id bigint)
+  RETURNS TABLE (id bigint) LANGUAGE plpgsql AS $fn$
+BEGIN
+  RETURN QUERY EXECUTE 'SELECT r.id FROM (' || evproc.statement_sql('window_' || part) || ') r'
+    USING topic, 1, xids, CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE lo END,
+          pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), cursor_id, 100::bigint,
+          '-infinity'::timestamptz, 'win'::text;
+END $fn$;
+CREATE FUNCTION pg_temp.expected(topic integer, lo xid8, cursor_id bigint) RETURNS SETOF bigint
+  LANGUAGE sql AS $fn$
+  SELECT id FROM evproc.log WHERE topic_id = topic AND partition = 1 AND xid >= lo AND id > cursor_id
+   ORDER BY id LIMIT 100
+$fn$;
+SET plan_cache_mode = force_generic_plan;
+SELECT part, c.name AS cursor,
+       pg_temp.most_rows(format(
+         'EXECUTE window_%s(%s, 1, %L, %L, pg_current_snapshot(), '
+         'pg_snapshot_xmax(pg_current_snapshot()), %s, 100, ''-infinity'', ''win'')', part,
+         :win_topic, :'load_xids',
+         CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE :'load_from' END,
+         c.id)) <= 200 AS at_most_two_batches,
+       ARRAY(SELECT pg_temp.read(part, :win_topic, :'load_from', :'load_xids', c.id))
+         = ARRAY(SELECT pg_temp.expected(:win_topic, :'load_from', c.id)) AS next_100_ids,
+       (SELECT count(DISTINCT l.xid) FROM evproc.log l
+         WHERE l.id IN (SELECT pg_temp.read(part, :win_topic, :'load_from', :'load_xids', c.id)))
+         AS transactions
+  FROM unnest(ARRAY['pending', 'range']) part,
+       (VALUES ('middle', :mid_cursor), ('late', :late_cursor)) c(name, id)
+ ORDER BY part, c.name DESC;
+RESET plan_cache_mode;
+RESET enable_sort;
+RESET jit;

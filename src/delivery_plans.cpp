@@ -37,8 +37,7 @@ void FreePlans() {
                        &plans.window_range,  &plans.delete_retries, &plans.park,
                        &plans.dead_letter,   &plans.promote,        &plans.advance,
                        &plans.pause,         &plans.trip,           &plans.claim_replay,
-                       &plans.replay_events, &plans.advance_replay, &plans.parked_keys_anywhere,
-                       &plans.retry_due};
+                       &plans.replay_events, &plans.advance_replay, &plans.retry_due};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -59,7 +58,6 @@ bool EnsurePlans() {
   Oid event_type =
       DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
-  const Oid two_ids[] = {INT4OID, INT4OID};
   const Oid bounds_types[] = {INT8OID, INT8OID, INT4OID};
   const Oid due_types[] = {INT4OID, INT4OID, INT4OID};
   const Oid window_types[] = {INT4OID, INT4OID, XID8ARRAYOID, XID8OID,        PG_SNAPSHOTOID,
@@ -78,18 +76,17 @@ bool EnsurePlans() {
   const Oid replay_types[] = {INT8OID,        INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID,
                               TIMESTAMPTZOID, TEXTOID, INT4OID, INT8OID, TEXTOID};
   const Oid advance_replay_types[] = {INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, BOOLOID};
-  const Oid one_id[] = {INT4OID};
   const Oid retry_due_types[] = {INT4OID, INT4ARRAYOID};
   plans.claim = Prepare(sql::kClaimUnit, 0, nullptr);
   plans.claim_replay = Prepare(sql::kClaimReplay, 0, nullptr);
   plans.replay_events = Prepare(sql::kReplayEvents, 10, replay_types);
   plans.advance_replay = Prepare(sql::kAdvanceReplay, 6, advance_replay_types);
-  plans.parked_keys_anywhere = Prepare(sql::kParkedKeysAnywhere, 1, one_id);
   plans.retry_due = Prepare(sql::kRetryDue, 2, retry_due_types);
   plans.next_due = Prepare(sql::kNextDue, 0, nullptr);
   plans.bounds = Prepare(sql::kWindowBounds, 3, bounds_types);
   plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
-  plans.parked_keys = Prepare(sql::kParkedKeys, 2, two_ids);
+  const Oid parked_types[] = {INT4OID, TEXTARRAYOID, INT4ARRAYOID};
+  plans.parked_keys = Prepare(sql::kParkedKeys, 3, parked_types);
   plans.window_pending = Prepare(sql::kWindowPending, 10, window_types);
   plans.window_range = Prepare(sql::kWindowRange, 10, window_types);
   plans.delete_retries = Prepare(sql::kDeleteRetries, 2, delete_types);

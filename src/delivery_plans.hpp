@@ -19,7 +19,6 @@ struct Plans {
   SPIPlanPtr claim_replay = nullptr;
   SPIPlanPtr replay_events = nullptr;
   SPIPlanPtr advance_replay = nullptr;
-  SPIPlanPtr parked_keys_anywhere = nullptr;
   SPIPlanPtr retry_due = nullptr;
   SPIPlanPtr next_due = nullptr;
   SPIPlanPtr bounds = nullptr;

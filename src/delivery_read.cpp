@@ -5,7 +5,10 @@
 #include "shared_state.hpp"
 
 extern "C" {
+#include "catalog/pg_type_d.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 }
 
@@ -75,12 +78,26 @@ void ReadWindow(const Unit &unit, Position *at, Window *window, int limit, ItemL
   ItemList pending{};
   ItemList range{};
   uint64 pending_rows = 0;
+  // Both parts read each transaction of the window through the window index, in id order
+  // from the cursor, and stop after the batch. A plan that reads a transaction whole and
+  // sorts it would cost the whole window at every batch (issue 17), and the planner cannot
+  // tell from the statistics whether one xid holds ten events or a million: the parts are
+  // planned (and re-planned) with sorts disabled, so only the merges of the batch's rows
+  // sort. The cost a disabled sort adds would make every read look expensive enough to be
+  // JIT-compiled, which costs far more than these reads: jit is off for them too. (An
+  // ERROR's abort closes the GUC level too.)
+  int guc_level = NewGUCNestLevel();
+  (void)set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                          0, false);
+  (void)set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                          false);
   if (window->pending_count > 0) {
     pending_rows =
         ReadWindowPart(plans.window_pending, unit, *at, *window, limit, &pending, context);
   }
   uint64 range_rows =
       ReadWindowPart(plans.window_range, unit, *at, *window, limit, &range, context);
+  AtEOXact_GUC(true, guc_level);
   int i = 0;
   int j = 0;
   for (int taken = 0; taken < limit && (i < pending.count || j < range.count); ++taken) {
@@ -120,10 +137,26 @@ void ReadDueRetries(const Unit &unit, ItemList *items, MemoryContext context) {
   }
 }
 
-void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context) {
-  Datum args[] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition)};
-  uint64 rows = unit.replay ? Run(plans.parked_keys_anywhere, args, nullptr, true, SPI_OK_SELECT)
-                            : Run(plans.parked_keys, args, nullptr, true, SPI_OK_SELECT);
+void ReadParkedKeys(const Unit &unit, const ItemList &items, KeyList *keys, MemoryContext context) {
+  keys->keys = nullptr;
+  keys->count = 0;
+  int count = 0;
+  auto *key_values = static_cast<Datum *>(palloc(sizeof(Datum) * (items.count + 1)));
+  auto *partitions = static_cast<Datum *>(palloc(sizeof(Datum) * (items.count + 1)));
+  for (int i = 0; i < items.count; ++i) {
+    const Item &item = items.items[i];
+    if (item.from_retry || item.key == nullptr) continue;
+    key_values[count] = CStringGetTextDatum(item.key);
+    partitions[count] = Int32GetDatum(item.partition);
+    ++count;
+  }
+  if (count == 0) return;
+  Datum args[] = {
+      Int32GetDatum(unit.subscription_id),
+      PointerGetDatum(construct_array(key_values, count, TEXTOID, -1, false, TYPALIGN_INT)),
+      PointerGetDatum(
+          construct_array(partitions, count, INT4OID, sizeof(int32), true, TYPALIGN_INT))};
+  uint64 rows = Run(plans.parked_keys, args, nullptr, true, SPI_OK_SELECT);
   keys->keys = static_cast<char **>(MemoryContextAlloc(context, sizeof(char *) * (rows + 1)));
   keys->count = static_cast<int>(rows);
   for (uint64 row = 0; row < rows; ++row) keys->keys[row] = CopiedText(row, 1, context);

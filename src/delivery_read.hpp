@@ -10,8 +10,9 @@ namespace evproc::delivery {
 // PostgreSQL code (inside SPI; wrap in CallPostgres):
 // The unit's due parked keys with the events waiting behind them, in line order.
 void ReadDueRetries(const Unit &unit, ItemList *items, MemoryContext context);
-// The keys parked in the unit's partition (a replay's: in any partition).
-void ReadParkedKeys(const Unit &unit, KeyList *keys, MemoryContext context);
+// Which keys of the window or replay events in `items` are parked (their events wait
+// behind the key's head): one index probe per event read, whatever is parked.
+void ReadParkedKeys(const Unit &unit, const ItemList &items, KeyList *keys, MemoryContext context);
 // A replay's next events (up to a batch); moves *at past the ids it looked at.
 void ReadReplay(const Unit &unit, ReplayPosition *at, ItemList *items, MemoryContext context);
 

@@ -101,10 +101,6 @@ UPDATE evproc.replay
        finished_at = CASE WHEN $6 THEN now() END, last_batch_at = now()
  WHERE id = $1)sql";
 
-// Keys parked in any partition of the subscription (a replay spans them all).
-inline constexpr const char *kParkedKeysAnywhere = R"sql(
-SELECT key FROM evproc.retry WHERE subscription_id = $1 AND is_head AND key IS NOT NULL)sql";
-
 // After a replay parked events: the units of their partitions look at their retries.
 inline constexpr const char *kRetryDue = R"sql(
 UPDATE evproc.progress p
@@ -136,7 +132,10 @@ SELECT b.id, b.snapshot, pg_catalog.pg_snapshot_xmax(b.snapshot), x.xip,
                          WHERE t.id > $1 AND (t.dirty IS NULL OR $3 = ANY (t.dirty))),
                        (SELECT max(id) FROM evproc.tick)))sql";
 
-// Due parked keys of the unit with the events waiting behind them, in line order.
+// Due parked keys of the unit with the events waiting behind them, in line order. Each
+// due key's line is read on its own through retry_unit_idx (at most $3 rows each), a
+// keyless one by its event id: the cost follows the keys taken, not how many are parked
+// (issue 19).
 inline constexpr const char *kDueRetries = R"sql(
 WITH due AS (
   SELECT key, event_id FROM evproc.retry
@@ -147,57 +146,111 @@ SELECT r.event_id,
        ROW((r.event).id, (r.event).topic, (r.event).key, (r.event).type, (r.event).payload,
            (r.event).headers, (r.event).enqueued_at, r.attempt + 1, (r.event).replay)::evproc.event,
        r.key, r.attempt, r.first_failed_at, (r.event).enqueued_at
-  FROM evproc.retry r
- WHERE r.subscription_id = $1 AND r.partition = $2 AND NOT r.blocked
-   AND (r.event_id IN (SELECT event_id FROM due WHERE key IS NULL)
-        OR r.key IN (SELECT key FROM due WHERE key IS NOT NULL))
+  FROM (SELECT l.* FROM due d
+         CROSS JOIN LATERAL (SELECT * FROM evproc.retry k
+                              WHERE k.subscription_id = $1 AND k.partition = $2 AND k.key = d.key
+                                AND NOT k.blocked
+                              ORDER BY k.seq LIMIT $3) l
+         WHERE d.key IS NOT NULL
+        UNION ALL
+        SELECT k.* FROM due d
+          JOIN evproc.retry k ON k.subscription_id = $1 AND k.event_id = d.event_id
+         WHERE d.key IS NULL AND k.partition = $2 AND NOT k.blocked) r
  ORDER BY r.seq LIMIT $3)sql";
 
+// Which of the batch's keys are parked: $2 the keys of the events read, $3 the partition
+// of each (a replay spans them all; a key's partition never changes once its topic has
+// events). One probe of retry_unit_idx per key, so a batch costs in proportion to the
+// batch however many keys are parked (issue 19; sql/statements.sql pins the plan).
 inline constexpr const char *kParkedKeys = R"sql(
-SELECT key FROM evproc.retry
- WHERE subscription_id = $1 AND partition = $2 AND is_head AND key IS NOT NULL)sql";
+SELECT DISTINCT k.key
+  FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::int4[])) AS k(key, partition)
+ WHERE EXISTS (SELECT 1 FROM evproc.retry r
+                WHERE r.subscription_id = $1 AND r.partition = k.partition AND r.key = k.key
+                  AND r.is_head))sql";
 
 // The read of one window (from tick A to tick B), in two parts: kWindowPending (xid in
-// xip(A), transactions still open at tick A: point look-ups) and kWindowRange (xid in
-// [xmax(A), xmax(B)): one range scan), both on the window index, each visible in B.
+// xip(A), transactions still open at tick A) and kWindowRange (xid in [xmax(A), xmax(B)),
+// found by a walk over the distinct xids of the range: one index descent per
+// transaction), both on the window index, each visible in B.
 // Inside a window events go in id order: an id is taken inside evproc_enqueue, after
 // whatever lock the publishing transaction holds on the entity it publishes about, so
 // for one key id order is the order in which publishers got through that lock, i.e.
 // commit order (an xid is taken at a transaction's first write, possibly before it
-// waits for that lock). The worker merges the two parts by id. Windows are kept about
-// one tick wide (evproc.tick.dirty), so sorting a window's rest at each batch costs
-// little.
+// waits for that lock). The worker merges the two parts by id.
+// A read costs in proportion to the batch and the window's transactions, not to the
+// window's events (issue 17): inside one xid the window index is in id order, so the
+// window in id order is a merge of one index range per transaction. Each part takes
+// the first id after the cursor of each of its transactions (h, one descent each); the
+// batch's $8 smallest ids are all at most the $8-th smallest of those first ids (they
+// are $8 distinct ids of the window), so each transaction is read from its first id up
+// to that bound, at most $8 rows, and the merge keeps the $8 smallest. A window of one
+// huge transaction is read $8 rows at a time, from the cursor, through the index.
 // Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7 the
-// id cursor, $8 the most rows, $9 the oldest enqueued_at wanted (a subscription that
-// starts inside the history), $10 the topic's name (for the evproc.event the handler
-// gets; both parts start with the columns of kReplayEvents). Bounds are bound as values:
-// written as a join against evproc.tick, the planner would scan from xid 0.
-// sql/window.sql EXPLAINs both as evproc.statement_sql() returns them.
+// id cursor, $8 the most rows (NULL: all), $9 the oldest enqueued_at wanted (a
+// subscription that starts inside the history), $10 the topic's name (for the
+// evproc.event the handler gets; both parts start with the columns of kReplayEvents).
+// Bounds are bound as values: written as a join against evproc.tick, the planner would
+// scan from xid 0. sql/window.sql EXPLAINs both as evproc.statement_sql() returns them
+// and counts the rows a read of a 20,000-event transaction touches.
 // The log is partitioned by xid, and a generic plan prunes partitions only by bounds on
 // xid compared with parameters: the range part by its bounds, the pending part by
-// [$3[1], $4) (xip is sorted and below xmax(A)). The pending part looks up each xid of
-// xip(A) on its own (`xid = ANY ($3)` next to those bounds would let the planner scan
-// the whole range from the oldest open transaction instead); OFFSET 0 keeps it a look-up
-// per xid, which also prunes to the xid's partition.
+// [$3[1], $4) (xip is sorted and below xmax(A)). Every look-up is per xid (xid = one
+// value in the index condition), which also prunes to that xid's partition.
 inline constexpr const char *kWindowPending = R"sql(
+WITH h AS (
+  SELECT x.xid, f.id
+    FROM pg_catalog.unnest($3) AS x(xid)
+   CROSS JOIN LATERAL (SELECT l.id FROM evproc.log l
+                        WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = x.xid
+                          AND l.xid >= $3[1] AND l.xid < $4 AND l.id > $7 AND l.enqueued_at >= $9
+                        ORDER BY l.id LIMIT 1) f
+   WHERE pg_catalog.pg_visible_in_snapshot(x.xid, $5)),
+bound AS (
+  SELECT coalesce((SELECT h.id FROM h WHERE $8 IS NOT NULL ORDER BY h.id OFFSET $8 - 1 LIMIT 1),
+                  9223372036854775807) AS id)
 SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)::evproc.event,
        w.id, w.key, w.enqueued_at
-  FROM (SELECT e.* FROM pg_catalog.unnest($3) AS x(xid),
+  FROM (SELECT e.* FROM h CROSS JOIN bound b,
          LATERAL (SELECT * FROM evproc.log l
-                   WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = x.xid
+                   WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = h.xid
                      AND l.xid >= $3[1] AND l.xid < $4
-                     AND l.id > $7
-                     AND l.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(l.xid, $5)
-                  OFFSET 0) e
+                     AND l.id >= h.id AND l.id <= b.id AND l.enqueued_at >= $9
+                   ORDER BY l.id LIMIT $8) e
+         WHERE h.id <= b.id
          ORDER BY e.id LIMIT $8) w)sql";
 
 inline constexpr const char *kWindowRange = R"sql(
+WITH RECURSIVE x(xid) AS (
+  (SELECT l.xid FROM evproc.log l
+    WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid >= $4 AND l.xid < $6
+    ORDER BY l.xid LIMIT 1)
+  UNION ALL
+  SELECT n.xid FROM x
+   CROSS JOIN LATERAL (SELECT l.xid FROM evproc.log l
+                        WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid > x.xid
+                          AND l.xid >= $4 AND l.xid < $6
+                        ORDER BY l.xid LIMIT 1) n),
+h AS (
+  SELECT x.xid, f.id
+    FROM x
+   CROSS JOIN LATERAL (SELECT l.id FROM evproc.log l
+                        WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = x.xid
+                          AND l.xid >= $4 AND l.xid < $6 AND l.id > $7 AND l.enqueued_at >= $9
+                        ORDER BY l.id LIMIT 1) f
+   WHERE pg_catalog.pg_visible_in_snapshot(x.xid, $5)),
+bound AS (
+  SELECT coalesce((SELECT h.id FROM h WHERE $8 IS NOT NULL ORDER BY h.id OFFSET $8 - 1 LIMIT 1),
+                  9223372036854775807) AS id)
 SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)::evproc.event,
        w.id, w.key, w.enqueued_at
-  FROM (SELECT e.* FROM evproc.log e
-         WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid >= $4 AND e.xid < $6
-           AND e.id > $7
-           AND e.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
+  FROM (SELECT e.* FROM h CROSS JOIN bound b,
+         LATERAL (SELECT * FROM evproc.log l
+                   WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = h.xid
+                     AND l.xid >= $4 AND l.xid < $6
+                     AND l.id >= h.id AND l.id <= b.id AND l.enqueued_at >= $9
+                   ORDER BY l.id LIMIT $8) e
+         WHERE h.id <= b.id
          ORDER BY e.id LIMIT $8) w)sql";
 
 inline constexpr const char *kDeleteRetries = R"sql(
@@ -268,7 +321,6 @@ inline constexpr NamedStatement kStatements[] = {
     {"claim_replay", kClaimReplay},
     {"replay_events", kReplayEvents},
     {"advance_replay", kAdvanceReplay},
-    {"parked_keys_anywhere", kParkedKeysAnywhere},
     {"retry_due", kRetryDue},
     {"next_due", kNextDue},
     {"window_bounds", kWindowBounds},

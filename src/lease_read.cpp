@@ -315,11 +315,14 @@ Look LookOnce(const Request &request, MemoryContext context) {
     CallPostgres([&] {
       PushActiveSnapshot(GetTransactionSnapshot());
       if (unit.retries_due) dl::ReadDueRetries(unit, &items, context);
-      if (unit.has_retries || unit.replay) dl::ReadParkedKeys(unit, &parked_keys, context);
       if (unit.replay) dl::ReadReplay(unit, &replay_at, &items, context);
     });
     if (!unit.replay) dl::ReadWindows(unit, &at, &items, context);
-    CallPostgres([] { PopActiveSnapshot(); });
+    CallPostgres([&] {
+      // Only the keys of the events just read are looked up (as a worker does).
+      if (unit.has_retries || unit.replay) dl::ReadParkedKeys(unit, items, &parked_keys, context);
+      PopActiveSnapshot();
+    });
     // Events of keys parked before the read wait behind their head, in order.
     std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
     int unit_handed = 0;

@@ -782,3 +782,100 @@ REVOKE EXECUTE ON FUNCTION evproc.consumer_subscription(oid, text),
                            evproc.expire_leases()
     FROM PUBLIC;
 GRANT SELECT ON public.evproc_leases TO PUBLIC;
+
+-- Window reads cost in proportion to the batch (issue 17): evproc.window_events is planned
+-- as the workers plan the window's parts and can stop after `most` events; maintenance
+-- asks it for one event only.
+DROP FUNCTION evproc.window_events(integer, integer, bigint, bigint);
+-- The events of one (topic, partition) in the window (from_tick, to_tick], in id order:
+-- those the workers' window read (its two parts) finds; with `most`, only the first that
+-- many. Planned as the workers plan the parts (sorts and JIT off: see ReadWindow in
+-- src/delivery_read.cpp), so that each transaction is read in index order.
+CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,
+                                     from_tick bigint, to_tick bigint, most bigint DEFAULT NULL)
+    RETURNS SETOF evproc.log
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET enable_sort = off SET jit = off
+AS $fn$
+DECLARE
+    a pg_snapshot;
+    b pg_snapshot;
+BEGIN
+    SELECT snapshot INTO a FROM evproc.tick WHERE id = from_tick;
+    SELECT snapshot INTO b FROM evproc.tick WHERE id = to_tick;
+    IF a IS NULL OR b IS NULL OR from_tick >= to_tick THEN
+        RAISE EXCEPTION 'no window between ticks % and %', from_tick, to_tick
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT l.* FROM (SELECT p.id FROM (%s) p UNION ALL SELECT r.id FROM (%s) r '
+        'ORDER BY 1 LIMIT $8) w JOIN evproc.log l ON l.id = w.id AND l.topic_id = $1 '
+        'AND l.partition = $2 ORDER BY l.id',
+        evproc.statement_sql('window_pending'), evproc.statement_sql('window_range'))
+        USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
+              b, pg_snapshot_xmax(b), 0::bigint, most, '-infinity'::timestamptz, ''::text;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION evproc.window_events(integer, integer, bigint, bigint, bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION evproc.maintain() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
+AS $fn$
+DECLARE
+    newest bigint := (SELECT max(id) FROM evproc.tick);
+    u record;
+BEGIN
+    -- Each step on its own: one that cannot get a lock leaves its work to the next run,
+    -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
+    -- bounds a wait for a table lock (none that an application takes), and is short: the
+    -- units this run moved on stay locked, to workers too, until it commits.
+    -- Expired leases first: their units become free (and may then be moved below).
+    BEGIN
+        PERFORM evproc.expire_leases();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: expiring leases failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
+    BEGIN
+        -- A leased unit is not moved: the ack moves it to where its read left it.
+        FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
+                   FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
+                  WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
+                    AND p.lease_id IS NULL
+                    FOR UPDATE OF p SKIP LOCKED LOOP
+            -- One event is enough to know: its first (reading the whole backlog would hold
+            -- the unit's lock for as long).
+            IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest, 1)) THEN
+                UPDATE evproc.progress SET tick_id = newest
+                 WHERE subscription_id = u.subscription_id AND partition = u.partition;
+            END IF;
+        END LOOP;
+        DELETE FROM evproc.tick
+         WHERE ctid = ANY (ARRAY(
+               SELECT ctid FROM evproc.tick
+                WHERE id > 0 AND id < newest
+                  AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
+                                       FROM evproc.progress), newest)
+                  FOR UPDATE SKIP LOCKED));
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the ticks this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.expire_dedup();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped dedup expiry this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.forget_dropped_grantees();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the grants of dropped roles this time: %', SQLERRM;
+    END;
+    -- Last: a partition drop holds its lock on evproc.log until this commits. Its
+    -- failure must not undo the work above.
+    BEGIN
+        PERFORM evproc.maintain_log();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: log partition maintenance failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
+END
+$fn$;

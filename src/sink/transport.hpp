@@ -50,7 +50,9 @@ enum class Verdict {
   kRetry,      // failed for now: retry with backoff (or retry_after_ms), parks its key
   kRefused,    // the destination refused it for good: dead letter at once, with context
   kFatal,      // the destination is gone or misconfigured: pause the subscription (error)
-  kHeld,       // not sent: an earlier message of its key in this batch did not go through
+  kHeld,       // not sent: an earlier message of its key in this batch did not go through,
+               // or the transport stopped sending the batch (the destination failing): it
+               // comes again later, in order, without counting as an attempt
 };
 
 struct Outcome {
@@ -59,8 +61,7 @@ struct Outcome {
   // for the subscription's backoff.
   int64_t retry_after_ms = -1;
   // kRetry: whether the failure is the destination's (feeds the circuit breaker: 5xx,
-  // timeouts, refused or reset connections, TLS errors) rather than collateral (a message
-  // not sent because the batch was cut short by another's failure).
+  // timeouts, refused or reset connections, TLS errors) rather than the message's own.
   bool feeds_breaker = true;
   // One line, never a secret: the retry's error, the dead letter's message, the pause
   // reason.

@@ -6,13 +6,17 @@ EXTVERSION = 0.3.0
 MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
-            src/core/version.o
+            src/core/version.o src/core/destination.o src/core/webhook_answer.o \
+            src/core/webhook_signature.o
+# The sink framework and its transports (plain C++, src/sink/) and the sink workers.
+SINK_OBJS = src/sink/registry.o src/sink/webhook_options.o src/sink/webhook_transport.o \
+            src/sink_worker.o src/sink_lease.o src/sink_sql.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
           src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o \
           src/api_trampoline.o
-OBJS = $(PG_OBJS) $(CORE_OBJS)
+OBJS = $(PG_OBJS) $(CORE_OBJS) $(SINK_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts and the update scripts between versions: never edited once
@@ -27,7 +31,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -fno-omit-frame-pointer
 PG_CFLAGS = -Wall -Wextra -Werror
-SHLIB_LINK = -lstdc++
+SHLIB_LINK = -lstdc++ -lcurl -lcrypto
 
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.
@@ -55,14 +59,14 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies: every object depends on every header.
-$(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
+$(OBJS): $(wildcard src/*.hpp src/core/*.hpp src/sink/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
 # storage and retention, monitoring, and last the privileges (they revoke EXECUTE on
 # everything in schema evproc defined before them).
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
                extension/replay.sql extension/retention.sql extension/monitoring.sql \
-               extension/privileges.sql
+               extension/privileges.sql extension/sink.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint fuzz
@@ -71,13 +75,14 @@ unit:
 	cmake --build build -j2
 	ctest --test-dir build --output-on-failure
 
-SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp test/unit/*.cpp test/fuzz/*.cpp)
+SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp src/sink/*.cpp src/sink/*.hpp \
+                    test/unit/*.cpp test/fuzz/*.cpp)
 format:
 	clang-format -i $(SOURCES)
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 lint: unit
-	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp)
+	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp src/sink/*.cpp)
 
 # libFuzzer over the schema validator (test/fuzz/schema_fuzzer.cpp): pure C++, built with
 # clang apart from the PGXS objects. Runs FUZZ_SECONDS from the seed corpus; new inputs

@@ -35,8 +35,8 @@ std::optional<OptionProblem> ValidateSink(const nlohmann::json &sink,
       known += known.empty() ? "" : ", ";
       known += each.name;
     }
-    return OptionProblem{"type", "unknown sink type \"" + type->get<std::string>() +
-                                     "\" (known: " + known + ")"};
+    return OptionProblem{
+        "type", "unknown sink type \"" + type->get<std::string>() + "\" (known: " + known + ")"};
   }
   return found->validate(sink, context);
 }

@@ -61,6 +61,11 @@ AS $fn$
 DECLARE
     t evproc.topic := evproc.topic_for_grant(caller, topic, role, privilege, 'grant privileges on');
 BEGIN
+    -- A regrole argument may be any OID ('999999', 0::oid::regrole): only a role that
+    -- exists is granted anything (a later role could be given that OID).
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = role) THEN
+        RAISE EXCEPTION 'role with OID % does not exist', role::oid USING ERRCODE = 'undefined_object';
+    END IF;
     IF role = ANY (CASE privilege WHEN 'publish' THEN t.publishers ELSE t.subscribers END) THEN
         RETURN false;
     END IF;
@@ -81,6 +86,11 @@ DECLARE
     t evproc.topic := evproc.topic_for_grant(caller, topic, role, privilege, 'revoke privileges on');
 BEGIN
     IF role <> ALL (CASE privilege WHEN 'publish' THEN t.publishers ELSE t.subscribers END) THEN
+        -- A grant to a role dropped since stays as its OID and is revoked by it (above);
+        -- an OID that is neither a role nor granted is a mistake, not "nothing to do".
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = role) THEN
+            RAISE EXCEPTION 'role with OID % does not exist', role::oid USING ERRCODE = 'undefined_object';
+        END IF;
         RETURN false;
     END IF;
     UPDATE evproc.topic
@@ -102,7 +112,7 @@ GRANT EXECUTE ON FUNCTION
     evproc.resolve_handler(text),
     evproc.handler_shape(oid),
     evproc.subscribe(text, text, regprocedure, integer, integer, interval, interval, interval,
-                     text, timestamptz, regrole, real, integer, interval),
+                     text, timestamptz, regrole, real, integer, interval, interval),
     evproc.library_version(),
     evproc.topic_stats(),
     evproc.topic_pending(),
@@ -124,5 +134,5 @@ REVOKE EXECUTE ON FUNCTION public.evproc_create_topic(text, integer, interval, i
 -- Every role may read the views; each view shows it only what it may see.
 GRANT SELECT ON public.evproc_topics, public.evproc_topic_stats, public.evproc_subscriptions,
                 public.evproc_subscription_stats, public.evproc_dead_letters,
-                public.evproc_dead_letter_summary, public.evproc_replays
+                public.evproc_dead_letter_summary, public.evproc_replays, public.evproc_leases
     TO PUBLIC;

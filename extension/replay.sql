@@ -28,7 +28,11 @@ CREATE TABLE evproc.replay (
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_batch_at   timestamptz,
     finished_at     timestamptz,
-    CHECK (from_time <= to_time)
+    CHECK (from_time <= to_time),
+    -- A pull subscription's replay is read by consumers: held by a lease like a unit
+    -- (extension/lease.sql).
+    lease_id        text,
+    leased_until    timestamptz
 );
 CREATE INDEX replay_running_idx ON evproc.replay (subscription_id) WHERE state = 'running';
 SELECT pg_catalog.pg_extension_config_dump('evproc.replay', '');
@@ -61,6 +65,12 @@ BEGIN
     END IF;
     IF key = '' THEN
         RAISE EXCEPTION 'key must not be empty (NULL replays every key)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The key limit enqueue applies (kMaxKeyBytes in src/settings.hpp): no stored key is
+    -- longer, and the replay row and every scan it drives stay small.
+    IF octet_length(key) > 512 THEN
+        RAISE EXCEPTION 'key is too long: % bytes, the limit is 512', octet_length(key)
+            USING ERRCODE = 'string_data_right_truncation';
     END IF;
     IF from_time > coalesce(to_time, now()) THEN
         RAISE EXCEPTION 'replay from % is after its end %', from_time, coalesce(to_time, now())

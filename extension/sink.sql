@@ -82,6 +82,56 @@ BEGIN
 END
 $fn$;
 
+-- Sink subscriptions: evproc_subscribe(name, topic, NULL, sink => '{"type": ...}', ...)
+-- with every setting of a subscription (batch size, attempts, backoff, breaker,
+-- on_dead_letter, start_from, run_as). This overload is chosen by the sink argument; the
+-- subscription is made as a pull subscription (extension/lease.sql) whose consumer is a
+-- sink worker, then given its sink. handler must be NULL; handler_timeout is not used.
+CREATE FUNCTION public.evproc_subscribe(name text, topic text, handler text, sink jsonb,
+                                        batch_size integer DEFAULT 100,
+                                        max_attempts integer DEFAULT 10,
+                                        backoff_base interval DEFAULT '1 second',
+                                        backoff_cap interval DEFAULT '10 minutes',
+                                        handler_timeout interval DEFAULT '30 seconds',
+                                        on_dead_letter text DEFAULT 'skip',
+                                        start_from timestamptz DEFAULT NULL,
+                                        run_as regrole DEFAULT NULL,
+                                        failure_budget real DEFAULT 0.5,
+                                        breaker_min_attempts integer DEFAULT 20,
+                                        breaker_cooldown interval DEFAULT '30 seconds')
+    RETURNS integer LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler text, sink jsonb,
+                                      batch_size integer, max_attempts integer,
+                                      backoff_base interval, backoff_cap interval,
+                                      handler_timeout interval, on_dead_letter text,
+                                      start_from timestamptz, run_as regrole, failure_budget real,
+                                      breaker_min_attempts integer, breaker_cooldown interval)
+    RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    checked jsonb;
+    new_id integer;
+BEGIN
+    IF handler IS NOT NULL THEN
+        RAISE EXCEPTION 'a sink subscription has no handler, got %', quote_literal(handler)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass handler NULL with sink => ''{"type": ...}''.';
+    END IF;
+    IF sink IS NOT NULL THEN
+        checked := evproc.checked_sink(caller, sink);
+    END IF;
+    new_id := evproc.subscribe_impl(caller, name, topic, NULL::regprocedure, batch_size, max_attempts,
+                                    backoff_base, backoff_cap, handler_timeout, on_dead_letter,
+                                    start_from, run_as, failure_budget, breaker_min_attempts,
+                                    breaker_cooldown);
+    UPDATE evproc.subscription SET sink = checked WHERE id = new_id;
+    RETURN new_id;
+END
+$fn$;
+COMMENT ON FUNCTION public.evproc_subscribe(text, text, text, jsonb, integer, integer, interval, interval,
+                                            interval, text, timestamptz, regrole, real, integer, interval) IS
+    'subscribes a sink (handler NULL, sink => ''{"type": "webhook", ...}''): the sink workers deliver the topic';
+
 -- Allows a role (and its members) to create sinks; superusers only. Returns whether
 -- anything changed.
 CREATE FUNCTION public.evproc_allow_sinks(role regrole) RETURNS boolean
@@ -197,7 +247,7 @@ SELECT s.name AS subscription, t.name AS topic, s.sink ->> 'type' AS type,
 -- context: the answer's status, headers and first kilobytes as JSON; SQLSTATE EV100);
 -- then, as for any dead letter, its key continues (on_dead_letter 'skip') or stays
 -- parked behind it ('block').
-CREATE FUNCTION evproc.sink_dead_now(subscription_id integer, event_ids bigint[],
+CREATE FUNCTION evproc.sink_dead_now(sub_id integer, event_ids bigint[],
                                      messages text[], contexts text[]) RETURNS integer
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -207,12 +257,12 @@ DECLARE
     moved integer := 0;
     partitions integer[] := '{}';
 BEGIN
-    SELECT * INTO s FROM evproc.subscription sb WHERE sb.id = sink_dead_now.subscription_id;
+    SELECT * INTO s FROM evproc.subscription sb WHERE sb.id = sink_dead_now.sub_id;
     FOR r IN SELECT rt.*, x.message AS refusal, x.context AS answer
                FROM evproc.retry rt
                JOIN unnest(event_ids, messages, contexts) AS x(event_id, message, context)
                  ON x.event_id = rt.event_id
-              WHERE rt.subscription_id = sink_dead_now.subscription_id AND rt.is_head
+              WHERE rt.subscription_id = sink_dead_now.sub_id AND rt.is_head
               ORDER BY rt.seq LOOP
         INSERT INTO evproc.dead_letter AS d (subscription_id, event_id, partition, key, type, payload,
                headers, enqueued_at, attempts, sqlstate, message, detail, hint, context,
@@ -250,6 +300,28 @@ BEGIN
 END
 $fn$;
 
+-- A sink subscription's events are read only by the sink workers: a consumer's
+-- evproc_read of one is refused (42809) when its lease would be recorded.
+CREATE FUNCTION evproc.in_sink_worker() RETURNS boolean
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'evproc_in_sink_worker';
+CREATE FUNCTION evproc.lease_of_sink_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription;
+BEGIN
+    SELECT * INTO s FROM evproc.subscription sb WHERE sb.id = NEW.subscription_id;
+    IF s.sink IS NOT NULL AND NOT evproc.in_sink_worker() THEN
+        RAISE EXCEPTION 'subscription "%" is a sink: the sink workers deliver it', s.name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Consumers read pull subscriptions (handler NULL, no sink).';
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER lease_of_sink_check BEFORE INSERT ON evproc.lease
+    FOR EACH ROW EXECUTE FUNCTION evproc.lease_of_sink_check();
+
 -- This file comes after the privileges (extension/privileges.sql): it settles its own.
 -- Nothing of it in schema evproc is for PUBLIC but what the evproc_sinks view calls as
 -- the querying user (masking and percentiles: no table access).
@@ -261,6 +333,10 @@ REVOKE EXECUTE ON FUNCTION
     evproc.disallow_sinks_impl(oid, regrole),
     evproc.check_sink_impl(oid, jsonb),
     evproc.alter_sink_impl(oid, text, jsonb),
-    evproc.sink_dead_now(integer, bigint[], text[], text[])
+    evproc.subscribe_impl(oid, text, text, text, jsonb, integer, integer, interval, interval,
+                          interval, text, timestamptz, regrole, real, integer, interval),
+    evproc.sink_dead_now(integer, bigint[], text[], text[]),
+    evproc.in_sink_worker(),
+    evproc.lease_of_sink_check()
     FROM PUBLIC;
 GRANT SELECT ON public.evproc_sinks TO PUBLIC;

@@ -83,6 +83,46 @@ RESET ROLE;
 -- evproc_alter_sink on what is not a sink subscription.
 SELECT pg_temp.try($$SELECT evproc_alter_sink('no_such_subscription', '{"type": "webhook"}')$$);
 
+-- A sink subscription, made by an allowed role, with every setting of a subscription.
+SELECT evproc_allow_sinks('evproc_sink_app');
+SELECT evproc_create_topic('sink.t', partitions => 2) > 0 AS created;
+SELECT evproc_grant('sink.t', 'evproc_sink_app', 'subscribe');
+SET ROLE evproc_sink_app;
+SELECT evproc_subscribe('sink1', 'sink.t', NULL,
+    sink => '{"type": "webhook", "url": "https://hooks.example.com/in", "secret": "0123456789abcdef0123"}',
+    batch_size => 20, max_attempts => 3, on_dead_letter => 'block') > 0 AS subscribed;
+-- Bad options and a handler are refused as when checking.
+SELECT pg_temp.try($$SELECT evproc_subscribe('sink2', 'sink.t', NULL, sink => '{"type": "webhook", "url": "https://hooks.example.com/", "timeout_ms": -1}')$$);
+SELECT pg_temp.try($$SELECT evproc_subscribe('sink2', 'sink.t', 'some_handler', sink => '{"type": "webhook", "url": "https://hooks.example.com/"}')$$);
+SELECT subscription, topic, type, sink ->> 'secret' AS secret, state, breaker, requests
+  FROM evproc_sinks;
+SELECT handler, handler_form, batch_size, max_attempts, on_dead_letter
+  FROM evproc_subscriptions WHERE name = 'sink1';
+-- Consumers do not read sinks: the sink workers do (the lease is refused).
+RESET ROLE;
+SELECT evproc_enqueue('sink.t', 'k', '{"n": 1}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SET ROLE evproc_sink_app;
+SELECT pg_temp.try($$SELECT * FROM evproc_read('sink1')$$);
+-- Changed later, with the same checks.
+SELECT evproc_alter_sink('sink1', '{"type": "webhook", "url": "https://a.corp.example/in", "mode": "batch"}');
+SELECT pg_temp.try($$SELECT evproc_alter_sink('sink1', '{"type": "webhook", "url": "https://elsewhere.example/"}')$$);
+SELECT sink FROM evproc_sinks WHERE subscription = 'sink1';
+RESET ROLE;
+-- Other roles see no row; pg_monitor sees it with secrets masked.
+SELECT evproc_alter_sink('sink1', '{"type": "webhook", "url": "https://a.corp.example/in", "headers": {"Authorization": "Bearer s3cr3t"}}');
+SET ROLE evproc_sink_other;
+SELECT count(*) AS rows_seen FROM evproc_sinks;
+RESET ROLE;
+GRANT pg_monitor TO evproc_sink_other;
+SET ROLE evproc_sink_other;
+SELECT subscription, sink FROM evproc_sinks;
+RESET ROLE;
+REVOKE pg_monitor FROM evproc_sink_other;
+SELECT evproc_unsubscribe('sink1');
+SELECT evproc_disallow_sinks('evproc_sink_app');
+SELECT evproc_drop_topic('sink.t');
+
 DROP ROLE evproc_sink_member;
 REVOKE USAGE ON SCHEMA evproc FROM evproc_sink_app, evproc_sink_other;
 DROP ROLE evproc_sink_app, evproc_sink_other;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "error_boundary.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -20,12 +21,14 @@ int touched_count = 0;
 bool touched_overflow = false;
 bool wake_pending = false;      // something committed that workers must look at
 bool registry_pending = false;  // subscriptions changed: the metrics registry must follow
+bool readers_pending = false;   // units were freed (ack, resume): waiting readers look again
 
 void Forget() {
   touched_count = 0;
   touched_overflow = false;
   wake_pending = false;
   registry_pending = false;
+  readers_pending = false;
 }
 
 void StampSlot(PartitionSlot &slot, uint64 seq) {
@@ -38,7 +41,10 @@ void StampSlot(PartitionSlot &slot, uint64 seq) {
 void Publish() {
   SharedState *state = Shared();
   if (state == nullptr) return;
-  if (registry_pending) pg_atomic_fetch_add_u64(&state->registry_seq, 1);
+  if (registry_pending) {
+    pg_atomic_fetch_add_u64(&state->registry_seq, 1);
+    WakeMaintenance();  // it registers the change in the metrics at once
+  }
   uint64 seq = pg_atomic_add_fetch_u64(&state->commit_seq, 1);
   if (touched_overflow) {
     for (auto &slot : state->slots) StampSlot(slot, seq);
@@ -54,6 +60,7 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
   switch (event) {
     case XACT_EVENT_COMMIT:
       if (wake_pending) Publish();
+      if (readers_pending) WakeReaders();
       Forget();
       break;
     case XACT_EVENT_PRE_PREPARE:
@@ -65,6 +72,7 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
                                "transaction")));
       }
       break;
+    case XACT_EVENT_PREPARE:  // a reader wake only: the readers' waits end anyway
     case XACT_EVENT_ABORT:
     case XACT_EVENT_PARALLEL_ABORT:
       Forget();
@@ -76,7 +84,12 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
 
 }  // namespace
 
-void WakeAtCommit() { wake_pending = true; }
+void WakeAtCommit() {
+  wake_pending = true;
+  readers_pending = true;
+}
+
+void WakeReadersAtCommit() { readers_pending = true; }
 
 void SubscriptionsChangedAtCommit() {
   wake_pending = true;
@@ -101,23 +114,17 @@ void NoteEnqueued(int32 topic_id, int32 partition) {
 
 }  // namespace evproc
 
-extern "C" {
-PG_FUNCTION_INFO_V1(evproc_wake_at_commit);
-PG_FUNCTION_INFO_V1(evproc_subscriptions_changed);
-PG_FUNCTION_INFO_V1(evproc_dirty_tick);
-PG_FUNCTION_INFO_V1(evproc_preloaded);
-}
-
 // evproc.wake_at_commit(): subscription changes wake the launcher (and so the workers).
-extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_wake_at_commit) {
   (void)fcinfo;
   evproc::WakeAtCommit();
   PG_RETURN_VOID();
 }
 
-// evproc.subscriptions_changed(): (un)subscribing wakes the launcher at commit, which
-// then registers the change in the metrics at once (not at its next periodic sync).
-extern "C" Datum evproc_subscriptions_changed(PG_FUNCTION_ARGS) {
+// evproc.subscriptions_changed(): (un)subscribing wakes the launcher and the maintenance
+// worker at commit; the latter then registers the change in the metrics at once (not at
+// its next periodic sync).
+EVPROC_CPP_FUNCTION(evproc_subscriptions_changed) {
   (void)fcinfo;
   evproc::SubscriptionsChangedAtCommit();
   PG_RETURN_VOID();
@@ -125,7 +132,7 @@ extern "C" Datum evproc_subscriptions_changed(PG_FUNCTION_ARGS) {
 
 // evproc.dirty_tick(topic_id, partition): see shared_state.hpp. Without shared memory
 // (not preloaded) every unit may have work.
-extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_dirty_tick) {
   evproc::SharedState *state = evproc::Shared();
   if (state == nullptr || pg_atomic_read_u32(&state->launcher_database) != MyDatabaseId) {
     PG_RETURN_INT64(PG_INT64_MAX);
@@ -136,7 +143,7 @@ extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
   PG_RETURN_INT64(static_cast<int64>(dirty > floor ? dirty : floor));
 }
 
-extern "C" Datum evproc_preloaded(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_preloaded) {
   (void)fcinfo;
   PG_RETURN_BOOL(evproc::Shared() != nullptr);
 }

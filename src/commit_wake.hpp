@@ -1,7 +1,7 @@
-// Commit wake (DESIGN §5): an enqueuing transaction's commit wakes the launcher through
-// shared memory and its latch, so an idle system delivers in milliseconds without
-// polling, and publishing needs nothing but a plain function call (no LISTEN/NOTIFY,
-// which transaction-mode poolers break).
+// Commit wake (docs/design.md "Processes"): an enqueuing transaction's commit wakes the launcher
+// through shared memory and its latch, so an idle system delivers in milliseconds without polling,
+// and publishing needs nothing but a plain function call (no LISTEN/NOTIFY, which transaction-mode
+// poolers break).
 #pragma once
 
 #include "pg_headers.hpp"
@@ -11,6 +11,7 @@ namespace evproc {
 void RegisterCommitWake();                           // from _PG_init
 void NoteEnqueued(int32 topic_id, int32 partition);  // remember for this transaction
 void WakeAtCommit();                  // wake the launcher at commit, no partition written
-void SubscriptionsChangedAtCommit();  // and have it sync the metrics registry
+void WakeReadersAtCommit();           // wake waiting readers at commit (units were freed)
+void SubscriptionsChangedAtCommit();  // and the maintenance worker, to sync the registry
 
 }  // namespace evproc

@@ -31,11 +31,14 @@ void StartupHook() {
     pg_atomic_init_u64(&shared->floor_tick, 0);
     pg_atomic_init_u64(&shared->registry_seq, 0);
     pg_atomic_init_u32(&shared->launcher_procno, kNoProc);
+    pg_atomic_init_u32(&shared->maintenance_procno, kNoProc);
+    pg_atomic_init_u32(&shared->registry_database, InvalidOid);
     pg_atomic_init_u32(&shared->launcher_database, InvalidOid);
     pg_atomic_init_u32(&shared->database_state, 0);
     pg_atomic_init_u32(&shared->leave_database, InvalidOid);
     pg_atomic_init_u32(&shared->leave_reason, 0);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
+    for (auto &procno : shared->reader_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &slot : shared->slots) {
       pg_atomic_init_u64(&slot.last_commit_seq, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
@@ -75,9 +78,19 @@ void WakeLauncher() {
   if (shared != nullptr) SetProcLatch(pg_atomic_read_u32(&shared->launcher_procno));
 }
 
+void WakeMaintenance() {
+  if (shared != nullptr) SetProcLatch(pg_atomic_read_u32(&shared->maintenance_procno));
+}
+
 void WakeWorkers() {
   if (shared == nullptr) return;
   for (auto &procno : shared->worker_procno) SetProcLatch(pg_atomic_read_u32(&procno));
+  WakeReaders();
+}
+
+void WakeReaders() {
+  if (shared == nullptr) return;
+  for (auto &procno : shared->reader_procno) SetProcLatch(pg_atomic_read_u32(&procno));
 }
 
 }  // namespace evproc

@@ -1,10 +1,12 @@
-// evproc's shared memory (DESIGN §5): what committers, the launcher and the workers
-// tell each other without touching a table.
+// evproc's shared memory (docs/design.md "Processes"): what committers, the launcher and the
+// workers tell each other without touching a table.
 //
 //  * Commit wake: a transaction that enqueued bumps commit_seq and stamps the slots of the
 //    (topic, partition) pairs it wrote, after its commit became visible, then sets the
 //    launcher's latch. The launcher turns stamps newer than its previous tick into
 //    dirty_tick = the tick it just took.
+//  * Readers of pull subscriptions waiting in evproc_read register their latch in
+//    reader_procno; ticks and lease acknowledgements set it.
 //  * Workers claim a unit only when its position is older than its slot's dirty_tick (or
 //    floor_tick, which covers everything committed before the launcher started), so idle
 //    units cost nothing. Slots are a fixed hash of (topic, partition): a collision only
@@ -26,6 +28,8 @@ namespace evproc {
 
 constexpr int kPartitionSlots = 4096;
 constexpr int kMaxWorkers = 64;
+// Backends waiting in evproc_read for events (lease_wait.hpp); more wait in short slices.
+constexpr int kMaxReaders = 1024;
 constexpr uint32 kNoProc = UINT32_MAX;
 static_assert(metrics::kMaxWorkerSlots == kMaxWorkers, "one status slot per worker");
 
@@ -36,14 +40,17 @@ struct PartitionSlot {
 
 struct SharedState {
   pg_atomic_uint64 commit_seq;
-  pg_atomic_uint64 floor_tick;         // every unit older than this may have work
-  pg_atomic_uint64 registry_seq;       // bumped by commits that (un)subscribed
-  pg_atomic_uint32 launcher_procno;    // kNoProc when no launcher runs
-  pg_atomic_uint32 launcher_database;  // the database it serves, once it ticked
-  pg_atomic_uint32 database_state;     // the database check's answer (lifecycle.hpp)
-  pg_atomic_uint32 leave_database;     // dropped, renamed or moved: the launcher leaves it
-  pg_atomic_uint32 leave_reason;       // why (lifecycle.hpp LeaveReason)
+  pg_atomic_uint64 floor_tick;          // every unit older than this may have work
+  pg_atomic_uint64 registry_seq;        // bumped by commits that (un)subscribed
+  pg_atomic_uint32 launcher_procno;     // kNoProc when no launcher runs
+  pg_atomic_uint32 maintenance_procno;  // kNoProc when no maintenance worker runs
+  pg_atomic_uint32 registry_database;   // whose subscriptions the metrics registered
+  pg_atomic_uint32 launcher_database;   // the database it serves, once it ticked
+  pg_atomic_uint32 database_state;      // the database check's answer (database_check.hpp)
+  pg_atomic_uint32 leave_database;      // dropped, renamed or moved: the launcher leaves it
+  pg_atomic_uint32 leave_reason;        // why (utility_hook.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
+  pg_atomic_uint32 reader_procno[kMaxReaders];  // kNoProc: free
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
@@ -56,6 +63,8 @@ LWLock *SharedLock();       // guards claiming and freeing metrics slots
 int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();
-void WakeWorkers();
+void WakeWorkers();  // and the waiting readers: both look for work after a tick
+void WakeReaders();
+void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "core/latency.hpp"
-#include "lifecycle.hpp"
+#include "extension_gate.hpp"
 #include "sink_lease.hpp"
 #include "spi_plan.hpp"
 
@@ -31,6 +31,7 @@ namespace {
 SPIPlanPtr subscriptions_plan = nullptr;
 SPIPlanPtr release_plan = nullptr;
 SPIPlanPtr read_plan = nullptr;
+SPIPlanPtr expire_plan = nullptr;
 SPIPlanPtr nack_plan = nullptr;
 SPIPlanPtr ack_plan = nullptr;
 SPIPlanPtr dead_plan = nullptr;
@@ -50,6 +51,10 @@ UPDATE evproc.lease l SET expires_at = pg_catalog.clock_timestamp()
   FROM evproc.subscription s
  WHERE s.id = l.subscription_id AND s.sink IS NOT NULL AND s.id % $2 = $1
    AND l.expires_at > pg_catalog.clock_timestamp())sql";
+
+constexpr const char *kExpire = R"sql(
+UPDATE evproc.lease SET expires_at = pg_catalog.clock_timestamp()
+ WHERE id = $1 AND expires_at > pg_catalog.clock_timestamp())sql";
 
 constexpr const char *kRead = R"sql(
 SELECT r.lease, r.id, r.key, r.type, r.payload::text, r.headers::text,
@@ -166,6 +171,13 @@ void ReleaseStaleLeases(int index, int workers) {
   Run(plan, values, nullptr, SPI_OK_UPDATE);
 }
 
+void ExpireLease(const char *lease) {
+  Oid types[1] = {TEXTOID};
+  SPIPlanPtr plan = PrepareOnce(&expire_plan, kExpire, 1, types);
+  Datum values[1] = {CStringGetTextDatum(lease)};
+  Run(plan, values, nullptr, SPI_OK_UPDATE);
+}
+
 LeaseResult Lease(const SinkSubscription &subscription, int max_events, int64 lease_ms) {
   Oid types[4] = {OIDOID, TEXTOID, INT4OID, INT8OID};
   SPIPlanPtr plan = PrepareOnce(&read_plan, kRead, 4, types);
@@ -207,9 +219,10 @@ void EndLease(const SinkSubscription &subscription, const char *lease, int count
       const EventOutcome &outcome = outcomes[i];
       if (outcome.fate == Fate::kDelivered) continue;
       // A held event behind an earlier failure of its key in this lease waits behind it
-      // by itself (the ack parks it, no attempt counted). Other held events are failed
-      // with retry_after 0: sent again at once, with the attempt counted (leases have no
-      // "not attempted" today).
+      // by itself (the ack parks it, no attempt counted). Other held events (the batch
+      // was cut short when the destination failed) are failed with the subscription's
+      // backoff, like the event that failed: leases have no "not attempted", so the
+      // attempt is counted.
       if (outcome.fate == Fate::kHeld && outcome.key != nullptr) {
         bool behind_failure = false;
         for (int j = 0; j < i && !behind_failure; ++j) {
@@ -223,7 +236,7 @@ void EndLease(const SinkSubscription &subscription, const char *lease, int count
                          lease_text,
                          Int64GetDatum(outcome.event_id),
                          CStringGetTextDatum(outcome.error != nullptr ? outcome.error : "failed"),
-                         Int64GetDatum(outcome.fate == Fate::kHeld ? 0 : outcome.retry_after_ms)};
+                         Int64GetDatum(outcome.fate == Fate::kHeld ? -1 : outcome.retry_after_ms)};
       Run(plan, values, nullptr, SPI_OK_SELECT);
     }
   }

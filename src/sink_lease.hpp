@@ -64,6 +64,9 @@ int LoadSubscriptions(int index, int workers, SinkSubscription **out);
 // (killed or crashed with batches in flight): their events come again as after a failed
 // attempt, at once rather than when the leases would have expired.
 void ReleaseStaleLeases(int index, int workers);
+// Makes a lease expire now (its outcome could not be written): the next read or the
+// launcher's maintenance writes it off as a failed attempt of its events.
+void ExpireLease(const char *lease);
 // Leases up to max_events of the subscription for lease_ms.
 LeaseResult Lease(const SinkSubscription &subscription, int max_events, int64 lease_ms);
 // Writes a lease's outcomes, the stats, and pauses the subscription on kPause.

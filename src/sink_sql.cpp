@@ -24,6 +24,7 @@ extern "C" {
 PG_FUNCTION_INFO_V1(evproc_validate_sink);
 PG_FUNCTION_INFO_V1(evproc_mask_sink);
 PG_FUNCTION_INFO_V1(evproc_sink_latency_ms);
+PG_FUNCTION_INFO_V1(evproc_in_sink_worker);
 }
 
 namespace {
@@ -100,7 +101,7 @@ extern "C" Datum evproc_validate_sink(PG_FUNCTION_ARGS) {
 extern "C" Datum evproc_mask_sink(PG_FUNCTION_ARGS) {
   Jsonb *sink = PG_GETARG_JSONB_P(0);
   char *text = JsonbToCString(nullptr, &sink->root, VARSIZE(sink));
-  std::string *masked = new (std::nothrow) std::string();
+  auto *masked = new (std::nothrow) std::string();
   char *copy = nullptr;
   if (masked != nullptr) {
     if (Mask(text, masked)) copy = pstrdup(masked->c_str());
@@ -127,4 +128,11 @@ extern "C" Datum evproc_sink_latency_ms(PG_FUNCTION_ARGS) {
   }
   if (total == 0) PG_RETURN_NULL();
   PG_RETURN_FLOAT8(evproc::core::LatencyPercentileMs(buckets, total, fraction));
+}
+
+// evproc.in_sink_worker(): whether the calling process is a sink worker (the only reader
+// of sink subscriptions' leases).
+extern "C" Datum evproc_in_sink_worker(PG_FUNCTION_ARGS) {
+  (void)fcinfo;
+  PG_RETURN_BOOL(evproc::in_sink_worker);
 }

@@ -27,8 +27,10 @@
 
 #include "background.hpp"
 #include "core/latency.hpp"
+#include "database_check.hpp"
 #include "error_boundary.hpp"
-#include "lifecycle.hpp"
+#include "lease_wait.hpp"
+#include "settings.hpp"
 #include "sink_lease.hpp"
 #include "sink_worker.hpp"
 
@@ -49,6 +51,7 @@ namespace evproc {
 char *sink_allowed_destinations = nullptr;
 int sink_worker_count = 1;
 int sink_max_in_flight = 64;
+bool in_sink_worker = false;
 
 void DefineSinkSettings() {
   DefineCustomStringVariable(
@@ -57,9 +60,13 @@ void DefineSinkSettings() {
       "Loopback and link-local addresses are refused unless listed by address or block. "
       "Checked when subscribing and on each address a sink connects to.",
       &sink_allowed_destinations, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("evproc.sink_workers", "Sink worker processes (0: sinks are not run).",
-                          nullptr, &sink_worker_count, 1, 0, 32, PGC_POSTMASTER, 0, nullptr,
-                          nullptr, nullptr);
+  // PGC_POSTMASTER: defined only while the postmaster preloads the library (defined by a
+  // backend loading evproc later, PostgreSQL would end the session).
+  if (process_shared_preload_libraries_in_progress) {
+    DefineCustomIntVariable("evproc.sink_workers", "Sink worker processes (0: sinks are not run).",
+                            nullptr, &sink_worker_count, 1, 0, 32, PGC_POSTMASTER, 0, nullptr,
+                            nullptr, nullptr);
+  }
   DefineCustomIntVariable("evproc.sink_max_in_flight",
                           "Requests a sink worker keeps in flight at most, over all its sinks.",
                           nullptr, &sink_max_in_flight, 64, 1, 4096, PGC_SIGHUP, 0, nullptr,
@@ -88,7 +95,9 @@ namespace {
 namespace sink = evproc::sink;
 namespace sinkdb = evproc::sinkdb;
 
-constexpr long kIdleWaitMs = 1000;  // when nothing is in flight: ticks are not signalled to us
+// When nothing is in flight: ticks wake us (ReaderRegistration); this bounds how late a
+// retry falling due or a resumed or new subscription is noticed.
+constexpr long kIdleWaitMs = 1000;
 constexpr long kErrorPauseMs = 1000;
 constexpr int kMaxSockets = 64;
 
@@ -122,6 +131,11 @@ struct State {
   uint64_t next_token = 1;
   bool released = false;
   bool configured = false;
+  // A lease whose outcome could not be written (the step failed): expired at the next
+  // step, so that its events come again now rather than when it would expire.
+  std::vector<std::string> failed_leases;
+  // Among the waiting readers of leases: woken at each tick (events committed) and ack.
+  evproc::ReaderRegistration *wake = nullptr;
   // What to wait on next (filled by Step).
   sink::WaitSocket sockets[kMaxSockets];
   int socket_count = 0;
@@ -318,9 +332,21 @@ void LeaseAndStart() {
 
 void StepBody() {
   if (state == nullptr) state = new State();
+  if (state->wake == nullptr) state->wake = new evproc::ReaderRegistration();
   if (!state->configured) {
     for (auto &[type, transport] : state->transports) transport->Configure(CurrentLimits());
     state->configured = true;
+  }
+  if (!state->failed_leases.empty()) {
+    std::vector<std::string> leases = std::move(state->failed_leases);
+    state->failed_leases.clear();
+    if (evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) {
+      for (const std::string &lease : leases) {
+        const char *id = lease.c_str();
+        evproc::pg::CallPostgres([id] { sinkdb::ExpireLease(id); });
+      }
+      evproc::pg::CallPostgres([] { sinkdb::Commit(); });
+    }
   }
   for (auto &[type, transport] : state->transports) transport->Poll(&state->finished);
   // Each finished lease is written in its own transaction, and forgotten before: if
@@ -334,7 +360,9 @@ void StepBody() {
     state->in_flight.erase(found);
     auto unit = state->units.find(lease.spec->id);
     if (unit != state->units.end()) unit->second.leased = false;
+    state->failed_leases.push_back(lease.lease);
     EndOne(lease, completion);
+    state->failed_leases.pop_back();
   }
   LeaseAndStart();
   // What to wait on.
@@ -397,6 +425,7 @@ void Wait() {
 
 extern "C" void evproc_sink_main(Datum main_arg) {
   sink_index = DatumGetInt32(main_arg);
+  evproc::in_sink_worker = true;
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
   pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
   BackgroundWorkerUnblockSignals();

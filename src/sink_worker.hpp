@@ -18,6 +18,7 @@ namespace evproc {
 extern char *sink_allowed_destinations;  // evproc.sink_allowed_destinations
 extern int sink_worker_count;            // evproc.sink_workers
 extern int sink_max_in_flight;           // evproc.sink_max_in_flight (per worker)
+extern bool in_sink_worker;              // this process is a sink worker
 
 void DefineSinkSettings();
 void RegisterSinkWorkers();  // from _PG_init, preload only

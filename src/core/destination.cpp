@@ -135,7 +135,7 @@ bool DestinationList::InBlock(int family, const uint8_t *bytes) const {
     int rest = prefix % 8;
     if (std::memcmp(block_bytes, these, full) != 0) continue;
     if (rest != 0) {
-      uint8_t mask = static_cast<uint8_t>(0xFF << (8 - rest));
+      auto mask = static_cast<uint8_t>(0xFF << (8 - rest));
       if ((block_bytes[full] & mask) != (these[full] & mask)) continue;
     }
     return true;

@@ -156,7 +156,7 @@ class Transport {
   // long (a lease that expires first is a failed attempt of each of its events).
   [[nodiscard]] virtual int64_t LeaseMs(const Subscription & /*subscription*/,
                                         size_t /*messages*/) const {
-    return 5 * 60 * 1000;
+    return INT64_C(300000);  // 5 minutes
   }
 
   // Batches started and not yet reported.

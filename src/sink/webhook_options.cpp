@@ -110,7 +110,7 @@ std::optional<OptionProblem> ParseWebhookOptions(const nlohmann::json &options,
   }
   if (auto mode = options.find("mode"); mode != options.end()) {
     if (!mode->is_string() || (*mode != "event" && *mode != "batch")) {
-      return OptionProblem{"mode", "sink option \"mode\" must be \"event\" or \"batch\""};
+      return OptionProblem{"mode", R"(sink option "mode" must be "event" or "batch")"};
     }
     out->batch = *mode == "batch";
   }
@@ -131,7 +131,7 @@ std::optional<OptionProblem> ParseWebhookOptions(const nlohmann::json &options,
       if (!item.value().is_string()) {
         return OptionProblem{option, "header \"" + item.key() + "\" must have a string value"};
       }
-      const std::string &value = item.value().get_ref<const std::string &>();
+      const auto &value = item.value().get_ref<const std::string &>();
       if (value.size() > 8192 || std::any_of(value.begin(), value.end(), [](unsigned char c) {
             return c == '\r' || c == '\n' || c == 0;
           })) {

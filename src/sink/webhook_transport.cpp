@@ -37,8 +37,8 @@ namespace evproc::sink {
 
 namespace {
 
-constexpr size_t kMaxResponseBytes = 64 * 1024;  // read at most this much of an answer
-constexpr size_t kContextBodyBytes = 4096;       // kept in a dead letter's context
+constexpr size_t kMaxResponseBytes = size_t{64} * 1024;  // read at most this much of an answer
+constexpr size_t kContextBodyBytes = 4096;               // kept in a dead letter's context
 constexpr size_t kMaxResponseHeaders = 64;
 
 int64_t NowUs() {
@@ -124,7 +124,27 @@ struct BatchState {
 
 class WebhookTransport final : public Transport {
  public:
-  WebhookTransport() {
+  WebhookTransport() { Open(); }
+
+  ~WebhookTransport() override {
+    Abort();
+    curl_multi_cleanup(multi_);
+    close(epoll_fd_);
+  }
+
+  void Configure(const Limits &limits) override {
+    if (limits.allowed_destinations != limits_.allowed_destinations) {
+      // Connections kept alive were checked against the old list: none is reused.
+      reopen_ = true;
+    }
+    limits_ = limits;
+    std::string error;
+    auto parsed = core::DestinationList::Parse(limits.allowed_destinations, &error);
+    destinations_ = parsed ? *parsed : core::DestinationList();
+  }
+
+ private:
+  void Open() {
     static bool global_done = false;
     if (!global_done) {
       // Once per process, before any other curl call; no other thread exists yet.
@@ -147,19 +167,17 @@ class WebhookTransport final : public Transport {
     curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
   }
 
-  ~WebhookTransport() override {
-    Abort();
+  // A new multi handle (and so an empty connection cache), once nothing is in flight.
+  void Reopen() {
     curl_multi_cleanup(multi_);
     close(epoll_fd_);
+    watched_.clear();
+    timer_due_us_ = -1;
+    Open();
+    reopen_ = false;
   }
 
-  void Configure(const Limits &limits) override {
-    limits_ = limits;
-    std::string error;
-    auto parsed = core::DestinationList::Parse(limits.allowed_destinations, &error);
-    destinations_ = parsed ? *parsed : core::DestinationList();
-  }
-
+ public:
   [[nodiscard]] bool HasRoom(const Subscription &subscription) const override {
     if (requests_ >= limits_.max_in_flight_per_worker) return false;
     auto found = batches_per_subscription_.find(subscription.id);
@@ -415,6 +433,14 @@ class WebhookTransport final : public Transport {
       }
       return;
     }
+    // Twice: a message decided without a request in the first pass (the destination not
+    // allowed) lets the later ones of its key be decided in the second.
+    for (int pass = 0; pass < 2; ++pass) PumpEvents(state);
+  }
+
+  void PumpEvents(BatchState *state) {
+    const WebhookOptions &options = *state->options;
+    size_t count = state->batch.messages.size();
     std::set<std::string> waiting_keys;  // keys with an earlier message not yet decided
     for (size_t i = 0; i < count; ++i) {
       const Message &message = state->batch.messages[i];
@@ -443,6 +469,18 @@ class WebhookTransport final : public Transport {
   void Send(BatchState *state, std::vector<size_t> indexes) {
     const Subscription &subscription = *state->batch.subscription;
     const WebhookOptions &options = *state->options;
+    if (!destinations_.HostAllowed(options.host)) {
+      // The list changed since subscribing (SIGHUP): nothing is sent.
+      Outcome outcome;
+      outcome.verdict = Verdict::kFatal;
+      outcome.error = "destination host \"" + options.host +
+                      "\" is not allowed by evproc.sink_allowed_destinations";
+      state->stop = true;
+      state->stats.last_error = outcome.error;
+      for (size_t index : indexes) Decide(state, index, outcome);
+      return;
+    }
+    if (reopen_ && requests_ == 0) Reopen();
     auto request = std::make_unique<Request>();
     request->owner = this;
     request->batch = state;
@@ -483,7 +521,11 @@ class WebhookTransport final : public Transport {
       if (first.has_key) lines.push_back("evproc-key: " + HeaderSafe(first.key));
       if (first.has_type) lines.push_back("evproc-type: " + HeaderSafe(first.type));
     }
-    for (const auto &[name, value] : options.headers) lines.push_back(name + ": " + value);
+    for (const auto &[name, value] : options.headers) {
+      std::string line = name;
+      line.append(": ").append(value);
+      lines.push_back(std::move(line));
+    }
     for (const std::string &line : lines) {
       request->headers = curl_slist_append(request->headers, line.c_str());
     }
@@ -498,6 +540,7 @@ class WebhookTransport final : public Transport {
     curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 3L);
     curl_easy_setopt(easy, CURLOPT_POSTREDIR, CURL_REDIR_POST_ALL);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    if (reopen_) curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, options.timeout_ms);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, options.connect_timeout_ms);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options.tls_verify ? 1L : 0L);
@@ -601,7 +644,7 @@ class WebhookTransport final : public Transport {
           break;
         case core::AnswerClass::kRefused:
           if (request->indexes.size() > 1) {  // bisect: each half on its own, in order
-            size_t half = request->indexes.size() / 2;
+            auto half = static_cast<std::ptrdiff_t>(request->indexes.size() / 2);
             std::vector<size_t> first(request->indexes.begin(), request->indexes.begin() + half);
             std::vector<size_t> second(request->indexes.begin() + half, request->indexes.end());
             for (size_t index : request->indexes) state->state[index] = 0;
@@ -644,6 +687,7 @@ class WebhookTransport final : public Transport {
   Limits limits_;
   core::DestinationList destinations_;
   int requests_ = 0;
+  bool reopen_ = false;  // the allow-list changed: no connection kept alive is reused
   std::map<int32_t, int> batches_per_subscription_;
   std::map<int32_t, std::pair<int64_t, std::shared_ptr<const WebhookOptions>>> options_;
   std::list<std::unique_ptr<BatchState>> batches_;

@@ -6,7 +6,11 @@ EXTVERSION = 0.3.0
 MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
-            src/core/version.o src/core/breaker.o src/core/replay_step.o
+            src/core/version.o src/core/breaker.o src/core/replay_step.o src/core/destination.o \
+            src/core/webhook_answer.o src/core/webhook_signature.o
+# The sink framework and its transports (plain C++, src/sink/) and the sink workers.
+SINK_OBJS = src/sink/registry.o src/sink/webhook_options.o src/sink/webhook_transport.o \
+            src/sink_worker.o src/sink_lease.o src/sink_sql.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/delivery_plans.o \
@@ -16,7 +20,7 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/maintenance_worker.o src/manual_delivery.o src/metrics.o src/metrics_local.o \
           src/metrics_sql.o src/api_trampoline.o src/statement_sql.o src/lease_wait.o \
           src/lease_plans.o src/lease_read.o src/lease_end.o
-OBJS = $(PG_OBJS) $(CORE_OBJS)
+OBJS = $(PG_OBJS) $(CORE_OBJS) $(SINK_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts and the update scripts between versions: never edited once
@@ -40,7 +44,7 @@ ifeq ($(WERROR),1)
 PG_CXXFLAGS += -Werror
 PG_CFLAGS += -Werror
 endif
-SHLIB_LINK = -lstdc++
+SHLIB_LINK = -lstdc++ -lcurl -lcrypto
 
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.
@@ -68,14 +72,14 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies: every object depends on every header.
-$(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
+$(OBJS): $(wildcard src/*.hpp src/core/*.hpp src/sink/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
 # storage and retention, monitoring, pull subscriptions' leases, and last the privileges
 # (they revoke EXECUTE on everything in schema evproc defined before them).
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
                extension/replay.sql extension/retention.sql extension/monitoring.sql \
-               extension/lease.sql extension/privileges.sql
+               extension/lease.sql extension/privileges.sql extension/sink.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint fuzz
@@ -84,13 +88,14 @@ unit:
 	cmake --build build -j2
 	ctest --test-dir build --output-on-failure
 
-SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp test/unit/*.cpp test/fuzz/*.cpp)
+SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp src/sink/*.cpp src/sink/*.hpp \
+                    test/unit/*.cpp test/fuzz/*.cpp)
 format:
 	clang-format -i $(SOURCES)
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 lint: unit
-	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp)
+	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp src/sink/*.cpp)
 
 # libFuzzer over the schema validator (test/fuzz/schema_fuzzer.cpp): pure C++, built with
 # clang apart from the PGXS objects. Runs FUZZ_SECONDS from the seed corpus; new inputs

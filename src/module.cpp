@@ -7,6 +7,7 @@
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "shared_state.hpp"
+#include "sink_worker.hpp"
 #include "topic_cache.hpp"
 #include "utility_hook.hpp"
 
@@ -23,6 +24,8 @@ void _PG_init(void);
 // Loaded without shared_preload_libraries, evproc still publishes (and its functions
 // work), but no launcher runs and nothing is delivered; evproc_subscribe warns.
 void _PG_init(void) {
+  // Before DefineSettings, which reserves the "evproc" prefix once preloaded.
+  evproc::DefineSinkSettings();
   evproc::DefineSettings();
   evproc::RegisterTopicCacheInvalidation();
   evproc::RegisterCommitWake();
@@ -30,6 +33,7 @@ void _PG_init(void) {
   if (process_shared_preload_libraries_in_progress) {
     evproc::RequestSharedState();
     evproc::RegisterLauncher();
+    evproc::RegisterSinkWorkers();
     evproc::RegisterUtilityHook();
   }
 }

@@ -134,9 +134,10 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
     // The handler fails before looking at any event: nothing is charged, the unit does
     // not move, and the subscription waits for an operator.
     CallPostgres([&] {
-      const char *reason = psprintf("handler %s is broken: %s: %s; fix it and call evproc_resume",
-                                    unit.handler, unpack_sql_state(broken->sqlerrcode),
-                                    broken->message != nullptr ? broken->message : "");
+      const char *reason =
+          psprintf("handler %s is broken: %s: %s; fix it and call evproc_resume", unit.handler,
+                   unpack_sql_state(broken->sqlerrcode),
+                   broken->message != nullptr ? CappedErrorText(broken->message) : "");
       SetReason(plans.pause, unit, reason);
       ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, reason)));
     });

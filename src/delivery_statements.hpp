@@ -7,7 +7,10 @@
 
 namespace evproc::sql {
 
-// The two claims return the same columns first: the unit's position (1-7), then what a
+// The two claims return the same columns first: the unit's position (1-7; 6 is the
+// oldest enqueued_at the subscription wants, from its start_from, applied to every
+// window: a transaction that enqueued before start_from may commit at any later tick),
+// then what a
 // batch needs to know of the subscription that owns it (8-23): its handler and whether
 // it may run (owner_state: 'missing', 'superuser', 'no_execute', 'no_subscribe' or 'ok';
 // whether the owner may subscribe to the topic is evproc.may_subscribe, the rule
@@ -19,7 +22,7 @@ namespace evproc::sql {
 // least recently served unit goes first.
 inline constexpr const char *kClaimUnit = R"sql(
 SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
-       p.history_from, p.retry_due_at,
+       coalesce(s.start_from, p.history_from), p.retry_due_at,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
        CASE WHEN r.oid IS NULL THEN 'missing'

@@ -23,7 +23,7 @@ struct Unit {
   int64 window_tick;  // 0: none
   bool has_cursor;
   int64 cursor_id;
-  TimestampTz history_from;
+  TimestampTz history_from;  // events enqueued before it are not the subscription's
   bool has_history_from;
   bool has_retries;  // retry_due_at is set: parked keys exist
   bool retries_due;

@@ -44,11 +44,68 @@ SELECT attempts, octet_length(message) AS message_bytes,
 SELECT evproc_unsubscribe('hi_big');
 
 -------------------------------------------------------------------------------
+-- 2. A handler runs with the search_path a session of its owner would get in this
+--    database: ALTER ROLE ... IN DATABASE, then ALTER ROLE, then ALTER DATABASE, then
+--    ALTER ROLE ALL, then the server's; never the worker's session's. A database owner's
+--    ALTER DATABASE ... SET search_path does not reach a tenant who set its own.
+-------------------------------------------------------------------------------
+CREATE SCHEMA hi_evil;
+CREATE SCHEMA hi_own;
+GRANT USAGE ON SCHEMA hi_evil, hi_own TO evproc_hi_app;
+CREATE FUNCTION hi_evil.hi_tag() RETURNS text LANGUAGE sql AS $$ SELECT 'evil' $$;
+CREATE FUNCTION hi_own.hi_tag() RETURNS text LANGUAGE sql AS $$ SELECT 'own' $$;
+-- Records the search_path it runs with and which hi_tag() an unqualified call finds.
+CREATE FUNCTION hi_path(events evproc.event[]) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+  INSERT INTO public.hi_seen (what, value)
+  VALUES ('path', current_setting('search_path')),
+         ('tag', coalesce((SELECT p.proname || '@' || n.nspname FROM pg_catalog.pg_proc p
+                             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                            WHERE p.oid = pg_catalog.to_regprocedure('hi_tag()')), 'none'));
+END $fn$;
+SELECT evproc_create_topic('hi.path', partitions => 1) > 0 AS created;
+SELECT evproc_subscribe('hi_path', 'hi.path', 'hi_path', run_as => 'evproc_hi_app') > 0 AS subscribed;
+-- (Each case enqueues first, in a transaction of its own: \gset shows nothing.)
+CREATE FUNCTION pg_temp.path_seen() RETURNS text LANGUAGE plpgsql AS $fn$
+BEGIN
+  TRUNCATE hi_seen;
+  PERFORM evproc.take_tick();
+  PERFORM pg_temp.drain();
+  RETURN (SELECT string_agg(value, ' / ' ORDER BY seq) FROM hi_seen);
+END $fn$;
+-- This session's own path is not the handler's business.
+SET search_path = hi_evil, public;
+SELECT evproc_enqueue('hi.path', 'k', '{}') AS event_id \gset
+SELECT pg_temp.path_seen() AS server_default;
+RESET search_path;
+SELECT format('ALTER DATABASE %I SET search_path = hi_evil, public', current_database()) \gexec
+SELECT evproc_enqueue('hi.path', 'k', '{}') AS event_id \gset
+SELECT pg_temp.path_seen() AS database_setting;
+ALTER ROLE ALL SET search_path = public;
+SELECT evproc_enqueue('hi.path', 'k', '{}') AS event_id \gset
+SELECT pg_temp.path_seen() AS database_over_every_role;
+ALTER ROLE evproc_hi_app SET search_path = hi_own, public;
+SELECT evproc_enqueue('hi.path', 'k', '{}') AS event_id \gset
+SELECT pg_temp.path_seen() AS role_over_database;
+SELECT format('ALTER ROLE evproc_hi_app IN DATABASE %I SET search_path = public, hi_own',
+              current_database()) \gexec
+SELECT evproc_enqueue('hi.path', 'k', '{}') AS event_id \gset
+SELECT pg_temp.path_seen() AS role_in_database_first;
+SELECT format('ALTER ROLE evproc_hi_app IN DATABASE %I RESET search_path', current_database()) \gexec
+ALTER ROLE evproc_hi_app RESET search_path;
+SELECT format('ALTER DATABASE %I RESET search_path', current_database()) \gexec
+SELECT evproc_enqueue('hi.path', 'k', '{}') AS event_id \gset
+SELECT pg_temp.path_seen() AS every_role;
+ALTER ROLE ALL RESET search_path;
+SELECT evproc_unsubscribe('hi_path');
+
+-------------------------------------------------------------------------------
 -- Cleanup.
 -------------------------------------------------------------------------------
 SELECT evproc_unsubscribe(name) FROM evproc.subscription WHERE name LIKE 'hi\_%' ORDER BY name;
 SELECT evproc_drop_topic(name) FROM evproc.topic WHERE name LIKE 'hi.%' ORDER BY name;
 DROP TABLE hi_seen;
-DROP FUNCTION hi_big_error(evproc.event[]);
+DROP FUNCTION hi_big_error(evproc.event[]), hi_path(evproc.event[]);
+DROP SCHEMA hi_evil, hi_own CASCADE;
 REVOKE USAGE ON SCHEMA evproc FROM evproc_hi_app;
 DROP ROLE evproc_hi_app;

@@ -3,9 +3,11 @@
 #include <string_view>
 
 #include "delivery_plans.hpp"
+#include "handler_call.hpp"
 
 extern "C" {
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 }
@@ -66,6 +68,15 @@ TimestampTz NextDue() {
   bool isnull = false;
   Datum due = Column(0, 1, &isnull);
   return isnull ? 0 : DatumGetTimestampTz(due);
+}
+
+const char *OwnerSearchPath(const Unit &unit, MemoryContext context) {
+  Datum args[] = {ObjectIdGetDatum(unit.owner), ObjectIdGetDatum(MyDatabaseId)};
+  if (Run(plans.owner_search_path, args, nullptr, true, SPI_OK_SELECT) == 1) {
+    char *path = CopiedText(0, 1, context);
+    if (path != nullptr) return path;
+  }
+  return MemoryContextStrdup(context, ServerSearchPath());
 }
 
 const char *HandlerProblem(const Unit &unit) {

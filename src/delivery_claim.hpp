@@ -18,4 +18,10 @@ TimestampTz NextDue();
 // no 'subscribe' on the topic), or nullptr.
 const char *HandlerProblem(const Unit &unit);
 
+// The search_path the unit's handler runs with: the one a session of the subscription's
+// owner would get in this database (its ALTER ROLE / ALTER DATABASE settings, in
+// PostgreSQL's order), else the server's (ServerSearchPath, handler_call.hpp). In
+// `context`.
+const char *OwnerSearchPath(const Unit &unit, MemoryContext context);
+
 }  // namespace evproc::delivery

@@ -31,13 +31,16 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 }
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {&plans.claim,         &plans.next_due,       &plans.bounds,
-                       &plans.due_retries,   &plans.parked_keys,    &plans.window_pending,
-                       &plans.window_range,  &plans.delete_retries, &plans.park,
-                       &plans.dead_letter,   &plans.promote,        &plans.advance,
-                       &plans.pause,         &plans.trip,           &plans.claim_replay,
-                       &plans.replay_events, &plans.advance_replay, &plans.parked_keys_anywhere,
-                       &plans.retry_due};
+  SPIPlanPtr *all[] = {&plans.claim,          &plans.next_due,
+                       &plans.bounds,         &plans.due_retries,
+                       &plans.parked_keys,    &plans.window_pending,
+                       &plans.window_range,   &plans.delete_retries,
+                       &plans.park,           &plans.dead_letter,
+                       &plans.promote,        &plans.advance,
+                       &plans.pause,          &plans.trip,
+                       &plans.claim_replay,   &plans.replay_events,
+                       &plans.advance_replay, &plans.parked_keys_anywhere,
+                       &plans.retry_due,      &plans.owner_search_path};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -98,6 +101,8 @@ bool EnsurePlans() {
   plans.advance = Prepare(sql::kAdvance, 8, advance_types);
   plans.pause = Prepare(sql::kPause, 2, reason_types);
   plans.trip = Prepare(sql::kTripBreaker, 2, reason_types);
+  const Oid role_in_database[] = {OIDOID, OIDOID};
+  plans.owner_search_path = Prepare(sql::kOwnerSearchPath, 2, role_in_database);
   plans.event_type = event_type;
   plans.extension = extension;
   return true;

@@ -34,6 +34,7 @@ struct Plans {
   SPIPlanPtr advance = nullptr;
   SPIPlanPtr pause = nullptr;
   SPIPlanPtr trip = nullptr;
+  SPIPlanPtr owner_search_path = nullptr;
 };
 
 extern Plans plans;

@@ -256,6 +256,20 @@ inline constexpr const char *kTripBreaker = R"sql(
 UPDATE evproc.subscription
    SET breaker_open_until = now() + breaker_cooldown, paused_reason = $2 WHERE id = $1)sql";
 
+// The search_path a session of the subscription's owner ($1) would get in this database
+// ($2) from ALTER ROLE / ALTER DATABASE ... SET, in PostgreSQL's order: the role in the
+// database, the role, the database, every role (ALTER ROLE ALL); no row when none sets
+// it. Handlers run with it: the worker's own session path is the database's, which a
+// database owner sets and the subscription's owner did not choose.
+inline constexpr const char *kOwnerSearchPath = R"sql(
+SELECT pg_catalog.substr(c.setting, 13)
+  FROM pg_catalog.pg_db_role_setting d
+ CROSS JOIN LATERAL pg_catalog.unnest(d.setconfig) AS c(setting)
+ WHERE d.setdatabase IN (0, $2) AND d.setrole IN (0, $1)
+   AND c.setting LIKE 'search\_path=%'
+ ORDER BY d.setrole = 0, d.setdatabase = 0
+ LIMIT 1)sql";
+
 inline constexpr const char *kEventType = R"sql(
 SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
 
@@ -284,6 +298,7 @@ inline constexpr NamedStatement kStatements[] = {
     {"advance", kAdvance},
     {"pause", kPause},
     {"trip_breaker", kTripBreaker},
+    {"owner_search_path", kOwnerSearchPath},
     {"event_type", kEventType},
 };
 

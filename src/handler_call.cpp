@@ -6,15 +6,20 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timeout.h"
 }
 
 namespace evproc {
 namespace {
+
+// PostgreSQL's boot value of search_path.
+const char *server_search_path = "\"$user\", public";
 
 struct Call {
   const HandlerTarget *target;
@@ -43,8 +48,8 @@ void RunAsOwner(const Call &call) {
   SetUserIdAndSecContext(
       target.owner, saved_security | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
   int guc_level = NewGUCNestLevel();
-  // The handler resolves names as the worker's session would (the server's or the
-  // database's search_path), not with the path pinned for evproc's statements.
+  // The handler resolves names as a session of its owner would (OwnerSearchPath), not
+  // with the path pinned for evproc's statements nor the worker's session's.
   (void)set_config_option("search_path", target.search_path, PGC_USERSET, PGC_S_SESSION,
                           GUC_ACTION_SAVE, true, 0, false);
   FmgrInfo flinfo;
@@ -75,6 +80,14 @@ bool CancelledByOperator(const ErrorData *failure) {
 }
 
 }  // namespace
+
+void NoteServerSearchPath() {
+  if (!process_shared_preload_libraries_in_progress) return;
+  const char *path = GetConfigOption("search_path", false, false);
+  if (path != nullptr) server_search_path = MemoryContextStrdup(TopMemoryContext, path);
+}
+
+const char *ServerSearchPath() { return server_search_path; }
 
 ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, int count,
                                MemoryContext error_context) {

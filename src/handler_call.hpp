@@ -20,8 +20,17 @@ struct HandlerTarget {
   Oid owner;
   int timeout_ms;
   Oid event_type;           // evproc.event
-  const char *search_path;  // the session's: evproc's own statements run with theirs pinned
+  const char *search_path;  // the owner's (OwnerSearchPath, delivery_claim.hpp)
 };
+
+// The server's search_path (postgresql.conf, ALTER SYSTEM or the command line) as the
+// postmaster had it when it loaded evproc: what a session gets where no ALTER ROLE /
+// ALTER DATABASE setting applies. The worker's own value cannot serve: its database's
+// setting overrides it. Noted by _PG_init while preloading (the backends and workers
+// inherit it); a session that loads evproc itself gets PostgreSQL's default. A change
+// of the server's search_path reaches handlers at the next server restart.
+void NoteServerSearchPath();
+const char *ServerSearchPath();
 
 // Calls the handler on events[0..count). Returns nullptr on success, or the error
 // (copied into `error_context`) after rolling the subtransaction back. A cancel of the

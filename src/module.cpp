@@ -3,6 +3,7 @@
 #include "commit_wake.hpp"
 #include "core/version.hpp"
 #include "error_boundary.hpp"
+#include "handler_call.hpp"
 #include "lifecycle.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
@@ -43,6 +44,7 @@ void DefineSettings() {
 // work), but no launcher runs and nothing is delivered; evproc_subscribe warns.
 void _PG_init(void) {
   evproc::DefineSettings();
+  evproc::NoteServerSearchPath();
   evproc::RegisterTopicCacheInvalidation();
   evproc::RegisterCommitWake();
   evproc::metrics::RegisterTransactionCounters();

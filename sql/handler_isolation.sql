@@ -100,6 +100,92 @@ ALTER ROLE ALL RESET search_path;
 SELECT evproc_unsubscribe('hi_path');
 
 -------------------------------------------------------------------------------
+-- 3. No session state survives a handler call, whether it returned or failed: its
+--    session-level advisory locks are released, its settings restored, its LISTENs
+--    undone and the sequence caches (currval, lastval) reset; it cannot PREPARE (a
+--    security-restricted operation).
+--    (deliver_batch() runs the handler in this session: what it left, this session has.)
+-------------------------------------------------------------------------------
+CREATE SEQUENCE hi_seq;
+GRANT USAGE ON SEQUENCE hi_seq TO evproc_hi_app;
+CREATE FUNCTION hi_leave_state(events evproc.event[]) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_advisory_lock(4242);
+  PERFORM pg_advisory_lock_shared(4243);
+  PERFORM set_config('work_mem', '77kB', false);
+  SET lock_timeout = '7s';
+  PERFORM nextval('public.hi_seq');
+  INSERT INTO public.hi_seen (what, value)
+  SELECT 'left', (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())
+                 || ' locks, work_mem ' || current_setting('work_mem')
+                 || ', lock_timeout ' || current_setting('lock_timeout')
+                 || ', currval ' || currval('public.hi_seq');
+  BEGIN
+    EXECUTE 'LISTEN hi_channel';
+    INSERT INTO public.hi_seen (what, value) VALUES ('listen', 'listening');
+  EXCEPTION WHEN OTHERS THEN
+    INSERT INTO public.hi_seen (what, value) VALUES ('listen', SQLSTATE || ': ' || SQLERRM);
+  END;
+  BEGIN
+    EXECUTE 'PREPARE hi_left AS SELECT 1';
+    INSERT INTO public.hi_seen (what, value) VALUES ('prepare', 'prepared');
+  EXCEPTION WHEN OTHERS THEN
+    INSERT INTO public.hi_seen (what, value) VALUES ('prepare', SQLSTATE || ': ' || SQLERRM);
+  END;
+  IF (SELECT bool_or(e.payload ? 'fail') FROM unnest(events) e) THEN
+    RAISE EXCEPTION 'failing after leaving state';
+  END IF;
+END $fn$;
+SELECT evproc_create_topic('hi.state', partitions => 1) > 0 AS created;
+SELECT evproc_subscribe('hi_state', 'hi.state', 'hi_leave_state', max_attempts => 1, failure_budget => 1,
+                        run_as => 'evproc_hi_app') > 0 AS subscribed;
+CREATE FUNCTION pg_temp.state_left() RETURNS TABLE (advisory_locks bigint, work_mem text, lock_timeout text,
+                                                    prepared bigint, listening bigint, currval text)
+    LANGUAGE sql AS $$
+  SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()),
+         current_setting('work_mem'), current_setting('lock_timeout'),
+         (SELECT count(*) FROM pg_prepared_statements),
+         (SELECT count(*) FROM pg_listening_channels()),
+         pg_temp.try('SELECT currval(''hi_seq'')')
+$$;
+TRUNCATE hi_seen;
+SELECT evproc_enqueue('hi.state', 'k', '{}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain();
+SELECT * FROM pg_temp.state_left();
+-- The same, from a call that failed (its subtransaction rolled back: advisory locks are
+-- not transactional).
+SELECT evproc_enqueue('hi.state', 'k', '{"fail": true}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain();
+SELECT * FROM pg_temp.state_left();
+-- The handler did leave it, while it ran.
+SELECT what, value FROM hi_seen ORDER BY seq;
+SELECT evproc_unsubscribe('hi_state');
+DROP FUNCTION hi_leave_state(evproc.event[]);
+DROP SEQUENCE hi_seq;
+
+-- A session without temporary objects (as a worker's, which never makes one): a
+-- handler cannot make the first one (a security-restricted operation); the subscription
+-- pauses as for any handler that cannot work.
+\c
+\i sql/include/try.sql
+\i sql/include/drain.sql
+CREATE FUNCTION hi_temp(events evproc.event[]) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+  CREATE TEMP TABLE hi_left_behind (id bigint);
+END $fn$;
+SELECT evproc_create_topic('hi.temp', partitions => 1) > 0 AS created;
+SELECT evproc_subscribe('hi_temp', 'hi.temp', 'hi_temp', run_as => 'evproc_hi_app') > 0 AS subscribed;
+SELECT evproc_enqueue('hi.temp', 'k', '{}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT worked, delivered, paused FROM evproc.deliver_batch();
+SELECT state, reason FROM evproc_subscriptions WHERE name = 'hi_temp';
+SELECT count(*) AS temp_tables FROM pg_class WHERE relname = 'hi_left_behind';
+SELECT evproc_unsubscribe('hi_temp');
+DROP FUNCTION hi_temp(evproc.event[]);
+
+-------------------------------------------------------------------------------
 -- Cleanup.
 -------------------------------------------------------------------------------
 SELECT evproc_unsubscribe(name) FROM evproc.subscription WHERE name LIKE 'hi\_%' ORDER BY name;

@@ -6,6 +6,8 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "commands/sequence.h"
+#include "storage/lock.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/guc.h"
@@ -67,8 +69,26 @@ void RunAsOwner(const Call &call) {
     for (int i = 0; i < call.count; ++i) InvokeOnce(&flinfo, call.events[i]);
   }
   disable_timeout(STATEMENT_TIMEOUT, false);
-  AtEOXact_GUC(true, guc_level);
+  // Not a commit of the settings: every setting the handler changed, also for the
+  // session (SET, set_config(..., false)), goes back to what it was before the call.
+  AtEOXact_GUC(false, guc_level);
   SetUserIdAndSecContext(saved_user, saved_security);
+}
+
+// What a handler could leave in the worker's session for the batches after its own, of
+// other subscriptions and owners (issue 12.5), is cleared after each call, before the
+// batch commits, as DISCARD ALL would: session-level advisory locks (no one else could
+// release them) and the sequence caches (currval(), lastval() of another owner's
+// sequences). Settings are restored by RunAsOwner (or the subtransaction's abort). The
+// rest of what DISCARD ALL clears a handler cannot make: it runs in a security-restricted
+// operation, which refuses SET ROLE / SESSION AUTHORIZATION, PREPARE, LISTEN, cursors
+// WITH HOLD and a session's first temporary object (a worker never makes one itself; a
+// session calling evproc.deliver_batch() that has temporary objects lends its temporary
+// schema).
+// evproc.deliver_batch() clears the same in the calling session.
+void ClearSessionState() {
+  LockReleaseSession(USER_LOCKMETHOD);
+  ResetSequenceCaches();
 }
 
 // pg_cancel_backend of the worker while the handler ran: the operator's, not the
@@ -115,6 +135,7 @@ ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events,
     }
     MemoryContextSwitchTo(caller_context);
     CurrentResourceOwner = caller_owner;
+    ClearSessionState();
   });
   // A cancel stops the whole batch: it propagates like an error of evproc's own
   // statements, the batch rolls back and runs again, and no attempt is charged to the

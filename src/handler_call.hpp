@@ -2,7 +2,10 @@
 //  * in a subtransaction, so a failure rolls back exactly the handler's effects and the
 //    batch can go on with the other events;
 //  * as the subscription's owner, in a security-restricted operation (no SET ROLE back
-//    to the worker's superuser), with GUC changes confined to the call;
+//    to the worker's superuser, no PREPARE, LISTEN, cursor WITH HOLD or first temporary
+//    object), with its owner's search_path and every setting it changes restored after
+//    the call, its session-level advisory locks released and the sequence caches reset:
+//    nothing it does stays with the worker's session;
 //  * under the subscription's timeout (statement_timeout's machinery).
 #pragma once
 

@@ -50,6 +50,15 @@ CREATE TABLE evproc.subscription (
     -- start tick's) or enqueued before start_from (history_from) were never its own.
     start_snapshot       pg_snapshot,
     start_from           timestamptz,
+    -- The function the owner chose: bound when subscribing and when resuming, in the
+    -- extension whose oid is handler_bound_in. A batch runs the handler only while its
+    -- name still resolves to handler_oid: a function dropped and created again under the
+    -- name (by the owner of its schema, say) pauses the subscription until a member of
+    -- its owner role resumes it. A restore (pg_dump) makes a new extension with new
+    -- function oids: the first batch after it binds the name again (handler_bound_in
+    -- differs), as do subscriptions made before 0.3.0 (NULL).
+    handler_oid          oid,
+    handler_bound_in     oid,
     CHECK (backoff_cap >= backoff_base)
 );
 COMMENT ON TABLE evproc.subscription IS 'evproc subscriptions; change them only through evproc_subscribe/pause/resume/unsubscribe';
@@ -405,11 +414,13 @@ BEGIN
     SELECT id, snapshot INTO start_tick, start_snapshot FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
     INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
         max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
-        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from)
+        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from,
+        handler_oid, handler_bound_in)
     VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
         backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
         breaker_cooldown, CASE WHEN start_from IS NULL THEN start_snapshot END,
-        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END)
+        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END,
+        handler, (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc'))
     RETURNING id INTO new_id;
     -- From history: the window from tick 0 (sees nothing) holds all retained events.
     -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
@@ -476,7 +487,8 @@ END
 $fn$;
 
 -- Resuming also closes an open circuit breaker and re-checks the handler, so a dropped
--- handler recreated under the same name is picked up.
+-- handler recreated under the same name is picked up: resuming binds the subscription
+-- to the function the name now resolves to (see evproc.subscription.handler_oid).
 CREATE FUNCTION public.evproc_resume(name text) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
 CREATE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS void
@@ -488,7 +500,8 @@ DECLARE
 BEGIN
     UPDATE evproc.subscription
        SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
-           handler = h.signature, handler_form = h.form
+           handler = h.signature, handler_form = h.form, handler_oid = h.fn,
+           handler_bound_in = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc')
      WHERE id = s.id;
     PERFORM evproc.wake_at_commit();
 END

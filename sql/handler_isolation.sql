@@ -186,6 +186,69 @@ SELECT evproc_unsubscribe('hi_temp');
 DROP FUNCTION hi_temp(evproc.event[]);
 
 -------------------------------------------------------------------------------
+-- 4. A handler is the function its owner chose: the owner of the handler's schema (on
+--    PostgreSQL 15 the database owner owns public) drops it and creates another under
+--    its name, to read the subscription owner's private table: nothing runs, the
+--    subscription pauses and says why; resuming binds the name again (the owner's
+--    choice). A subscription bound in another extension (as after a restore) binds the
+--    name at its first batch.
+-------------------------------------------------------------------------------
+CREATE ROLE evproc_hi_dbowner;
+GRANT USAGE ON SCHEMA evproc TO evproc_hi_dbowner;
+SELECT pg_get_userbyid(datdba) AS original_db_owner FROM pg_database
+ WHERE datname = current_database() \gset
+SELECT format('ALTER DATABASE %I OWNER TO evproc_hi_dbowner', current_database()) \gexec
+CREATE TABLE hi_private (secret text);
+INSERT INTO hi_private VALUES ('the tenant''s secret');
+GRANT SELECT ON hi_private TO evproc_hi_app;
+CREATE FUNCTION hi_chosen(events evproc.event[]) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.hi_seen (what, value) SELECT 'chosen', e.id::text FROM unnest(events) e $$;
+SELECT evproc_create_topic('hi.chosen', partitions => 1) > 0 AS created;
+SELECT evproc_subscribe('hi_chosen', 'hi.chosen', 'hi_chosen', run_as => 'evproc_hi_app') > 0 AS subscribed;
+SELECT handler_oid = 'hi_chosen(evproc.event[])'::regprocedure AS bound,
+       handler_bound_in = (SELECT oid FROM pg_extension WHERE extname = 'evproc') AS in_this_extension
+  FROM evproc.subscription WHERE name = 'hi_chosen';
+TRUNCATE hi_seen;
+SELECT evproc_enqueue('hi.chosen', 'k', '{}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain();
+SET ROLE evproc_hi_dbowner;
+SELECT pg_temp.try('SELECT * FROM public.hi_private') AS db_owner_reads_secret;
+DROP FUNCTION public.hi_chosen(evproc.event[]);
+CREATE TABLE public.hi_loot (secret text);
+GRANT INSERT ON public.hi_loot TO PUBLIC;
+CREATE FUNCTION public.hi_chosen(events evproc.event[]) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.hi_loot SELECT secret FROM public.hi_private $$;
+RESET ROLE;
+SELECT evproc_enqueue('hi.chosen', 'k', '{}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain();
+SELECT count(*) AS loot FROM hi_loot;
+SELECT name, state, reason FROM evproc_subscriptions WHERE name = 'hi_chosen';
+SELECT count(*) AS handled FROM hi_seen;
+-- The owner resumes: the subscription is bound to the function the name resolves to now.
+SELECT evproc_resume('hi_chosen');
+SELECT handler_oid = 'hi_chosen(evproc.event[])'::regprocedure AS bound_again
+  FROM evproc.subscription WHERE name = 'hi_chosen';
+SELECT pg_temp.drain();
+SELECT count(*) AS loot_once_the_owner_chose_it FROM hi_loot;
+-- Bound in another extension, with an oid that means nothing here (as after pg_dump and
+-- restore): the first batch binds the name as it resolves, and delivers.
+UPDATE evproc.subscription SET handler_oid = 1, handler_bound_in = 1 WHERE name = 'hi_chosen';
+SELECT evproc_enqueue('hi.chosen', 'k', '{}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain();
+SELECT handler_oid = 'hi_chosen(evproc.event[])'::regprocedure AS bound,
+       handler_bound_in = (SELECT oid FROM pg_extension WHERE extname = 'evproc') AS in_this_extension
+  FROM evproc.subscription WHERE name = 'hi_chosen';
+SELECT evproc_unsubscribe('hi_chosen');
+SELECT format('ALTER DATABASE %I OWNER TO %I', current_database(), :'original_db_owner') \gexec
+DROP FUNCTION hi_chosen(evproc.event[]);
+DROP TABLE hi_loot, hi_private;
+REVOKE USAGE ON SCHEMA evproc FROM evproc_hi_dbowner;
+DROP ROLE evproc_hi_dbowner;
+
+-------------------------------------------------------------------------------
 -- Cleanup.
 -------------------------------------------------------------------------------
 SELECT evproc_unsubscribe(name) FROM evproc.subscription WHERE name LIKE 'hi\_%' ORDER BY name;

@@ -110,6 +110,7 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
     result.paused = true;
     return;
   }
+  CallPostgres([&] { BindHandlerIfNeeded(unit); });
 
   ItemList items{};
   KeyList parked_keys{};

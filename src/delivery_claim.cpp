@@ -50,15 +50,19 @@ bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
   unit->failure_budget = DatumGetFloat8(Column(0, 21, &isnull));
   unit->breaker_min_attempts = DatumGetInt32(Column(0, 22, &isnull));
   unit->handler = CopiedText(0, 23, context);
+  Datum bound_fn = Column(0, 24, &isnull);
+  unit->bound_fn = isnull ? InvalidOid : DatumGetObjectId(bound_fn);
+  Datum bound_in = Column(0, 25, &isnull);
+  unit->bound_here = !isnull && DatumGetObjectId(bound_in) == plans.extension;
   unit->replay = replay;
   if (replay) {
-    unit->replay_id = DatumGetInt32(Column(0, 24, &isnull));
-    unit->replay_cursor = DatumGetInt64(Column(0, 25, &isnull));
-    unit->replay_chunk = DatumGetInt64(Column(0, 26, &isnull));
-    unit->replay_last_id = DatumGetInt64(Column(0, 27, &isnull));
-    unit->replay_from = DatumGetTimestampTz(Column(0, 28, &isnull));
-    unit->replay_to = DatumGetTimestampTz(Column(0, 29, &isnull));
-    unit->replay_key = CopiedText(0, 30, context);
+    unit->replay_id = DatumGetInt32(Column(0, 26, &isnull));
+    unit->replay_cursor = DatumGetInt64(Column(0, 27, &isnull));
+    unit->replay_chunk = DatumGetInt64(Column(0, 28, &isnull));
+    unit->replay_last_id = DatumGetInt64(Column(0, 29, &isnull));
+    unit->replay_from = DatumGetTimestampTz(Column(0, 30, &isnull));
+    unit->replay_to = DatumGetTimestampTz(Column(0, 31, &isnull));
+    unit->replay_key = CopiedText(0, 32, context);
   }
   return true;
 }
@@ -68,6 +72,12 @@ TimestampTz NextDue() {
   bool isnull = false;
   Datum due = Column(0, 1, &isnull);
   return isnull ? 0 : DatumGetTimestampTz(due);
+}
+
+void BindHandlerIfNeeded(const Unit &unit) {
+  if (unit.bound_here) return;
+  Datum args[] = {Int32GetDatum(unit.subscription_id), ObjectIdGetDatum(unit.handler_fn)};
+  Run(plans.bind_handler, args, nullptr, false, SPI_OK_UPDATE);
 }
 
 const char *OwnerSearchPath(const Unit &unit, MemoryContext context) {
@@ -85,6 +95,12 @@ const char *HandlerProblem(const Unit &unit) {
                     unit.handler);
   }
   std::string_view state(unit.owner_state);
+  if (unit.bound_here && unit.handler_fn != unit.bound_fn) {
+    return psprintf(
+        "handler %s is not the function the subscription was made with or last resumed with: "
+        "it was dropped and created again; check it and call evproc_resume",
+        unit.handler);
+  }
   if (state == "missing")
     return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
   if (state == "superuser") {

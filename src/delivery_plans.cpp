@@ -103,6 +103,8 @@ bool EnsurePlans() {
   plans.trip = Prepare(sql::kTripBreaker, 2, reason_types);
   const Oid role_in_database[] = {OIDOID, OIDOID};
   plans.owner_search_path = Prepare(sql::kOwnerSearchPath, 2, role_in_database);
+  const Oid bind_types[] = {INT4OID, OIDOID};
+  plans.bind_handler = Prepare(sql::kBindHandler, 2, bind_types);
   plans.event_type = event_type;
   plans.extension = extension;
   return true;

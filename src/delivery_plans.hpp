@@ -35,6 +35,7 @@ struct Plans {
   SPIPlanPtr pause = nullptr;
   SPIPlanPtr trip = nullptr;
   SPIPlanPtr owner_search_path = nullptr;
+  SPIPlanPtr bind_handler = nullptr;
 };
 
 extern Plans plans;

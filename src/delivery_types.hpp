@@ -35,6 +35,11 @@ struct Unit {
   bool batch_form;
   Oid owner;
   char *owner_state;  // ok, missing, superuser, no_execute, no_subscribe
+  // The function the subscription is bound to (evproc.subscription.handler_oid) and
+  // whether it was bound in this extension (not before a restore, nor never): a bound
+  // subscription runs handler_fn only if it is bound_fn.
+  Oid bound_fn;
+  bool bound_here;
   int32 batch_size;
   int32 max_attempts;
   int64 backoff_base_us;

@@ -14,6 +14,25 @@ extern "C" {
 
 namespace evproc::delivery {
 
+namespace {
+
+// The function the subscription is bound to; at an extension version without bindings
+// (before 0.3.0), the one its name resolves to.
+void ReadBinding(Unit *unit) {
+  unit->bound_fn = unit->handler_fn;
+  unit->bound_here = true;
+  if (plans.bound_handler == nullptr) return;
+  Datum args[] = {Int32GetDatum(unit->subscription_id)};
+  if (Run(plans.bound_handler, args, nullptr, false, SPI_OK_SELECT) != 1) return;
+  bool isnull = false;
+  Datum bound_fn = Column(0, 1, &isnull);
+  unit->bound_fn = isnull ? InvalidOid : DatumGetObjectId(bound_fn);
+  Datum bound_in = Column(0, 2, &isnull);
+  unit->bound_here = !isnull && DatumGetObjectId(bound_in) == plans.extension;
+}
+
+}  // namespace
+
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
   if (Run(replay ? plans.claim_replay : plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0)
     return false;
@@ -50,20 +69,17 @@ bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
   unit->failure_budget = DatumGetFloat8(Column(0, 21, &isnull));
   unit->breaker_min_attempts = DatumGetInt32(Column(0, 22, &isnull));
   unit->handler = CopiedText(0, 23, context);
-  Datum bound_fn = Column(0, 24, &isnull);
-  unit->bound_fn = isnull ? InvalidOid : DatumGetObjectId(bound_fn);
-  Datum bound_in = Column(0, 25, &isnull);
-  unit->bound_here = !isnull && DatumGetObjectId(bound_in) == plans.extension;
   unit->replay = replay;
   if (replay) {
-    unit->replay_id = DatumGetInt32(Column(0, 26, &isnull));
-    unit->replay_cursor = DatumGetInt64(Column(0, 27, &isnull));
-    unit->replay_chunk = DatumGetInt64(Column(0, 28, &isnull));
-    unit->replay_last_id = DatumGetInt64(Column(0, 29, &isnull));
-    unit->replay_from = DatumGetTimestampTz(Column(0, 30, &isnull));
-    unit->replay_to = DatumGetTimestampTz(Column(0, 31, &isnull));
-    unit->replay_key = CopiedText(0, 32, context);
+    unit->replay_id = DatumGetInt32(Column(0, 24, &isnull));
+    unit->replay_cursor = DatumGetInt64(Column(0, 25, &isnull));
+    unit->replay_chunk = DatumGetInt64(Column(0, 26, &isnull));
+    unit->replay_last_id = DatumGetInt64(Column(0, 27, &isnull));
+    unit->replay_from = DatumGetTimestampTz(Column(0, 28, &isnull));
+    unit->replay_to = DatumGetTimestampTz(Column(0, 29, &isnull));
+    unit->replay_key = CopiedText(0, 30, context);
   }
+  ReadBinding(unit);
   return true;
 }
 

@@ -103,8 +103,15 @@ bool EnsurePlans() {
   plans.trip = Prepare(sql::kTripBreaker, 2, reason_types);
   const Oid role_in_database[] = {OIDOID, OIDOID};
   plans.owner_search_path = Prepare(sql::kOwnerSearchPath, 2, role_in_database);
-  const Oid bind_types[] = {INT4OID, OIDOID};
-  plans.bind_handler = Prepare(sql::kBindHandler, 2, bind_types);
+  // Handlers bound by oid: from extension version 0.3.0 on.
+  if (SPI_execute(sql::kHasBindings, true, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc: could not read the subscription table's columns");
+  }
+  if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))) {
+    const Oid bind_types[] = {INT4OID, OIDOID};
+    plans.bound_handler = Prepare(sql::kBoundHandler, 1, one_id);
+    plans.bind_handler = Prepare(sql::kBindHandler, 2, bind_types);
+  }
   plans.event_type = event_type;
   plans.extension = extension;
   return true;

@@ -35,6 +35,7 @@ struct Plans {
   SPIPlanPtr pause = nullptr;
   SPIPlanPtr trip = nullptr;
   SPIPlanPtr owner_search_path = nullptr;
+  SPIPlanPtr bound_handler = nullptr;  // nullptr: an extension version without bindings
   SPIPlanPtr bind_handler = nullptr;
 };
 

@@ -11,12 +11,10 @@ namespace evproc::sql {
 // oldest enqueued_at the subscription wants, from its start_from, applied to every
 // window: a transaction that enqueued before start_from may commit at any later tick),
 // then what a
-// batch needs to know of the subscription that owns it (8-25): its handler and whether
+// batch needs to know of the subscription that owns it (8-23): its handler and whether
 // it may run (owner_state: 'missing', 'superuser', 'no_execute', 'no_subscribe' or 'ok';
 // whether the owner may subscribe to the topic is evproc.may_subscribe, the rule
-// evproc_subscribe and evproc_replay check too), its settings, and the function it is
-// bound to (24, 25: evproc.subscription.handler_oid, in the extension handler_bound_in;
-// the worker compares them with the function the name resolves to, h.fn). Only units of active
+// evproc_subscribe and evproc_replay check too), and its settings. Only units of active
 // subscriptions whose breaker is closed are claimed.
 
 // A unit with work: a window in progress, new ticks where its partition got events,
@@ -37,8 +35,7 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
        least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
-       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler,
-       s.handler_oid, s.handler_bound_in
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
   FROM evproc.progress p
   JOIN evproc.subscription s ON s.id = p.subscription_id
   JOIN evproc.topic t ON t.id = s.topic_id
@@ -55,7 +52,7 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
    FOR UPDATE OF p SKIP LOCKED)sql";
 
 // A running replay, claimed like a unit; partition -1 stands for all of them. Its own
-// columns follow the subscription's (26-32).
+// columns follow the subscription's (24-30).
 inline constexpr const char *kClaimReplay = R"sql(
 SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestamptz,
        NULL::timestamptz,
@@ -72,7 +69,6 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
        least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
        s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler,
-       s.handler_oid, s.handler_bound_in,
        rp.id, rp.cursor_id, rp.chunk, rp.last_id, rp.from_time, rp.to_time, rp.key
   FROM evproc.replay rp
   JOIN evproc.subscription s ON s.id = rp.subscription_id
@@ -253,8 +249,14 @@ UPDATE evproc.progress
        batches = batches + 1, delivered = delivered + $8, last_batch_at = now()
  WHERE subscription_id = $1 AND partition = $2)sql";
 
-// The subscription's handler is the function $2, in this extension (see BindHandler,
-// delivery_claim.hpp).
+// The function the subscription ($1) is bound to, and the extension it was bound in
+// (evproc.subscription.handler_oid, from 0.3.0 on: prepared only where the columns
+// exist). The worker compares them with the function the handler's name resolves to.
+inline constexpr const char *kBoundHandler = R"sql(
+SELECT handler_oid, handler_bound_in FROM evproc.subscription WHERE id = $1)sql";
+
+// The subscription's handler is the function $2, in this extension (see
+// BindHandlerIfNeeded, delivery_claim.hpp).
 inline constexpr const char *kBindHandler = R"sql(
 UPDATE evproc.subscription
    SET handler_oid = $2,
@@ -282,6 +284,12 @@ SELECT pg_catalog.substr(c.setting, 13)
  ORDER BY d.setrole = 0, d.setdatabase = 0
  LIMIT 1)sql";
 
+// Whether this extension version binds handlers by oid (kBoundHandler).
+inline constexpr const char *kHasBindings = R"sql(
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = 'evproc.subscription'::pg_catalog.regclass
+                  AND attname = 'handler_bound_in' AND NOT attisdropped))sql";
+
 inline constexpr const char *kEventType = R"sql(
 SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
 
@@ -308,6 +316,7 @@ inline constexpr NamedStatement kStatements[] = {
     {"dead_letter", kDeadLetter},
     {"promote_heads", kPromoteHeads},
     {"advance", kAdvance},
+    {"bound_handler", kBoundHandler},
     {"bind_handler", kBindHandler},
     {"pause", kPause},
     {"trip_breaker", kTripBreaker},

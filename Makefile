@@ -9,7 +9,7 @@ CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/
             src/core/version.o src/core/breaker.o src/core/replay_step.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
-          src/commit_wake.o src/handler_call.o src/delivery.o src/delivery_plans.o \
+          src/commit_wake.o src/handler_call.o src/handler_watch.o src/delivery.o src/delivery_plans.o \
           src/delivery_claim.o src/delivery_read.o src/delivery_isolation.o src/delivery_outcome.o \
           src/delivery_breaker.o src/worker.o src/launcher.o src/background_common.o \
           src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o \

@@ -127,7 +127,9 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
   }
 
   const char *search_path = CallPostgres([&] { return OwnerSearchPath(unit, context); });
-  ErrorData *broken = DeliverIsolated(unit, items, parked, search_path, context);
+  ChargedEvents charged =
+      CallPostgres([&] { return TakeCharges(unit.subscription_id, unit.partition, context); });
+  ErrorData *broken = DeliverIsolated(unit, items, parked, search_path, charged, context);
   if (broken != nullptr) {
     // The handler fails before looking at any event: nothing is charged, the unit does
     // not move, and the subscription waits for an operator.

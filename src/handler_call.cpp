@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "error_boundary.hpp"
+#include "handler_watch.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -15,6 +16,7 @@ extern "C" {
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
 }
 
 namespace evproc {
@@ -26,8 +28,29 @@ const char *server_search_path = "\"$user\", public";
 struct Call {
   const HandlerTarget *target;
   const Datum *events;
+  const int64 *ids;
   int count;
 };
+
+// SIGINT: a cancel (pg_cancel_backend, or the timeout's own, which StatementTimeoutHandler
+// sends). A handler may catch the error it raises (EXCEPTION WHEN query_canceled); it
+// cannot hide that the signal came: each one is counted here, then passed on to the
+// handler the process had (StatementCancelHandler).
+volatile sig_atomic_t cancel_signals = 0;
+pqsigfunc previous_sigint = nullptr;
+
+void CountCancel(SIGNAL_ARGS) {
+  cancel_signals = cancel_signals + 1;
+  if (previous_sigint != nullptr && previous_sigint != SIG_IGN && previous_sigint != SIG_DFL)
+    previous_sigint(postgres_signal_arg);
+}
+
+void CountCancels() {
+  static bool installed = false;
+  if (installed) return;
+  installed = true;
+  previous_sigint = pqsignal(SIGINT, CountCancel);
+}
 
 void InvokeOnce(FmgrInfo *flinfo, Datum argument) {
   LOCAL_FCINFO(fcinfo, 1);
@@ -56,7 +79,11 @@ void RunAsOwner(const Call &call) {
                           GUC_ACTION_SAVE, true, 0, false);
   FmgrInfo flinfo;
   fmgr_info(target.function, &flinfo);
+  CountCancels();
+  sig_atomic_t cancels_before = cancel_signals;
+  TimestampTz started = GetCurrentTimestamp();
   enable_timeout_after(STATEMENT_TIMEOUT, target.timeout_ms);
+  WatchCall(target.subscription_id, target.partition, call.ids, call.count, target.timeout_ms);
   if (target.batch_form) {
     int16 length = 0;
     bool by_value = false;
@@ -66,9 +93,34 @@ void RunAsOwner(const Call &call) {
                                        target.event_type, length, by_value, align);
     InvokeOnce(&flinfo, PointerGetDatum(array));
   } else {
-    for (int i = 0; i < call.count; ++i) InvokeOnce(&flinfo, call.events[i]);
+    for (int i = 0; i < call.count; ++i) {
+      WatchEvent(call.ids[i]);
+      InvokeOnce(&flinfo, call.events[i]);
+    }
   }
   disable_timeout(STATEMENT_TIMEOUT, false);
+  UnwatchCall();
+  // The handler returned, but it may have caught the cancel that its timeout or an
+  // operator raised while it ran: the call fails all the same, inside the
+  // subtransaction (its effects roll back), with the error it would have failed with.
+  // Past its timeout it is the handler's failure (charged); otherwise it was cancelled,
+  // which CallHandlerIsolated raises again for the whole batch.
+  bool timed_out = TimestampDifferenceExceeds(started, GetCurrentTimestamp(), target.timeout_ms);
+  if (timed_out || cancel_signals != cancels_before) {
+    // Raised here: a cancel still pending would fail evproc's own statements next.
+    QueryCancelPending = false;
+    (void)get_timeout_indicator(STATEMENT_TIMEOUT, true);
+  }
+  if (timed_out) {
+    ereport(
+        ERROR,
+        (errcode(ERRCODE_QUERY_CANCELED), errmsg("canceling statement due to statement timeout"),
+         errdetail("The handler returned after its handler_timeout of %d ms.", target.timeout_ms)));
+  }
+  if (cancel_signals != cancels_before) {
+    ereport(ERROR,
+            (errcode(ERRCODE_QUERY_CANCELED), errmsg("canceling statement due to user request")));
+  }
   // Not a commit of the settings: every setting the handler changed, also for the
   // session (SET, set_config(..., false)), goes back to what it was before the call.
   AtEOXact_GUC(false, guc_level);
@@ -109,11 +161,11 @@ void NoteServerSearchPath() {
 
 const char *ServerSearchPath() { return server_search_path; }
 
-ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, int count,
-                               MemoryContext error_context) {
+ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, const int64 *ids,
+                               int count, MemoryContext error_context) {
   MemoryContext caller_context = CurrentMemoryContext;
   ResourceOwner caller_owner = CurrentResourceOwner;
-  Call call{&target, events, count};
+  Call call{&target, events, ids, count};
   pg::CallPostgres([&] {
     BeginInternalSubTransaction(nullptr);
     // A caught error is copied into the current context: it must outlive the
@@ -131,6 +183,7 @@ ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events,
       ReleaseCurrentSubTransaction();
     } else {
       disable_timeout(STATEMENT_TIMEOUT, false);
+      UnwatchCall();
       RollbackAndReleaseCurrentSubTransaction();
     }
     MemoryContextSwitchTo(caller_context);

@@ -6,7 +6,8 @@
 //    object), with its owner's search_path and every setting it changes restored after
 //    the call, its session-level advisory locks released and the sequence caches reset:
 //    nothing it does stays with the worker's session;
-//  * under the subscription's timeout (statement_timeout's machinery).
+//  * under the subscription's timeout (statement_timeout's machinery), which it cannot
+//    outlive (handler_watch.hpp).
 #pragma once
 
 #include "pg_headers.hpp"
@@ -18,6 +19,8 @@ extern "C" {
 namespace evproc {
 
 struct HandlerTarget {
+  int32 subscription_id;  // and the unit's partition (-1: a replay): for the watchdog
+  int32 partition;
   Oid function;
   bool batch_form;  // f(evproc.event[]) rather than f(evproc.event)
   Oid owner;
@@ -35,11 +38,14 @@ struct HandlerTarget {
 void NoteServerSearchPath();
 const char *ServerSearchPath();
 
-// Calls the handler on events[0..count). Returns nullptr on success, or the error
-// (copied into `error_context`) after rolling the subtransaction back. A cancel of the
-// worker (pg_cancel_backend) is not returned: it is raised again (pg::PgError), so that
-// the whole batch rolls back and no attempt is charged.
-ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, int count,
-                               MemoryContext error_context);
+// Calls the handler on events[0..count) (their ids: ids[0..count)). Returns nullptr on
+// success, or the error (copied into `error_context`) after rolling the subtransaction
+// back. A call that went on past its timeout fails with 57014 even if the handler caught
+// the cancel and returned; one still running past its timeout plus a grace period ends
+// its worker (handler_watch.hpp). A cancel of the worker (pg_cancel_backend) while the
+// handler ran, caught or not, is not returned: it is raised again (pg::PgError), so
+// that the whole batch rolls back and no attempt is charged.
+ErrorData *CallHandlerIsolated(const HandlerTarget &target, const Datum *events, const int64 *ids,
+                               int count, MemoryContext error_context);
 
 }  // namespace evproc

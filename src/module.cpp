@@ -4,6 +4,7 @@
 #include "core/version.hpp"
 #include "error_boundary.hpp"
 #include "handler_call.hpp"
+#include "handler_watch.hpp"
 #include "lifecycle.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
@@ -50,6 +51,7 @@ void _PG_init(void) {
   evproc::metrics::RegisterTransactionCounters();
   if (process_shared_preload_libraries_in_progress) {
     evproc::RequestSharedState();
+    evproc::RequestHandlerWatch();
     evproc::RegisterLauncher();
     evproc::RegisterLifecycleHook();
   }

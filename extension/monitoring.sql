@@ -66,7 +66,7 @@ SELECT coalesce((SELECT sum(c.n)
 $fn$;
 
 -- Keeps the shared-memory registry in step with evproc.subscription and counts the
--- backlog of newly registered subscriptions. The launcher runs it every second; tests
+-- backlog of newly registered subscriptions. The maintenance worker runs it every second; tests
 -- run it by hand. Returns how many subscriptions were counted.
 CREATE FUNCTION evproc.sync_stats() RETURNS integer
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp

@@ -39,7 +39,10 @@ void StampSlot(PartitionSlot &slot, uint64 seq) {
 void Publish() {
   SharedState *state = Shared();
   if (state == nullptr) return;
-  if (registry_pending) pg_atomic_fetch_add_u64(&state->registry_seq, 1);
+  if (registry_pending) {
+    pg_atomic_fetch_add_u64(&state->registry_seq, 1);
+    WakeMaintenance();  // it registers the change in the metrics at once
+  }
   uint64 seq = pg_atomic_add_fetch_u64(&state->commit_seq, 1);
   if (touched_overflow) {
     for (auto &slot : state->slots) StampSlot(slot, seq);
@@ -109,8 +112,9 @@ EVPROC_CPP_FUNCTION(evproc_wake_at_commit) {
   PG_RETURN_VOID();
 }
 
-// evproc.subscriptions_changed(): (un)subscribing wakes the launcher at commit, which
-// then registers the change in the metrics at once (not at its next periodic sync).
+// evproc.subscriptions_changed(): (un)subscribing wakes the launcher and the maintenance
+// worker at commit; the latter then registers the change in the metrics at once (not at
+// its next periodic sync).
 EVPROC_CPP_FUNCTION(evproc_subscriptions_changed) {
   (void)fcinfo;
   evproc::SubscriptionsChangedAtCommit();

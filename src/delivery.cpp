@@ -16,7 +16,7 @@
 #include "delivery_plans.hpp"
 #include "delivery_read.hpp"
 #include "error_boundary.hpp"
-#include "lifecycle.hpp"
+#include "extension_gate.hpp"
 #include "metrics.hpp"
 
 extern "C" {
@@ -162,7 +162,7 @@ BatchResult RunOneBatch() {
     MemoryContextReset(context);
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
-    // First the extension gate (lifecycle.hpp): DROP EXTENSION waits for this batch. A
+    // First the extension gate (extension_gate.hpp): DROP EXTENSION waits for this batch. A
     // batch that would start during a drop does not queue behind it but backs off: the
     // launcher stops the workers once the drop commits, and its SIGTERM must find them
     // between batches (a clean stop), not in a lock wait (a FATAL). Gone or at a version

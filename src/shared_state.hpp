@@ -36,13 +36,15 @@ struct PartitionSlot {
 
 struct SharedState {
   pg_atomic_uint64 commit_seq;
-  pg_atomic_uint64 floor_tick;         // every unit older than this may have work
-  pg_atomic_uint64 registry_seq;       // bumped by commits that (un)subscribed
-  pg_atomic_uint32 launcher_procno;    // kNoProc when no launcher runs
-  pg_atomic_uint32 launcher_database;  // the database it serves, once it ticked
-  pg_atomic_uint32 database_state;     // the database check's answer (lifecycle.hpp)
-  pg_atomic_uint32 leave_database;     // dropped, renamed or moved: the launcher leaves it
-  pg_atomic_uint32 leave_reason;       // why (lifecycle.hpp LeaveReason)
+  pg_atomic_uint64 floor_tick;          // every unit older than this may have work
+  pg_atomic_uint64 registry_seq;        // bumped by commits that (un)subscribed
+  pg_atomic_uint32 launcher_procno;     // kNoProc when no launcher runs
+  pg_atomic_uint32 maintenance_procno;  // kNoProc when no maintenance worker runs
+  pg_atomic_uint32 registry_database;   // whose subscriptions the metrics registered
+  pg_atomic_uint32 launcher_database;   // the database it serves, once it ticked
+  pg_atomic_uint32 database_state;      // the database check's answer (database_check.hpp)
+  pg_atomic_uint32 leave_database;      // dropped, renamed or moved: the launcher leaves it
+  pg_atomic_uint32 leave_reason;        // why (utility_hook.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
@@ -57,5 +59,6 @@ int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();
 void WakeWorkers();
+void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

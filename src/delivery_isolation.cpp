@@ -7,6 +7,7 @@
 #include "delivery_plans.hpp"
 #include "error_boundary.hpp"
 #include "handler_call.hpp"
+#include "settings.hpp"
 
 namespace evproc::delivery {
 namespace {
@@ -19,9 +20,11 @@ class Batch {
         count_(static_cast<size_t>(items.count)),
         charged_(charged),
         context_(context) {
+    // evproc.max_handler_timeout caps what the subscription asks for.
+    int timeout_ms = std::min(unit.timeout_ms, max_handler_timeout_ms);
     target_ =
-        HandlerTarget{unit.subscription_id, unit.partition,  unit.handler_fn,  unit.batch_form,
-                      unit.owner,           unit.timeout_ms, plans.event_type, handler_search_path};
+        HandlerTarget{unit.subscription_id, unit.partition, unit.handler_fn,  unit.batch_form,
+                      unit.owner,           timeout_ms,     plans.event_type, handler_search_path};
   }
 
   // Delivers the pending items in order. Returns the error of a handler that is broken
@@ -85,8 +88,8 @@ class Batch {
         error->sqlerrcode = ERRCODE_QUERY_CANCELED;
         error->message = psprintf(
             "canceling statement due to statement timeout: the handler ran past its "
-            "handler_timeout of %d ms plus %d ms, and its worker was ended",
-            target_.timeout_ms, kHandlerGraceMs);
+            "handler_timeout of %d ms plus evproc.handler_grace, and its worker was ended",
+            target_.timeout_ms);
         MemoryContextSwitchTo(previous);
         return error;
       });

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "pg_compat.hpp"
+#include "settings.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -29,6 +30,7 @@ struct WatchedCall {
   Oid database;
   int32 subscription_id;
   int32 partition;
+  int32 grace_ms;
   int32 count;
   int64 ids[kMostWatchedEvents];
 };
@@ -102,7 +104,7 @@ void RecordExpiredCall(int /*code*/, Datum /*arg*/) {
   SpinLockRelease(&watch->mutex);
   ereport(LOG, (errmsg("evproc: a handler of subscription %d ran past its handler_timeout plus "
                        "%d ms; its worker ended itself%s",
-                       my_call->subscription_id, kHandlerGraceMs,
+                       my_call->subscription_id, my_call->grace_ms,
                        recorded ? ", and its events are charged an attempt"
                                 : " (no room to charge its events)")));
   pg_atomic_write_u32(&my_call->state, kIdle);
@@ -144,7 +146,8 @@ void WatchCall(int32 subscription_id, int32 partition, const int64 *ids, int cou
     pg_write_barrier();
     pg_atomic_write_u32(&my_call->state, kCalling);
   }
-  int64 due_ms = static_cast<int64>(timeout_ms) + kHandlerGraceMs;
+  if (my_call != nullptr) my_call->grace_ms = handler_grace_ms;
+  int64 due_ms = static_cast<int64>(timeout_ms) + handler_grace_ms;
   enable_timeout_after(watchdog, static_cast<int>(std::min<int64>(due_ms, INT_MAX)));
 }
 

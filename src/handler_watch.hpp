@@ -3,8 +3,12 @@
 // The timeout (statement_timeout's machinery, handler_call.cpp) cancels a handler, and a
 // handler that caught the cancel fails anyway when it returns. One that never returns
 // (a loop that catches query_canceled) is stopped here: past its handler_timeout plus
-// kHandlerGraceMs its worker terminates itself: the same as a SIGTERM, a FATAL no
+// evproc.handler_grace its worker terminates itself: the same as a SIGTERM, a FATAL no
 // handler can catch, which rolls the batch back. The launcher starts the worker again.
+// (A watchdog in the worker itself, its own timer, rather than in the launcher: the
+// launcher only ticks and supervises, and must not depend on a worker's timing; the
+// timer's signal reaches a handler wherever PostgreSQL checks for interrupts, which is
+// where a SIGTERM from outside would act too.)
 //
 // So that the events of that call do not hang the next worker in turn, the call is
 // charged an attempt, crash-safely and without a transaction (the batch's is lost):
@@ -33,8 +37,6 @@
 
 namespace evproc {
 
-// How long past its handler_timeout a handler may go on before its worker ends itself.
-constexpr int kHandlerGraceMs = 5000;
 constexpr int kMostWatchedEvents = 1024;
 
 void RequestHandlerWatch();  // from _PG_init, preload only

@@ -10,6 +10,7 @@
 #     it again, and the next batch fails the event with 57014: with max_attempts 1 a
 #     dead letter, within timeout + grace (+ the restart). Meanwhile another
 #     subscription's events keep flowing, and after it the key's next event is delivered.
+# (d) evproc.max_handler_timeout caps a subscription's handler_timeout (here a day).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -20,7 +21,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use EvprocTAP;
 
-my $node = evproc_node('runaway', "evproc.workers = 3\n");
+my $node = evproc_node('runaway', "evproc.workers = 3\nevproc.handler_grace = '2s'\n");
 
 $node->safe_psql(
 	'postgres', q{
@@ -134,16 +135,16 @@ ok( wait_until(
 		timeout => 60),
 	'runaway: the event is a dead letter');
 my $elapsed = time() - $started;
-# handler_timeout 1 s + grace 5 s, then the launcher restarts the worker and a batch runs.
-ok($elapsed < 1 + 5 + 10, sprintf('runaway: dead within timeout + grace (%.1f s)', $elapsed));
+# handler_timeout 1 s + grace 2 s, then the launcher restarts the worker and a batch runs.
+ok($elapsed < 1 + 2 + 10, sprintf('runaway: dead within timeout + grace (%.1f s)', $elapsed));
 is( sql_value(
 		$node, q{SELECT attempts || '|' || sqlstate || '|' || message FROM evproc_dead_letters
                   WHERE subscription = 'runaway'}),
-	'1|57014|canceling statement due to statement timeout: the handler ran past its handler_timeout of 1000 ms plus 5000 ms, and its worker was ended',
+	'1|57014|canceling statement due to statement timeout: the handler ran past its handler_timeout of 1000 ms plus evproc.handler_grace, and its worker was ended',
 	'runaway: 57014 after 1 attempt');
 is(sql_value($node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $stuck_pid"), '0',
 	'runaway: its worker is gone');
-ok($node->log_contains(qr/ran past its handler_timeout plus 5000 ms; its worker ended itself, and its events are charged an attempt/, $log_offset),
+ok($node->log_contains(qr/ran past its handler_timeout plus 2000 ms; its worker ended itself, and its events are charged an attempt/, $log_offset),
 	'runaway: the log says why the worker ended');
 # The key goes on, and so does the subscription.
 $node->safe_psql('postgres',
@@ -152,6 +153,31 @@ ok(wait_until($node, "SELECT count(*) = 1 FROM effects WHERE sub = 'runaway'", t
 	'runaway: the next event of the key is delivered');
 is(sql_value($node, "SELECT state FROM evproc_subscriptions WHERE name = 'runaway'"), 'active',
 	'runaway: the subscription is still active');
+
+# ---------------------------------------------------------------------------
+# (d) the server's cap
+# ---------------------------------------------------------------------------
+$node->safe_psql('postgres', q{ALTER SYSTEM SET evproc.max_handler_timeout = '700ms'});
+$node->reload;
+$node->safe_psql(
+	'postgres', q{
+SELECT evproc_create_topic('capped', partitions => 1);
+CREATE FUNCTION sleepy(e evproc.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(4);
+    INSERT INTO effects VALUES (e.topic, e.id, e.attempt);
+END $$;
+SELECT evproc_subscribe('capped', 'capped', 'sleepy', max_attempts => 1, handler_timeout => '1 day',
+                        failure_budget => 1, run_as => 'app');
+SELECT evproc_enqueue('capped', 'k', '{}');
+});
+ok( wait_until(
+		$node, "SELECT dead_letters = 1 FROM evproc_subscriptions WHERE name = 'capped'",
+		abort_if => "SELECT count(*) > 0 FROM effects WHERE sub = 'capped'", timeout => 30),
+	'cap: a handler_timeout of a day is cut to evproc.max_handler_timeout');
+is( sql_value(
+		$node, q{SELECT sqlstate || '|' || message FROM evproc_dead_letters WHERE subscription = 'capped'}),
+	'57014|canceling statement due to statement timeout', 'cap: 57014');
 
 $node->stop;
 done_testing();

@@ -256,6 +256,9 @@ BEGIN
            handler_bound_in = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc')
      WHERE id = s.id;
     PERFORM evproc.wake_at_commit();
+END
+$fn$;
+
 -- Maintenance never waits for a row an application holds (issue 12.2): expired dedup ids
 -- and topics with grants of dropped roles are taken SKIP LOCKED, each step of
 -- evproc.maintain() leaves what it cannot lock to the next run.

@@ -57,7 +57,16 @@ CREATE TABLE evproc.subscription (
     lease_duration       interval NOT NULL DEFAULT '30 seconds',
     CONSTRAINT subscription_pull_check CHECK ((handler IS NULL) = (handler_form = 'pull')),
     CONSTRAINT subscription_lease_duration_check
-        CHECK (lease_duration > interval '0' AND lease_duration <= interval '1 day')
+        CHECK (lease_duration > interval '0' AND lease_duration <= interval '1 day'),
+    -- The function the owner chose: bound when subscribing and when resuming, in the
+    -- extension whose oid is handler_bound_in. A batch runs the handler only while its
+    -- name still resolves to handler_oid: a function dropped and created again under the
+    -- name (by the owner of its schema, say) pauses the subscription until a member of
+    -- its owner role resumes it. A restore (pg_dump) makes a new extension with new
+    -- function oids: the first batch after it binds the name again (handler_bound_in
+    -- differs), as do subscriptions made before 0.3.0 (NULL).
+    handler_oid          oid,
+    handler_bound_in     oid
 );
 COMMENT ON TABLE evproc.subscription IS 'evproc subscriptions; change them only through evproc_subscribe/pause/resume/unsubscribe';
 
@@ -432,12 +441,12 @@ BEGIN
     INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
         max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
         failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from,
-        lease_duration)
+        lease_duration, handler_oid, handler_bound_in)
     VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
         backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
         breaker_cooldown, CASE WHEN start_from IS NULL THEN start_snapshot END,
         CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END,
-        lease_duration)
+        lease_duration, handler, (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc'))
     RETURNING id INTO new_id;
     -- From history: the window from tick 0 (sees nothing) holds all retained events.
     -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
@@ -504,7 +513,8 @@ END
 $fn$;
 
 -- Resuming also closes an open circuit breaker and re-checks the handler, so a dropped
--- handler recreated under the same name is picked up.
+-- handler recreated under the same name is picked up: resuming binds the subscription
+-- to the function the name now resolves to (see evproc.subscription.handler_oid).
 CREATE FUNCTION public.evproc_resume(name text) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
 CREATE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS void
@@ -516,13 +526,14 @@ DECLARE
 BEGIN
     -- A pull subscription has no handler to re-check.
     IF s.handler IS NULL THEN
-        SELECT s.handler_form AS form, NULL::text AS signature INTO h;
+        SELECT s.handler_form AS form, NULL::text AS signature, NULL::oid AS fn INTO h;
     ELSE
         h := evproc.resolve_handler(s.handler);
     END IF;
     UPDATE evproc.subscription
        SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
-           handler = h.signature, handler_form = h.form
+           handler = h.signature, handler_form = h.form, handler_oid = h.fn,
+           handler_bound_in = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc')
      WHERE id = s.id;
     PERFORM evproc.wake_at_commit();
 END

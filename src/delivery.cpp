@@ -35,16 +35,12 @@ namespace {
 using namespace delivery;  // NOLINT(google-build-using-namespace): this file runs its steps
 using pg::CallPostgres;
 
-// The session's search_path, for handlers (see PinSearchPath).
-const char *handler_search_path = nullptr;
-
 // evproc's statements run with search_path = pg_catalog, pg_temp: the session's (set by
 // the server's or the database's configuration, which a database owner may change)
-// must not change what they mean while they run as a superuser. Handlers get the
-// session's back. Returns the GUC nest level to close with AtEOXact_GUC (an abort
+// must not change what they mean while they run as a superuser. Handlers get their
+// owner's (OwnerSearchPath). Returns the GUC nest level to close with AtEOXact_GUC (an abort
 // closes it too).
-int PinSearchPath(MemoryContext context) {
-  handler_search_path = MemoryContextStrdup(context, namespace_search_path);
+int PinSearchPath() {
   int level = NewGUCNestLevel();
   (void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
                           GUC_ACTION_SAVE, true, 0, false);
@@ -114,6 +110,7 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
     result.paused = true;
     return;
   }
+  CallPostgres([&] { BindHandlerIfNeeded(unit); });
 
   ItemList items{};
   KeyList parked_keys{};
@@ -131,14 +128,18 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
     CallPostgres([&] { ReadParkedKeys(unit, items, &parked_keys, context); });
   std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
 
-  ErrorData *broken = DeliverIsolated(unit, items, parked, handler_search_path, context);
+  const char *search_path = CallPostgres([&] { return OwnerSearchPath(unit, context); });
+  ChargedEvents charged =
+      CallPostgres([&] { return TakeCharges(unit.subscription_id, unit.partition, context); });
+  ErrorData *broken = DeliverIsolated(unit, items, parked, search_path, charged, context);
   if (broken != nullptr) {
     // The handler fails before looking at any event: nothing is charged, the unit does
     // not move, and the subscription waits for an operator.
     CallPostgres([&] {
-      const char *reason = psprintf("handler %s is broken: %s: %s; fix it and call evproc_resume",
-                                    unit.handler, unpack_sql_state(broken->sqlerrcode),
-                                    broken->message != nullptr ? broken->message : "");
+      const char *reason =
+          psprintf("handler %s is broken: %s: %s; fix it and call evproc_resume", unit.handler,
+                   unpack_sql_state(broken->sqlerrcode),
+                   broken->message != nullptr ? CappedErrorText(broken->message) : "");
       SetReason(plans.pause, unit, reason);
       ereport(WARNING, (errmsg("evproc: subscription \"%s\" paused: %s", unit.name, reason)));
     });
@@ -173,7 +174,7 @@ BatchResult RunOneBatch() {
       CommitTransactionCommand();
       return;
     }
-    guc_level = PinSearchPath(context);
+    guc_level = PinSearchPath();
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
     PushActiveSnapshot(GetTransactionSnapshot());
   });
@@ -199,7 +200,7 @@ BatchResult RunOneBatchInTransaction() {
   int guc_level = 0;
   CallPostgres([&] {
     MemoryContextReset(context);
-    guc_level = PinSearchPath(context);
+    guc_level = PinSearchPath();
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
   });
   BatchResult result = DeliverBatch(context, false);

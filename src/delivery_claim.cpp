@@ -3,19 +3,42 @@
 #include <string_view>
 
 #include "delivery_plans.hpp"
+#include "handler_call.hpp"
 
 extern "C" {
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 }
 
 namespace evproc::delivery {
 
+namespace {
+
+// The function the subscription is bound to; at an extension version without bindings
+// (before 0.3.0), the one its name resolves to.
+void ReadBinding(Unit *unit) {
+  unit->bound_fn = unit->handler_fn;
+  unit->bound_here = true;
+  if (plans.bound_handler == nullptr) return;
+  Datum args[] = {Int32GetDatum(unit->subscription_id)};
+  if (Run(plans.bound_handler, args, nullptr, false, SPI_OK_SELECT) != 1) return;
+  bool isnull = false;
+  Datum bound_fn = Column(0, 1, &isnull);
+  unit->bound_fn = isnull ? InvalidOid : DatumGetObjectId(bound_fn);
+  Datum bound_in = Column(0, 2, &isnull);
+  unit->bound_here = !isnull && DatumGetObjectId(bound_in) == plans.extension;
+}
+
+}  // namespace
+
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
   if (Run(replay ? plans.claim_replay : plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0)
     return false;
   UnitFromRow(unit, 0, replay, context);
+  // After UnitFromRow: the binding's statement replaces SPI's result.
+  ReadBinding(unit);
   return true;
 }
 
@@ -72,12 +95,33 @@ TimestampTz NextDue() {
   return isnull ? 0 : DatumGetTimestampTz(due);
 }
 
+void BindHandlerIfNeeded(const Unit &unit) {
+  if (unit.bound_here) return;
+  Datum args[] = {Int32GetDatum(unit.subscription_id), ObjectIdGetDatum(unit.handler_fn)};
+  Run(plans.bind_handler, args, nullptr, false, SPI_OK_UPDATE);
+}
+
+const char *OwnerSearchPath(const Unit &unit, MemoryContext context) {
+  Datum args[] = {ObjectIdGetDatum(unit.owner), ObjectIdGetDatum(MyDatabaseId)};
+  if (Run(plans.owner_search_path, args, nullptr, true, SPI_OK_SELECT) == 1) {
+    char *path = CopiedText(0, 1, context);
+    if (path != nullptr) return path;
+  }
+  return MemoryContextStrdup(context, ServerSearchPath());
+}
+
 const char *HandlerProblem(const Unit &unit) {
   if (!OidIsValid(unit.handler_fn)) {
     return psprintf("handler %s does not exist (dropped?); recreate it and call evproc_resume",
                     unit.handler);
   }
   std::string_view state(unit.owner_state);
+  if (unit.bound_here && unit.handler_fn != unit.bound_fn) {
+    return psprintf(
+        "handler %s is not the function the subscription was made with or last resumed with: "
+        "it was dropped and created again; check it and call evproc_resume",
+        unit.handler);
+  }
   if (state == "missing")
     return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
   if (state == "superuser") {

@@ -19,8 +19,20 @@ void UnitFromRow(Unit *unit, uint64 row, bool replay, MemoryContext context);
 // When idle: the earliest moment a retry falls due or a breaker closes (0: none).
 TimestampTz NextDue();
 
-// Why the unit's handler cannot run at all (dropped, owner gone, superuser, no EXECUTE,
-// no 'subscribe' on the topic), or nullptr.
+// Why the unit's handler cannot run at all (dropped, replaced by another function of
+// its name, owner gone, superuser, no EXECUTE, no 'subscribe' on the topic), or nullptr.
 const char *HandlerProblem(const Unit &unit);
+
+// A subscription not bound to its handler's oid in this extension (restored with
+// pg_dump: the functions' oids changed; or made before 0.3.0) is bound to the function
+// its name resolves to now. Once, at its first batch: from then on a function dropped
+// and created again under the name pauses it (HandlerProblem).
+void BindHandlerIfNeeded(const Unit &unit);
+
+// The search_path the unit's handler runs with: the one a session of the subscription's
+// owner would get in this database (its ALTER ROLE / ALTER DATABASE settings, in
+// PostgreSQL's order), else the server's (ServerSearchPath, handler_call.hpp). In
+// `context`.
+const char *OwnerSearchPath(const Unit &unit, MemoryContext context);
 
 }  // namespace evproc::delivery

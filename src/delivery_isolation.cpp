@@ -1,20 +1,30 @@
 #include "delivery_isolation.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "delivery_plans.hpp"
+#include "error_boundary.hpp"
 #include "handler_call.hpp"
+#include "settings.hpp"
 
 namespace evproc::delivery {
 namespace {
 
 class Batch {
  public:
-  Batch(const Unit &unit, ItemList &items, const char *handler_search_path, MemoryContext context)
-      : items_(items.items), count_(static_cast<size_t>(items.count)), context_(context) {
-    target_ = HandlerTarget{unit.handler_fn, unit.batch_form,  unit.owner,
-                            unit.timeout_ms, plans.event_type, handler_search_path};
+  Batch(const Unit &unit, ItemList &items, const char *handler_search_path,
+        const ChargedEvents &charged, MemoryContext context)
+      : items_(items.items),
+        count_(static_cast<size_t>(items.count)),
+        charged_(charged),
+        context_(context) {
+    // evproc.max_handler_timeout caps what the subscription asks for.
+    int timeout_ms = std::min(unit.timeout_ms, max_handler_timeout_ms);
+    target_ =
+        HandlerTarget{unit.subscription_id, unit.partition, unit.handler_fn,  unit.batch_form,
+                      unit.owner,           timeout_ms,     plans.event_type, handler_search_path};
   }
 
   // Delivers the pending items in order. Returns the error of a handler that is broken
@@ -51,9 +61,40 @@ class Batch {
 
   ErrorData *TryCall(const std::vector<size_t> &line) {
     std::vector<Datum> events;
+    std::vector<int64> ids;
     events.reserve(line.size());
-    for (size_t i : line) events.push_back(items_[i].event);
-    return CallHandlerIsolated(target_, events.data(), static_cast<int>(events.size()), context_);
+    ids.reserve(line.size());
+    bool holds_charged = false;
+    for (size_t i : line) {
+      events.push_back(items_[i].event);
+      ids.push_back(items_[i].event_id);
+      holds_charged =
+          holds_charged ||
+          std::binary_search(charged_.ids, charged_.ids + charged_.count, items_[i].event_id);
+    }
+    // A call with an event whose handler call outlived its worker (handler_watch.hpp)
+    // fails as that call did, without running: bisected, the charged events fail alone.
+    if (holds_charged) return RanAway();
+    return CallHandlerIsolated(target_, events.data(), ids.data(), static_cast<int>(ids.size()),
+                               context_);
+  }
+
+  ErrorData *RanAway() {
+    if (ran_away_ == nullptr) {
+      ran_away_ = pg::CallPostgres([&] {
+        MemoryContext previous = MemoryContextSwitchTo(context_);
+        auto *error = static_cast<ErrorData *>(palloc0(sizeof(ErrorData)));
+        error->elevel = ERROR;
+        error->sqlerrcode = ERRCODE_QUERY_CANCELED;
+        error->message = psprintf(
+            "canceling statement due to statement timeout: the handler ran past its "
+            "handler_timeout of %d ms plus evproc.handler_grace, and its worker was ended",
+            target_.timeout_ms);
+        MemoryContextSwitchTo(previous);
+        return error;
+      });
+    }
+    return ran_away_;
   }
 
   // The line failed as a whole with `error`: split it until the poison events are alone.
@@ -97,6 +138,8 @@ class Batch {
 
   Item *items_;
   size_t count_;
+  ChargedEvents charged_;
+  ErrorData *ran_away_ = nullptr;
   MemoryContext context_;
   HandlerTarget target_{};
   std::unordered_set<std::string> failed_keys_;
@@ -106,8 +149,9 @@ class Batch {
 
 ErrorData *DeliverIsolated(const Unit &unit, ItemList &items,
                            const std::unordered_set<std::string> &parked,
-                           const char *handler_search_path, MemoryContext context) {
-  Batch batch(unit, items, handler_search_path, context);
+                           const char *handler_search_path, const ChargedEvents &charged,
+                           MemoryContext context) {
+  Batch batch(unit, items, handler_search_path, charged, context);
   return batch.Deliver(parked);
 }
 

@@ -1,5 +1,8 @@
 #include "delivery_outcome.hpp"
 
+#include <algorithm>
+#include <climits>
+#include <cstring>
 #include <map>
 #include <vector>
 
@@ -12,6 +15,7 @@ extern "C" {
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -30,10 +34,11 @@ struct ErrorFields {
 
 ErrorFields FieldsOf(const ErrorData *error) {
   ErrorFields fields{};
-  const char *texts[5] = {
-      error != nullptr ? pstrdup(unpack_sql_state(error->sqlerrcode)) : nullptr,
-      error != nullptr ? error->message : nullptr, error != nullptr ? error->detail : nullptr,
-      error != nullptr ? error->hint : nullptr, error != nullptr ? error->context : nullptr};
+  const char *texts[5] = {error != nullptr ? pstrdup(unpack_sql_state(error->sqlerrcode)) : nullptr,
+                          error != nullptr ? CappedErrorText(error->message) : nullptr,
+                          error != nullptr ? CappedErrorText(error->detail) : nullptr,
+                          error != nullptr ? CappedErrorText(error->hint) : nullptr,
+                          error != nullptr ? CappedErrorText(error->context) : nullptr};
   for (int i = 0; i < 5; ++i) {
     fields.values[i] = TextOrNull(texts[i]);
     fields.nulls[i] = NullFlag(texts[i] == nullptr);
@@ -83,7 +88,9 @@ void DeadLetter(const Unit &unit, const Item &item, int32 attempts, TimestampTz 
   Run(plans.dead_letter, args, nulls, false, SPI_OK_INSERT);
 }
 
-// The unit's new position. history_from is dropped once the unit left tick 0.
+// The unit's new position. progress.history_from is dropped once the unit left tick 0;
+// the windows keep the bound anyway: the claim reads it from the subscription's
+// start_from.
 void Advance(const Unit &unit, const Position &at, bool retries_changed, int64 delivered) {
   bool keep_history = unit.has_history_from && at.tick_id == 0;
   Datum args[8] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition),
@@ -224,6 +231,17 @@ Written WriteItems(const Unit &unit, const ItemList &items) {
 }
 
 }  // namespace
+
+const char *CappedErrorText(const char *text) {
+  if (text == nullptr) return nullptr;
+  size_t length = strlen(text);
+  if (length <= static_cast<size_t>(kMostErrorFieldBytes)) return text;
+  // Whole characters of the database's encoding (the handler's text is in it): a cut
+  // in the middle of one would store an invalid string.
+  int kept =
+      pg_mbcliplen(text, static_cast<int>(std::min<size_t>(length, INT_MAX)), kMostErrorFieldBytes);
+  return psprintf("%.*s... [cut: %zu bytes in all]", kept, text, length);
+}
 
 void SetReason(SPIPlanPtr plan, const Unit &unit, const char *reason) {
   Datum args[] = {Int32GetDatum(unit.subscription_id), CStringGetTextDatum(reason)};

@@ -20,6 +20,13 @@ Tally WriteOutcome(const Unit &unit, const ItemList &items, const Position &at);
 // partitions, whose units must look at them; the replay's cursor moves to `at`.
 Tally WriteReplayOutcome(const Unit &unit, const ItemList &items, const ReplayPosition &at);
 
+// A handler's error field (message, detail, hint, context) as it is stored: at most
+// kMostErrorFieldBytes bytes of it, cut on a character boundary and marked as cut, so
+// that a handler cannot fill the retry line, the dead letters or a pause reason with
+// megabytes per event. PostgreSQL code (palloc); nullptr stays nullptr.
+inline constexpr int kMostErrorFieldBytes = 4096;
+const char *CappedErrorText(const char *text);
+
 // PostgreSQL code: sets the subscription's paused_reason with `plan` (plans.pause, or
 // plans.trip for the breaker).
 void SetReason(SPIPlanPtr plan, const Unit &unit, const char *reason);

@@ -32,12 +32,12 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 }
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {&plans.claim,         &plans.next_due,       &plans.bounds,
-                       &plans.due_retries,   &plans.parked_keys,    &plans.window_pending,
-                       &plans.window_range,  &plans.delete_retries, &plans.park,
-                       &plans.dead_letter,   &plans.promote,        &plans.advance,
-                       &plans.pause,         &plans.trip,           &plans.claim_replay,
-                       &plans.replay_events, &plans.advance_replay, &plans.retry_due};
+  SPIPlanPtr *all[] = {
+      &plans.claim,          &plans.next_due,       &plans.bounds,           &plans.due_retries,
+      &plans.parked_keys,    &plans.window_pending, &plans.window_range,     &plans.delete_retries,
+      &plans.park,           &plans.dead_letter,    &plans.promote,          &plans.advance,
+      &plans.pause,          &plans.trip,           &plans.claim_replay,     &plans.replay_events,
+      &plans.advance_replay, &plans.retry_due,      &plans.owner_search_path};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -96,6 +96,18 @@ bool EnsurePlans() {
   plans.advance = Prepare(sql::kAdvance, 8, advance_types);
   plans.pause = Prepare(sql::kPause, 2, reason_types);
   plans.trip = Prepare(sql::kTripBreaker, 2, reason_types);
+  const Oid role_in_database[] = {OIDOID, OIDOID};
+  plans.owner_search_path = Prepare(sql::kOwnerSearchPath, 2, role_in_database);
+  // Handlers bound by oid: from extension version 0.3.0 on.
+  if (SPI_execute(sql::kHasBindings, true, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc: could not read the subscription table's columns");
+  }
+  if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))) {
+    const Oid bind_types[] = {INT4OID, OIDOID};
+    const Oid one_id[] = {INT4OID};
+    plans.bound_handler = Prepare(sql::kBoundHandler, 1, one_id);
+    plans.bind_handler = Prepare(sql::kBindHandler, 2, bind_types);
+  }
   plans.event_type = event_type;
   plans.extension = extension;
   return true;

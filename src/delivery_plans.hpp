@@ -33,6 +33,9 @@ struct Plans {
   SPIPlanPtr advance = nullptr;
   SPIPlanPtr pause = nullptr;
   SPIPlanPtr trip = nullptr;
+  SPIPlanPtr owner_search_path = nullptr;
+  SPIPlanPtr bound_handler = nullptr;  // nullptr: an extension version without bindings
+  SPIPlanPtr bind_handler = nullptr;
 };
 
 extern Plans plans;

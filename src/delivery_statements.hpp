@@ -7,7 +7,10 @@
 
 namespace evproc::sql {
 
-// The two claims return the same columns first: the unit's position (1-7), then what a
+// The two claims return the same columns first: the unit's position (1-7; 6 is the
+// oldest enqueued_at the subscription wants, from its start_from, applied to every
+// window: a transaction that enqueued before start_from may commit at any later tick),
+// then what a
 // batch needs to know of the subscription that owns it (8-23): its handler and whether
 // it may run (owner_state: 'missing', 'superuser', 'no_execute', 'no_subscribe' or 'ok';
 // whether the owner may subscribe to the topic is evproc.may_subscribe, the rule
@@ -21,7 +24,7 @@ namespace evproc::sql {
 // least recently served unit goes first.
 inline constexpr const char *kClaimUnit = R"sql(
 SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
-       p.history_from, p.retry_due_at,
+       coalesce(s.start_from, p.history_from), p.retry_due_at,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
        CASE WHEN r.oid IS NULL THEN 'missing'
@@ -301,12 +304,46 @@ UPDATE evproc.progress
        batches = batches + 1, delivered = delivered + $8, last_batch_at = now()
  WHERE subscription_id = $1 AND partition = $2)sql";
 
+// The function the subscription ($1) is bound to, and the extension it was bound in
+// (evproc.subscription.handler_oid, from 0.3.0 on: prepared only where the columns
+// exist). The worker compares them with the function the handler's name resolves to.
+inline constexpr const char *kBoundHandler = R"sql(
+SELECT handler_oid, handler_bound_in FROM evproc.subscription WHERE id = $1)sql";
+
+// The subscription's handler is the function $2, in this extension (see
+// BindHandlerIfNeeded, delivery_claim.hpp).
+inline constexpr const char *kBindHandler = R"sql(
+UPDATE evproc.subscription
+   SET handler_oid = $2,
+       handler_bound_in = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'evproc')
+ WHERE id = $1)sql";
+
 inline constexpr const char *kPause = R"sql(
 UPDATE evproc.subscription SET paused = true, paused_reason = $2 WHERE id = $1)sql";
 
 inline constexpr const char *kTripBreaker = R"sql(
 UPDATE evproc.subscription
    SET breaker_open_until = now() + breaker_cooldown, paused_reason = $2 WHERE id = $1)sql";
+
+// The search_path a session of the subscription's owner ($1) would get in this database
+// ($2) from ALTER ROLE / ALTER DATABASE ... SET, in PostgreSQL's order: the role in the
+// database, the role, the database, every role (ALTER ROLE ALL); no row when none sets
+// it. Handlers run with it: the worker's own session path is the database's, which a
+// database owner sets and the subscription's owner did not choose.
+inline constexpr const char *kOwnerSearchPath = R"sql(
+SELECT pg_catalog.substr(c.setting, 13)
+  FROM pg_catalog.pg_db_role_setting d
+ CROSS JOIN LATERAL pg_catalog.unnest(d.setconfig) AS c(setting)
+ WHERE d.setdatabase IN (0, $2) AND d.setrole IN (0, $1)
+   AND c.setting LIKE 'search\_path=%'
+ ORDER BY d.setrole = 0, d.setdatabase = 0
+ LIMIT 1)sql";
+
+// Whether this extension version binds handlers by oid (kBoundHandler).
+inline constexpr const char *kHasBindings = R"sql(
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = 'evproc.subscription'::pg_catalog.regclass
+                  AND attname = 'handler_bound_in' AND NOT attisdropped))sql";
 
 inline constexpr const char *kEventType = R"sql(
 SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
@@ -333,8 +370,11 @@ inline constexpr NamedStatement kStatements[] = {
     {"dead_letter", kDeadLetter},
     {"promote_heads", kPromoteHeads},
     {"advance", kAdvance},
+    {"bound_handler", kBoundHandler},
+    {"bind_handler", kBindHandler},
     {"pause", kPause},
     {"trip_breaker", kTripBreaker},
+    {"owner_search_path", kOwnerSearchPath},
     {"event_type", kEventType},
 };
 

@@ -23,7 +23,7 @@ struct Unit {
   int64 window_tick;  // 0: none
   bool has_cursor;
   int64 cursor_id;
-  TimestampTz history_from;
+  TimestampTz history_from;  // events enqueued before it are not the subscription's
   bool has_history_from;
   bool has_retries;  // retry_due_at is set: parked keys exist
   bool retries_due;
@@ -35,6 +35,11 @@ struct Unit {
   bool batch_form;
   Oid owner;
   char *owner_state;  // ok, missing, superuser, no_execute, no_subscribe
+  // The function the subscription is bound to (evproc.subscription.handler_oid) and
+  // whether it was bound in this extension (not before a restore, nor never): a bound
+  // subscription runs handler_fn only if it is bound_fn.
+  Oid bound_fn;
+  bool bound_here;
   int32 batch_size;
   int32 max_attempts;
   int64 backoff_base_us;

@@ -3,6 +3,8 @@
 #include "commit_wake.hpp"
 #include "core/version.hpp"
 #include "error_boundary.hpp"
+#include "handler_call.hpp"
+#include "handler_watch.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
@@ -27,11 +29,13 @@ void _PG_init(void) {
   // Before DefineSettings, which reserves the "evproc" prefix once preloaded.
   evproc::DefineSinkSettings();
   evproc::DefineSettings();
+  evproc::NoteServerSearchPath();
   evproc::RegisterTopicCacheInvalidation();
   evproc::RegisterCommitWake();
   evproc::metrics::RegisterTransactionCounters();
   if (process_shared_preload_libraries_in_progress) {
     evproc::RequestSharedState();
+    evproc::RequestHandlerWatch();
     evproc::RegisterLauncher();
     evproc::RegisterSinkWorkers();
     evproc::RegisterUtilityHook();

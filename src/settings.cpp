@@ -19,6 +19,8 @@ int tick_interval_ms = 2;
 int maintenance_interval_s = 10;
 bool worker_synchronous_commit = false;
 int partition_interval_s = 3600;
+int max_handler_timeout_ms = 10 * 60 * 1000;
+int handler_grace_ms = 5000;
 
 namespace {
 
@@ -58,6 +60,22 @@ void DefineBackgroundSettings() {
       nullptr);
 }
 
+// A handler's time is bounded by the server, whatever its subscription says: a tenant
+// may set handler_timeout to a day, the superuser caps it (handler_call.hpp,
+// handler_watch.hpp).
+void DefineHandlerSettings() {
+  DefineCustomIntVariable(
+      "evproc.max_handler_timeout", "Longest a handler may run, whatever its handler_timeout.",
+      "A subscription's handler_timeout above it counts as this much.", &max_handler_timeout_ms,
+      10 * 60 * 1000, 1, 24 * 3600 * 1000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.handler_grace",
+      "How long past its timeout a handler that caught the cancel may go on before its "
+      "delivery worker ends itself.",
+      "The worker is started again and the handler's events are charged an attempt.",
+      &handler_grace_ms, 5000, 100, 3600 * 1000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+}
+
 // PGC_POSTMASTER settings may only be defined while the postmaster preloads the library:
 // defined later (a backend loading evproc on its first call, without
 // shared_preload_libraries) PostgreSQL ends the session with a FATAL.
@@ -72,6 +90,7 @@ void DefinePostmasterSettings() {
 void DefineSettings() {
   DefineEnqueueSettings();
   DefineBackgroundSettings();
+  DefineHandlerSettings();
   if (process_shared_preload_libraries_in_progress) {
     DefinePostmasterSettings();
     // Reserved only when preloaded: loaded later, evproc.database is left undefined, and

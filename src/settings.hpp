@@ -25,6 +25,10 @@ extern int maintenance_interval_s;      // evproc.maintenance_interval
 extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
 extern int partition_interval_s;        // evproc.partition_interval (read by SQL maintenance)
 
+// Handlers.
+extern int max_handler_timeout_ms;  // evproc.max_handler_timeout: caps handler_timeout
+extern int handler_grace_ms;        // evproc.handler_grace: then the worker ends itself
+
 // From _PG_init.
 void DefineSettings();
 

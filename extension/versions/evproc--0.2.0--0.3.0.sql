@@ -880,6 +880,12 @@ BEGIN
 END
 $fn$;
 
+
+-- Handlers are bound by oid (issue 12.3): a function dropped and created again under the
+-- handler's name is not run. Existing subscriptions bind at their first batch. (Before
+-- the sinks' column, as in a fresh install.)
+ALTER TABLE evproc.subscription ADD COLUMN handler_oid oid, ADD COLUMN handler_bound_in oid;
+
 -------------------------------------------------------------------------------
 -- Sinks (DESIGN §12, docs/sinks.md): a subscription whose events the sink workers
 -- ("evproc sink N" background processes, src/sink_worker.cpp) deliver outside the
@@ -1221,3 +1227,136 @@ REVOKE EXECUTE ON FUNCTION
     evproc.lease_of_sink_check()
     FROM PUBLIC;
 GRANT SELECT ON public.evproc_sinks TO PUBLIC;
+
+-- subscribe_impl and resume_impl bind the handler's oid (issue 12.3), as a fresh install has them.
+CREATE OR REPLACE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler regprocedure,
+                                      batch_size integer, max_attempts integer,
+                                      backoff_base interval, backoff_cap interval,
+                                      handler_timeout interval, on_dead_letter text,
+                                      start_from timestamptz, run_as regrole, failure_budget real,
+                                      breaker_min_attempts integer, breaker_cooldown interval,
+                                      lease_duration interval DEFAULT '30 seconds')
+    RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t evproc.topic;
+    h record;
+    owner_role regrole := coalesce(run_as, caller::regrole);
+    start_tick bigint;
+    start_snapshot pg_snapshot;
+    new_id integer;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid subscription name "%"', name USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use 1 to 63 characters among letters, digits, "_", ".", ":" and "-", starting with a letter or digit.';
+    END IF;
+    IF topic IS NULL OR topic = '' THEN
+        RAISE EXCEPTION 'topic must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease_duration IS NULL OR lease_duration <= interval '0' OR lease_duration > interval '1 day' THEN
+        RAISE EXCEPTION 'lease_duration must be between 0 and 1 day, got %', coalesce(lease_duration::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- FOR UPDATE, not FOR SHARE: granting 'subscribe' below updates the row.
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = topic FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', topic USING ERRCODE = 'undefined_object';
+    END IF;
+    -- Under the row lock: retention updates the bound with the row locked.
+    IF start_from IS NOT NULL THEN
+        PERFORM evproc.check_history_retained(t.id, start_from);
+    END IF;
+    -- Checked again here, not trusted from evproc.resolve_handler: the caller may call
+    -- evproc.subscribe with any function.
+    -- No handler: a pull subscription, read by consumers (extension/lease.sql).
+    IF handler IS NULL THEN
+        SELECT 'pull' AS form, NULL::text AS signature INTO h;
+    ELSE
+        h := evproc.handler_shape(handler);
+    END IF;
+    PERFORM evproc.check_subscription_settings(batch_size, max_attempts, backoff_base, backoff_cap,
+        handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts, breaker_cooldown);
+    -- Handlers run as the owner, never as a superuser (a handler's code must not gain
+    -- powers by being called from a superuser background worker).
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = owner_role) THEN
+        RAISE EXCEPTION 'subscription owner % is a superuser; handlers never run as a superuser', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Pass run_as => a non-superuser role that may execute the handler.';
+    END IF;
+    IF NOT pg_has_role(caller, owner_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to create a subscription owned by %', owner_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT has_schema_privilege(owner_role, 'evproc', 'USAGE') THEN
+        RAISE EXCEPTION 'role % may not use schema evproc, where the handler''s argument type evproc.event lives', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT USAGE ON SCHEMA evproc TO %s;', owner_role);
+    END IF;
+    IF handler IS NOT NULL AND NOT has_function_privilege(owner_role, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not execute handler %', owner_role, handler
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT evproc.may_subscribe(owner_role, t) THEN
+        IF NOT pg_has_role(caller, t.owner, 'MEMBER') THEN
+            RAISE EXCEPTION 'permission denied to subscribe to topic "%" as %', t.name, owner_role
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Handlers see the topic''s payloads: the subscription''s owner needs the ''subscribe'' privilege on the topic.',
+                      HINT = format('A member of the topic''s owner role grants it: SELECT evproc_grant(%L, %L, ''subscribe'');',
+                                    t.name, owner_role);
+        END IF;
+        UPDATE evproc.topic SET subscribers = subscribers || owner_role WHERE id = t.id;
+    END IF;
+    -- The key-share lock keeps maintenance from deleting the start tick before our
+    -- progress rows commit (maintenance skips locked ticks).
+    SELECT id, snapshot INTO start_tick, start_snapshot FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
+    INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
+        max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
+        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from,
+        lease_duration, handler_oid, handler_bound_in)
+    VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
+        backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
+        breaker_cooldown, CASE WHEN start_from IS NULL THEN start_snapshot END,
+        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END,
+        lease_duration, handler, (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc'))
+    RETURNING id INTO new_id;
+    -- From history: the window from tick 0 (sees nothing) holds all retained events.
+    -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
+    INSERT INTO evproc.progress (subscription_id, partition, tick_id, history_from)
+    SELECT new_id, p,
+           CASE WHEN start_from IS NULL THEN start_tick ELSE 0 END,
+           CASE WHEN start_from IS NOT NULL THEN start_from
+                WHEN start_tick = 0 THEN now() END
+      FROM generate_series(0, t.partitions - 1) AS p;
+    IF NOT evproc.preloaded() THEN
+        RAISE WARNING 'evproc is not in shared_preload_libraries: subscription "%" will receive events once it is', name;
+    END IF;
+    PERFORM evproc.subscriptions_changed();
+    RETURN new_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = 'duplicate_object';
+END
+$fn$;
+CREATE OR REPLACE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
+    h record;
+BEGIN
+    -- A pull subscription has no handler to re-check.
+    IF s.handler IS NULL THEN
+        SELECT s.handler_form AS form, NULL::text AS signature, NULL::oid AS fn INTO h;
+    ELSE
+        h := evproc.resolve_handler(s.handler);
+    END IF;
+    UPDATE evproc.subscription
+       SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
+           handler = h.signature, handler_form = h.form, handler_oid = h.fn,
+           handler_bound_in = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc')
+     WHERE id = s.id;
+    PERFORM evproc.wake_at_commit();
+END
+$fn$;

@@ -7,7 +7,7 @@ MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
             src/core/version.o
-PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
+PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o src/log_insert.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
           src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o \

@@ -22,6 +22,7 @@ extern "C" {
 #include "partitioning/partdesc.h"
 #include "utils/acl.h"
 #include "utils/array.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/partcache.h"
 #include "utils/rel.h"
@@ -69,7 +70,7 @@ bool HasInsertTriggers(Relation rel) {
 
 // The attribute number of each column in `rel`, or false when rel's columns are not
 // exactly evproc.log's (names and types), or it has generated columns.
-bool MapColumns(Relation rel, AttrNumber *attnums) {
+bool MatchColumns(Relation rel, AttrNumber *attnums) {
   TupleDesc desc = RelationGetDescr(rel);
   if (desc->constr != nullptr && desc->constr->has_generated_stored) return false;
   for (int c = 0; c < kColumns; ++c) attnums[c] = InvalidAttrNumber;
@@ -86,6 +87,57 @@ bool MapColumns(Relation rel, AttrNumber *attnums) {
     ++found;
   }
   return found == kColumns;
+}
+
+// MatchColumns' answers and evproc.log's OID, kept until a relcache invalidation of one
+// of those relations (any change of their columns sends one; so does a drop, and a new
+// evproc.log of a re-created extension has another OID).
+struct ColumnMap {
+  Oid relid;
+  bool matches;
+  AttrNumber attnums[kColumns];
+};
+constexpr int kMostColumnMaps = 16;  // evproc.log and its partitions in use
+ColumnMap column_maps[kMostColumnMaps];
+int column_map_count = 0;
+Oid log_relid = InvalidOid;
+bool invalidation_registered = false;
+
+void ForgetRelation(Datum /*arg*/, Oid relid) {
+  if (relid == InvalidOid || relid == log_relid) log_relid = InvalidOid;
+  for (int i = 0; i < column_map_count; ++i) {
+    if (relid == InvalidOid || column_maps[i].relid == relid) {
+      column_maps[i--] = column_maps[--column_map_count];
+    }
+  }
+}
+
+void RegisterInvalidation() {
+  if (invalidation_registered) return;
+  CacheRegisterRelcacheCallback(ForgetRelation, static_cast<Datum>(0));
+  invalidation_registered = true;
+}
+
+bool MapColumns(Relation rel, AttrNumber *attnums) {
+  Oid relid = RelationGetRelid(rel);
+  for (int i = 0; i < column_map_count; ++i) {
+    if (column_maps[i].relid != relid) continue;
+    std::memcpy(attnums, column_maps[i].attnums, sizeof(column_maps[i].attnums));
+    return column_maps[i].matches;
+  }
+  bool matches = MatchColumns(rel, attnums);
+  if (column_map_count == kMostColumnMaps) column_map_count = 0;  // start over
+  ColumnMap &map = column_maps[column_map_count++];
+  map.relid = relid;
+  map.matches = matches;
+  std::memcpy(map.attnums, attnums, sizeof(map.attnums));
+  return matches;
+}
+
+Oid LogRelation() {
+  if (!OidIsValid(log_relid))
+    log_relid = get_relname_relid("log", get_namespace_oid("evproc", false));
+  return log_relid;
 }
 
 // The leaf partition of the partitioned evproc.log that holds `xid`, chosen as the
@@ -158,7 +210,8 @@ void FillSlot(TupleTableSlot *slot, const AttrNumber *attnums, int32 topic_id, c
 //  * storage: one heap insert per row (table_multi_insert for several, as COPY does),
 //    then the partition's index entries.
 bool InsertDirect(int32 topic_id, const LogRow *rows, int count, TimestampTz enqueued_at) {
-  Oid log_oid = get_relname_relid("log", get_namespace_oid("evproc", false));
+  RegisterInvalidation();
+  Oid log_oid = LogRelation();
   if (!OidIsValid(log_oid)) return false;
   if (pg_class_aclcheck(log_oid, GetUserId(), ACL_INSERT) != ACLCHECK_OK) return false;
   if (check_enable_rls(log_oid, InvalidOid, true) == RLS_ENABLED) return false;

@@ -35,16 +35,39 @@ void StampSlot(PartitionSlot &slot, uint64 seq) {
   }
 }
 
+// Marks a slot committed; false when it was marked already (by a commit whose request
+// for a tick is made or under way).
+bool MarkSlot(PartitionSlot &slot) {
+  if (pg_atomic_read_u32(&slot.committed) != 0) return false;
+  pg_atomic_write_u32(&slot.committed, 1);
+  return true;
+}
+
+// The publishing half of the protocol described at TakeCommittedSlots.
 void Publish() {
   SharedState *state = Shared();
   if (state == nullptr) return;
   if (registry_pending) pg_atomic_fetch_add_u64(&state->registry_seq, 1);
+  // (1) Our commit is visible (ProcArrayEndTransaction) before anything below is seen.
+  pg_memory_barrier();
+  if (touched_overflow) {
+    for (auto &slot : state->slots) MarkSlot(slot);
+  } else {
+    for (int i = 0; i < touched_count; ++i) MarkSlot(state->slots[touched[i]]);
+  }
+  // (2) The marks are seen before our look at tick_requested.
+  pg_memory_barrier();
+  bool asked = pg_atomic_read_u32(&state->tick_requested) == 0 &&
+               pg_atomic_exchange_u32(&state->tick_requested, 1) == 0;
+  // Until the launcher takes the marks (TakeCommittedSlots), it ticks on commit_seq and
+  // the stamps, and is woken at every commit.
   uint64 seq = pg_atomic_add_fetch_u64(&state->commit_seq, 1);
   if (touched_overflow) {
     for (auto &slot : state->slots) StampSlot(slot, seq);
   } else {
     for (int i = 0; i < touched_count; ++i) StampSlot(state->slots[touched[i]], seq);
   }
+  (void)asked;
   WakeLauncher();
 }
 
@@ -74,7 +97,68 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
   }
 }
 
+// Slots taken from shared memory for a tick that has not been recorded yet (its
+// transaction failed): the next attempt lists them again.
+bool carried[kPartitionSlots];
+int carried_list[kPartitionSlots];
+int carried_count = 0;
+
 }  // namespace
+
+bool TickRequested() {
+  SharedState *state = Shared();
+  return carried_count > 0 || (state != nullptr && pg_atomic_read_u32(&state->tick_requested) != 0);
+}
+
+// The protocol, and why no commit is missed (issue 12.8: the former one bumped a
+// sequence before stamping the slots, so a stamp landing between the launcher's read of
+// the sequence and its scan of the slots stayed below what it had ticked, for good).
+//
+//   publisher, after its commit is visible     launcher, for each tick
+//   P1  barrier                                L1  tick_requested := 0   (exchange: barrier)
+//   P2  committed[s] := 1 for each slot s      L2  for each s with committed[s] = 1:
+//       it wrote (skipped when already 1)           committed[s] := 0 (exchange: barrier),
+//   P3  barrier                                     list s
+//   P4  if tick_requested = 0 and exchanging   L3  take the tick's snapshot, listing the
+//       it for 1 found 0: set launcher's latch      slots; dirty_tick[s] := the tick
+//
+//  * A mark the launcher takes in L2 was set (P2) after the commit was visible (P1), and
+//    the snapshot is taken after L2 (L2's exchange is a barrier; taking a snapshot
+//    takes ProcArrayLock): the tick sees the commit. A mark found already set in P2
+//    (and so skipped) is taken by an L2 after that read, with the same conclusion.
+//  * A mark set after the launcher's L2 looked at its slot stays set until a later L2
+//    takes it. There is one: the launcher's L1 came before its L2 read 0, which came
+//    before our P2 write; with barriers on both sides (P3, L1) our P4 read cannot return
+//    what tick_requested held before L1, so it reads L1's 0 or a later 1. Reading 0 we
+//    set it to 1 and set the latch; reading 1, another commit set it after L1 and set
+//    (or will set) the latch. Either way the launcher ticks again (it looks at
+//    tick_requested after resetting its latch), and that tick's L2 comes after our P2.
+//  * No request is lost to a failed tick: slots taken for it are carried to the next.
+// So every commit's events are in the window of a tick that lists their slot, and a
+// commit sets the launcher's latch only when no tick is due yet: under load, once per
+// tick, not once per commit.
+int TakeCommittedSlots(int *slots) {
+  SharedState *state = Shared();
+  if (state != nullptr) {
+    pg_atomic_exchange_u32(&state->tick_requested, 0);  // L1
+    for (int i = 0; i < kPartitionSlots; ++i) {         // L2
+      PartitionSlot &slot = state->slots[i];
+      if (pg_atomic_read_u32(&slot.committed) == 0) continue;
+      pg_atomic_exchange_u32(&slot.committed, 0);
+      if (!carried[i]) {
+        carried[i] = true;
+        carried_list[carried_count++] = i;
+      }
+    }
+  }
+  std::memcpy(slots, carried_list, sizeof(int) * carried_count);
+  return carried_count;
+}
+
+void CommittedSlotsTicked() {
+  for (int i = 0; i < carried_count; ++i) carried[carried_list[i]] = false;
+  carried_count = 0;
+}
 
 void WakeAtCommit() { wake_pending = true; }
 

@@ -13,4 +13,9 @@ void NoteEnqueued(int32 topic_id, int32 partition);  // remember for this transa
 void WakeAtCommit();                  // wake the launcher at commit, no partition written
 void SubscriptionsChangedAtCommit();  // and have it sync the metrics registry
 
+// The launcher's side (the protocol is described in commit_wake.cpp):
+bool TickRequested();                // commits marked slots since the last tick
+int TakeCommittedSlots(int *slots);  // before a tick's snapshot: the marked slots
+void CommittedSlotsTicked();         // the tick that listed them is recorded
+
 }  // namespace evproc

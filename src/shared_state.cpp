@@ -27,6 +27,7 @@ void StartupHook() {
   bool found = false;
   shared = static_cast<SharedState *>(ShmemInitStruct("evproc", sizeof(SharedState), &found));
   if (!found) {
+    pg_atomic_init_u32(&shared->tick_requested, 0);
     pg_atomic_init_u64(&shared->commit_seq, 0);
     pg_atomic_init_u64(&shared->floor_tick, 0);
     pg_atomic_init_u64(&shared->registry_seq, 0);
@@ -37,6 +38,7 @@ void StartupHook() {
     pg_atomic_init_u32(&shared->leave_reason, 0);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &slot : shared->slots) {
+      pg_atomic_init_u32(&slot.committed, 0);
       pg_atomic_init_u64(&slot.last_commit_seq, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
     }

@@ -1,10 +1,11 @@
 // evproc's shared memory (DESIGN §5): what committers, the launcher and the workers
 // tell each other without touching a table.
 //
-//  * Commit wake: a transaction that enqueued bumps commit_seq and stamps the slots of the
-//    (topic, partition) pairs it wrote, after its commit became visible, then sets the
-//    launcher's latch. The launcher turns stamps newer than its previous tick into
-//    dirty_tick = the tick it just took.
+//  * Commit wake (src/commit_wake.cpp, where the protocol and why it loses nothing are
+//    described): a transaction that enqueued marks the slots of the (topic, partition)
+//    pairs it wrote, after its commit became visible, and asks for a tick, setting the
+//    launcher's latch only when no tick was asked for yet. The launcher takes the marks
+//    before each tick's snapshot and sets the marked slots' dirty_tick = that tick.
 //  * Workers claim a unit only when its position is older than its slot's dirty_tick (or
 //    floor_tick, which covers everything committed before the launcher started), so idle
 //    units cost nothing. Slots are a fixed hash of (topic, partition): a collision only
@@ -30,11 +31,13 @@ constexpr uint32 kNoProc = UINT32_MAX;
 static_assert(metrics::kMaxWorkerSlots == kMaxWorkers, "one status slot per worker");
 
 struct PartitionSlot {
+  pg_atomic_uint32 committed;        // 1: a commit wrote here since the launcher looked
   pg_atomic_uint64 last_commit_seq;  // commit_seq of the newest commit that wrote here
   pg_atomic_uint64 dirty_tick;       // newest tick that may hold events of this slot
 };
 
 struct SharedState {
+  pg_atomic_uint32 tick_requested;  // 1: slots were marked since the launcher last looked
   pg_atomic_uint64 commit_seq;
   pg_atomic_uint64 floor_tick;         // every unit older than this may have work
   pg_atomic_uint64 registry_seq;       // bumped by commits that (un)subscribed

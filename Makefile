@@ -6,6 +6,7 @@ EXTVERSION = 0.3.0
 MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
+            src/core/tick_pace.o \
             src/core/version.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o src/log_insert.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \

@@ -6,6 +6,8 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "utils/array.h"
 #include "utils/elog.h"
 }
 
@@ -35,12 +37,21 @@ void StampSlot(PartitionSlot &slot, uint64 seq) {
   }
 }
 
-// Marks a slot committed; false when it was marked already (by a commit whose request
-// for a tick is made or under way).
-bool MarkSlot(PartitionSlot &slot) {
-  if (pg_atomic_read_u32(&slot.committed) != 0) return false;
-  pg_atomic_write_u32(&slot.committed, 1);
-  return true;
+// Marks a slot committed (read first: under load it is marked already, and a read
+// keeps the cache line shared).
+void MarkSlot(PartitionSlot &slot) {
+  if (pg_atomic_read_u32(&slot.committed) == 0) pg_atomic_write_u32(&slot.committed, 1);
+}
+
+// Sets a flag to 1; true when it was 0.
+bool Raise(pg_atomic_uint32 *flag) {
+  return pg_atomic_read_u32(flag) == 0 && pg_atomic_exchange_u32(flag, 1) == 0;
+}
+
+// Whether a subscription delivers the slot's partitions now.
+bool Deliverable(SharedState *state, int slot) {
+  if (pg_atomic_read_u32(&state->deliverable_known) == 0) return true;
+  return ((pg_atomic_read_u64(&state->deliverable[slot / 64]) >> (slot % 64)) & 1U) != 0;
 }
 
 // The publishing half of the protocol described at TakeCommittedSlots.
@@ -48,17 +59,28 @@ void Publish() {
   SharedState *state = Shared();
   if (state == nullptr) return;
   if (registry_pending) pg_atomic_fetch_add_u64(&state->registry_seq, 1);
-  // (1) Our commit is visible (ProcArrayEndTransaction) before anything below is seen.
+  // A wake without slots (subscriptions changed, work was re-driven or replayed): a tick
+  // now, and every worker looks.
+  bool awaited = touched_count == 0 && !touched_overflow;
+  // P1: our commit is visible (ProcArrayEndTransaction) before anything below is seen.
   pg_memory_barrier();
   if (touched_overflow) {
     for (auto &slot : state->slots) MarkSlot(slot);
+    awaited = true;
   } else {
-    for (int i = 0; i < touched_count; ++i) MarkSlot(state->slots[touched[i]]);
+    for (int i = 0; i < touched_count; ++i) {
+      MarkSlot(state->slots[touched[i]]);  // P2
+      awaited = awaited || Deliverable(state, touched[i]);
+    }
   }
-  // (2) The marks are seen before our look at tick_requested.
-  pg_memory_barrier();
-  bool asked = pg_atomic_read_u32(&state->tick_requested) == 0 &&
-               pg_atomic_exchange_u32(&state->tick_requested, 1) == 0;
+  if (touched_count == 0 && !touched_overflow) (void)Raise(&state->workers_wanted);
+  pg_memory_barrier();  // P3
+  bool asked = false;   // P4 (or its lazy form)
+  if (awaited) {
+    asked = Raise(&state->tick_requested);
+  } else {
+    (void)Raise(&state->lazy_marks);
+  }
   // Until the launcher takes the marks (TakeCommittedSlots), it ticks on commit_seq and
   // the stamps, and is woken at every commit.
   uint64 seq = pg_atomic_add_fetch_u64(&state->commit_seq, 1);
@@ -105,9 +127,18 @@ int carried_count = 0;
 
 }  // namespace
 
-bool TickRequested() {
+bool TickRequested(bool lazy_due) {
   SharedState *state = Shared();
-  return carried_count > 0 || (state != nullptr && pg_atomic_read_u32(&state->tick_requested) != 0);
+  if (carried_count > 0) return true;
+  if (state == nullptr) return false;
+  return pg_atomic_read_u32(&state->tick_requested) != 0 ||
+         (lazy_due && pg_atomic_read_u32(&state->lazy_marks) != 0);
+}
+
+bool TakeWorkersWanted() {
+  SharedState *state = Shared();
+  return state != nullptr && pg_atomic_read_u32(&state->workers_wanted) != 0 &&
+         pg_atomic_exchange_u32(&state->workers_wanted, 0) != 0;
 }
 
 // The protocol, and why no commit is missed (issue 12.8: the former one bumped a
@@ -133,6 +164,11 @@ bool TickRequested() {
 //    set it to 1 and set the latch; reading 1, another commit set it after L1 and set
 //    (or will set) the latch. Either way the launcher ticks again (it looks at
 //    tick_requested after resetting its latch), and that tick's L2 comes after our P2.
+//  * Commits on slots no subscription delivers now (Deliverable) raise lazy_marks in P4
+//    instead, without the latch; L1 clears it with tick_requested, so the argument
+//    above holds for it, and the launcher ticks for lazy marks once a second. A
+//    subscription resumed meanwhile is seen at the tick its resume asks for, which
+//    takes the lazy marks too (or, for a mark racing with it, within the second).
 //  * No request is lost to a failed tick: slots taken for it are carried to the next.
 // So every commit's events are in the window of a tick that lists their slot, and a
 // commit sets the launcher's latch only when no tick is due yet: under load, once per
@@ -141,7 +177,8 @@ int TakeCommittedSlots(int *slots) {
   SharedState *state = Shared();
   if (state != nullptr) {
     pg_atomic_exchange_u32(&state->tick_requested, 0);  // L1
-    for (int i = 0; i < kPartitionSlots; ++i) {         // L2
+    pg_atomic_exchange_u32(&state->lazy_marks, 0);
+    for (int i = 0; i < kPartitionSlots; ++i) {  // L2
       PartitionSlot &slot = state->slots[i];
       if (pg_atomic_read_u32(&slot.committed) == 0) continue;
       pg_atomic_exchange_u32(&slot.committed, 0);
@@ -153,6 +190,14 @@ int TakeCommittedSlots(int *slots) {
   }
   std::memcpy(slots, carried_list, sizeof(int) * carried_count);
   return carried_count;
+}
+
+int AwaitedSlots(const int *slots, int count) {
+  SharedState *state = Shared();
+  if (state == nullptr) return count;
+  int awaited = 0;
+  for (int i = 0; i < count; ++i) awaited += Deliverable(state, slots[i]) ? 1 : 0;
+  return awaited;
 }
 
 void CommittedSlotsTicked() {
@@ -186,10 +231,51 @@ void NoteEnqueued(int32 topic_id, int32 partition) {
 }  // namespace evproc
 
 extern "C" {
+PG_FUNCTION_INFO_V1(evproc_set_deliverable);
 PG_FUNCTION_INFO_V1(evproc_wake_at_commit);
 PG_FUNCTION_INFO_V1(evproc_subscriptions_changed);
 PG_FUNCTION_INFO_V1(evproc_dirty_tick);
 PG_FUNCTION_INFO_V1(evproc_preloaded);
+}
+
+// evproc.set_deliverable(topic_ids int[], partitions int[]): the topics some subscription
+// delivers now, with their partition counts (evproc.sync_stats(), in the launcher's
+// database). Each word of the slot map is written whole, so a slot that stays
+// deliverable never reads as not deliverable meanwhile.
+extern "C" Datum evproc_set_deliverable(PG_FUNCTION_ARGS) {
+  evproc::SharedState *state = evproc::Shared();
+  if (state == nullptr || PG_ARGISNULL(0) || PG_ARGISNULL(1) ||
+      pg_atomic_read_u32(&state->launcher_database) != MyDatabaseId) {
+    PG_RETURN_VOID();
+  }
+  Datum *topics = nullptr;
+  Datum *partitions = nullptr;
+  bool *topic_nulls = nullptr;
+  bool *partition_nulls = nullptr;
+  int count = 0;
+  int partition_count = 0;
+  deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT4OID, 4, true, TYPALIGN_INT, &topics, &topic_nulls,
+                    &count);
+  deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT4OID, 4, true, TYPALIGN_INT, &partitions,
+                    &partition_nulls, &partition_count);
+  if (count != partition_count) {
+    ereport(ERROR, (errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+                    errmsg("topic and partition arrays differ in length")));
+  }
+  uint64 map[evproc::kPartitionSlots / 64] = {};
+  for (int i = 0; i < count; ++i) {
+    if (topic_nulls[i] || partition_nulls[i]) continue;
+    for (int32 p = 0; p < DatumGetInt32(partitions[i]); ++p) {
+      int slot = evproc::SlotOf(DatumGetInt32(topics[i]), p);
+      map[slot / 64] |= UINT64CONST(1) << (slot % 64);
+    }
+  }
+  for (int w = 0; w < evproc::kPartitionSlots / 64; ++w) {
+    pg_atomic_write_u64(&state->deliverable[w], map[w]);
+  }
+  pg_memory_barrier();
+  pg_atomic_write_u32(&state->deliverable_known, 1);
+  PG_RETURN_VOID();
 }
 
 // evproc.wake_at_commit(): subscription changes wake the launcher (and so the workers).

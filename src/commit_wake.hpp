@@ -14,8 +14,12 @@ void WakeAtCommit();                  // wake the launcher at commit, no partiti
 void SubscriptionsChangedAtCommit();  // and have it sync the metrics registry
 
 // The launcher's side (the protocol is described in commit_wake.cpp):
-bool TickRequested();                // commits marked slots since the last tick
-int TakeCommittedSlots(int *slots);  // before a tick's snapshot: the marked slots
-void CommittedSlotsTicked();         // the tick that listed them is recorded
+// Commits marked slots since the last tick; with lazy_due, also those of commits no
+// subscription awaits now (the launcher passes it once a second).
+bool TickRequested(bool lazy_due);
+int TakeCommittedSlots(int *slots);             // before a tick's snapshot: the marked slots
+void CommittedSlotsTicked();                    // the tick that listed them is recorded
+int AwaitedSlots(const int *slots, int count);  // how many some subscription delivers
+bool TakeWorkersWanted();                       // subscriptions changed: every worker looks
 
 }  // namespace evproc

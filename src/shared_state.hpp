@@ -6,6 +6,8 @@
 //    pairs it wrote, after its commit became visible, and asks for a tick, setting the
 //    launcher's latch only when no tick was asked for yet. The launcher takes the marks
 //    before each tick's snapshot and sets the marked slots' dirty_tick = that tick.
+//    Commits on partitions no subscription delivers now (paused, breaker open, none)
+//    only mark their slots: the next tick, or one a second, takes those marks.
 //  * Workers claim a unit only when its position is older than its slot's dirty_tick (or
 //    floor_tick, which covers everything committed before the launcher started), so idle
 //    units cost nothing. Slots are a fixed hash of (topic, partition): a collision only
@@ -38,6 +40,12 @@ struct PartitionSlot {
 
 struct SharedState {
   pg_atomic_uint32 tick_requested;  // 1: slots were marked since the launcher last looked
+  pg_atomic_uint32 lazy_marks;      // 1: marked by commits that no subscription awaits now
+  pg_atomic_uint32 workers_wanted;  // 1: a commit changed subscriptions: wake every worker
+  // Slots of the (topic, partition) pairs some subscription delivers now (not paused,
+  // breaker closed), set by evproc.sync_stats(); until deliverable_known, all of them.
+  pg_atomic_uint32 deliverable_known;
+  pg_atomic_uint64 deliverable[kPartitionSlots / 64];
   pg_atomic_uint64 commit_seq;
   pg_atomic_uint64 floor_tick;         // every unit older than this may have work
   pg_atomic_uint64 registry_seq;       // bumped by commits that (un)subscribed
@@ -47,6 +55,7 @@ struct SharedState {
   pg_atomic_uint32 leave_database;     // dropped, renamed or moved: the launcher leaves it
   pg_atomic_uint32 leave_reason;       // why (lifecycle.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
+  pg_atomic_uint32 worker_idle[kMaxWorkers];  // 1: about to look for work, or asleep
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
@@ -60,5 +69,11 @@ int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();
 void WakeWorkers();
+// A worker about to look for a unit raises its idle flag first, and lowers it when it
+// got one: a worker that looks after a tick's marks sees them, one that looked before
+// is idle and is woken. Wakes up to `wanted` idle workers (lowering their flags).
+void NoteWorkerLooking(int index);
+void NoteWorkerBusy(int index);
+void WakeIdleWorkers(int wanted);
 
 }  // namespace evproc

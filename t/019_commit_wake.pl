@@ -10,7 +10,7 @@
 # last round of events, never.
 #
 # Knobs: EVPROC_WAKE_SECONDS (publishing time, default 20), EVPROC_WAKE_RATE (events a
-# second over all publishers, default 200), EVPROC_WAKE_CLIENTS (publishers, default 8).
+# second over all publishers, default 100), EVPROC_WAKE_CLIENTS (publishers, default 8).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -30,11 +30,11 @@ sub knob
 }
 
 my $seconds = knob('EVPROC_WAKE_SECONDS', 20);
-my $rate = knob('EVPROC_WAKE_RATE', 200);
+my $rate = knob('EVPROC_WAKE_RATE', 100);
 my $clients = knob('EVPROC_WAKE_CLIENTS', 8);
 # At $rate events a second, a partition gets its next event after $partitions / $rate
 # seconds: well above the one second allowed.
-my $partitions = 512;
+my $partitions = 256;
 
 my $node = evproc_node('wake', "max_connections = 60\n");
 $node->safe_psql(

@@ -333,44 +333,14 @@ AS $fn$
     INSERT INTO evproc.tick (snapshot, dirty) VALUES (pg_current_snapshot(), dirty) RETURNING id
 $fn$;
 
--- The read of one window, in two parts: 'pending' (xid in xip(A), transactions still
--- open at tick A: point look-ups) and 'range' (xid in [xmax(A), xmax(B)): one range
--- scan), both on the window index, each visible in B. Inside a window events go in id
--- order: an id is taken inside evproc_enqueue, after whatever lock the publishing
--- transaction holds on the entity it publishes about, so for one key id order is the
--- order in which publishers got through that lock, i.e. commit order (an xid is taken
--- at a transaction's first write, possibly before it waits for that lock). The worker
--- merges the two parts by id. Windows are kept about one tick wide (evproc.tick.dirty),
--- so sorting a window's rest at each batch costs little.
--- Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7 the
--- id cursor, $8 the most rows, $9 the oldest enqueued_at wanted (a subscription that
--- starts inside the history). Bounds are bound as values: written as a
--- join against evproc.tick, the planner would scan from xid 0. Kept in one place so tests
--- EXPLAIN exactly what delivery runs.
--- The log is partitioned by xid, and a generic plan prunes partitions only by bounds on
--- xid compared with parameters: the range part by its bounds, the pending part by
--- [$3[1], $4) (xip is sorted and below xmax(A)). The pending part looks up each xid of
--- xip(A) on its own (`xid = ANY ($3)` next to those bounds would let the planner scan
--- the whole range from the oldest open transaction instead); OFFSET 0 keeps it a look-up
--- per xid, which also prunes to the xid's partition.
-CREATE FUNCTION evproc.window_sql(part text) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT CASE part
-  WHEN 'pending' THEN 'SELECT e.* FROM pg_catalog.unnest($3) AS x(xid),
- LATERAL (SELECT * FROM evproc.log l
-           WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = x.xid
-             AND l.xid >= $3[1] AND l.xid < $4
-             AND l.id > $7
-             AND l.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(l.xid, $5)
-          OFFSET 0) e
- ORDER BY e.id LIMIT $8'
-  WHEN 'range' THEN 'SELECT e.* FROM evproc.log e
- WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid >= $4 AND e.xid < $6
-   AND e.id > $7
-   AND e.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
- ORDER BY e.id LIMIT $8' END $fn$;
+-- The text of a statement the delivery workers prepare, by name (src/delivery_statements.hpp,
+-- where each is written whole: the claims, the window's two parts, the writes). The
+-- regression tests EXPLAIN exactly what the workers run.
+CREATE FUNCTION evproc.statement_sql(name text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'evproc_statement_sql';
 
--- The events of one (topic, partition) in the window (from_tick, to_tick], in id order.
+-- The events of one (topic, partition) in the window (from_tick, to_tick], in id order:
+-- those the workers' window read (its two parts) finds.
 CREATE FUNCTION evproc.window_events(topic_id integer, partition integer,
                                      from_tick bigint, to_tick bigint)
     RETURNS SETOF evproc.log
@@ -386,9 +356,11 @@ BEGIN
         RAISE EXCEPTION 'no window between ticks % and %', from_tick, to_tick
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY EXECUTE format('SELECT w.* FROM ((%s) UNION ALL (%s)) w ORDER BY w.id',
-                                evproc.window_sql('pending'), evproc.window_sql('range'))
+    RETURN QUERY EXECUTE format(
+        'SELECT l.* FROM evproc.log l WHERE l.topic_id = $1 AND l.partition = $2 AND l.id IN ('
+        'SELECT p.id FROM (%s) p UNION ALL SELECT r.id FROM (%s) r) ORDER BY l.id',
+        evproc.statement_sql('window_pending'), evproc.statement_sql('window_range'))
         USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b), 0::bigint, NULL::bigint, '-infinity'::timestamptz;
+              b, pg_snapshot_xmax(b), 0::bigint, NULL::bigint, '-infinity'::timestamptz, ''::text;
 END
 $fn$;

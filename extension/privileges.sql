@@ -61,6 +61,11 @@ AS $fn$
 DECLARE
     t evproc.topic := evproc.topic_for_grant(caller, topic, role, privilege, 'grant privileges on');
 BEGIN
+    -- A regrole argument may be any OID ('999999', 0::oid::regrole): only a role that
+    -- exists is granted anything (a later role could be given that OID).
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = role) THEN
+        RAISE EXCEPTION 'role with OID % does not exist', role::oid USING ERRCODE = 'undefined_object';
+    END IF;
     IF role = ANY (CASE privilege WHEN 'publish' THEN t.publishers ELSE t.subscribers END) THEN
         RETURN false;
     END IF;
@@ -81,6 +86,11 @@ DECLARE
     t evproc.topic := evproc.topic_for_grant(caller, topic, role, privilege, 'revoke privileges on');
 BEGIN
     IF role <> ALL (CASE privilege WHEN 'publish' THEN t.publishers ELSE t.subscribers END) THEN
+        -- A grant to a role dropped since stays as its OID and is revoked by it (above);
+        -- an OID that is neither a role nor granted is a mistake, not "nothing to do".
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = role) THEN
+            RAISE EXCEPTION 'role with OID % does not exist', role::oid USING ERRCODE = 'undefined_object';
+        END IF;
         RETURN false;
     END IF;
     UPDATE evproc.topic

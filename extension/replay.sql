@@ -62,6 +62,12 @@ BEGIN
     IF key = '' THEN
         RAISE EXCEPTION 'key must not be empty (NULL replays every key)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The key limit enqueue applies (kMaxKeyBytes in src/settings.hpp): no stored key is
+    -- longer, and the replay row and every scan it drives stay small.
+    IF octet_length(key) > 512 THEN
+        RAISE EXCEPTION 'key is too long: % bytes, the limit is 512', octet_length(key)
+            USING ERRCODE = 'string_data_right_truncation';
+    END IF;
     IF from_time > coalesce(to_time, now()) THEN
         RAISE EXCEPTION 'replay from % is after its end %', from_time, coalesce(to_time, now())
             USING ERRCODE = 'invalid_parameter_value';

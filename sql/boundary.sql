@@ -16,6 +16,32 @@ SELECT evproc.boundary_test('live') AS live_objects_after_errors;
 -- 6 frames (5 recursion levels + the failing one) per call; 5 failing calls above.
 SELECT evproc.boundary_test('destroyed') - :destroyed_before AS destructors_ran;
 
+-- A C++ exception thrown by the C++ code inside a CallPostgres lambda (after it ran
+-- PostgreSQL code under CallPostgres's error handler): an ERROR naming the function, not
+-- a crashed backend (and a restarted cluster). PostgreSQL's error handler stack and
+-- error context stack are put back: the errors after it carry no stale CONTEXT line
+-- from the unwound lambda and jump to live handlers.
+SELECT evproc.boundary_test('destroyed') AS destroyed_before \gset
+SELECT evproc.boundary_test('throw_in_call');
+SELECT evproc.boundary_test('throw_in_call_context');
+SELECT evproc.boundary_test('pg_error');
+SELECT evproc.boundary_test('cpp_error');
+\set VERBOSITY sqlstate
+SELECT evproc.boundary_test('throw_in_call');
+\set VERBOSITY default
+SELECT evproc.boundary_test('ok') AS still_works;
+SELECT evproc.boundary_test('live') AS live_objects_after_lambda_throws;
+-- 6 frames per call: 5 failing calls and one that succeeded above.
+SELECT evproc.boundary_test('destroyed') - :destroyed_before AS destructors_ran;
+-- In a subtransaction that catches it, the session goes on.
+DO $$
+BEGIN
+  PERFORM evproc.boundary_test('throw_in_call_context');
+EXCEPTION WHEN internal_error THEN
+  RAISE NOTICE 'caught: % (%)', SQLERRM, SQLSTATE;
+END $$;
+SELECT evproc.boundary_test('ok') AS still_works;
+
 -- Many failing calls do not grow the backend's long-lived memory.
 DO $$
 DECLARE
@@ -24,7 +50,8 @@ DECLARE
 BEGIN
   FOR i IN 1..2000 LOOP
     BEGIN
-      PERFORM evproc.boundary_test(CASE WHEN i % 2 = 0 THEN 'pg_error' ELSE 'cpp_error' END);
+      PERFORM evproc.boundary_test(CASE i % 3 WHEN 0 THEN 'pg_error' WHEN 1 THEN 'cpp_error'
+                                               ELSE 'throw_in_call_context' END);
     EXCEPTION WHEN OTHERS THEN NULL;
     END;
   END LOOP;

@@ -86,6 +86,13 @@ SELECT pg_temp.try($$SELECT evproc_grant('pv.orders', 'evproc_nobody', 'publish'
 SELECT pg_temp.try($$SELECT evproc_grant('pv.orders', NULL, 'publish')$$);
 SELECT pg_temp.try($$SELECT evproc_grant('pv.nothing', 'evproc_bob', 'publish')$$);
 SELECT pg_temp.try($$SELECT evproc_grant('', 'evproc_bob', 'publish')$$);
+-- A regrole argument takes any OID: one that is no role is refused, not granted.
+SELECT pg_temp.try($$SELECT evproc_grant('pv.orders', '999999', 'publish')$$);
+SELECT pg_temp.try($$SELECT evproc_grant('pv.orders', 0::oid::regrole, 'publish')$$);
+SELECT pg_temp.try($$SELECT evproc_grant('pv.orders', 0::oid::regrole, 'subscribe')$$);
+SELECT pg_temp.try($$SELECT evproc_revoke('pv.orders', '999999', 'publish')$$);
+SELECT pg_temp.try($$SELECT evproc_revoke('pv.orders', 0::oid::regrole, 'subscribe')$$);
+SELECT publishers, subscribers FROM evproc_topics WHERE name = 'pv.orders';
 SELECT evproc_grant('pv.orders', 'evproc_bob', 'publish') AS granted,
        evproc_grant('pv.orders', 'evproc_bob', 'publish') AS granted_again,
        evproc_grant('pv.orders', 'evproc_publishers', 'publish') AS group_granted;
@@ -102,6 +109,9 @@ DROP ROLE evproc_gone;
 SELECT subscribers::text[] = ARRAY[:'gone_oid'] AS dangling FROM evproc_topics WHERE name = 'pv.orders';
 SET ROLE evproc_alice;
 SELECT evproc_revoke('pv.orders', :'gone_oid', 'subscribe') AS revoked;
+-- Once revoked, that OID is neither a role nor granted.
+SELECT replace(pg_temp.try(format('SELECT evproc_revoke(%L, %L, %L)', 'pv.orders', :'gone_oid', 'subscribe')),
+               :'gone_oid', '<oid>') AS revoked_again;
 RESET ROLE;
 SELECT name, max_pending, publishers, subscribers FROM evproc_topics WHERE name = 'pv.orders';
 -- Or maintenance removes it (a later role could be given the same OID): the launcher's
@@ -256,8 +266,9 @@ SELECT pg_temp.try($$SELECT * FROM evproc_dead_letters('pv_bob')$$);
 SELECT pg_temp.try($$SELECT * FROM evproc_dead_letters('pv_alice')$$);
 SELECT pg_temp.try($$SELECT * FROM evproc_dead_letters('pv_none')$$);
 -- An event of a topic mallory has nothing to do with is as unknown as an unused id.
-SELECT replace(pg_temp.try(format('SELECT evproc_event_status(%s)', :failing_event)),
-               :'failing_event', '<id>') AS retained_event,
+-- (The id is replaced as a whole word: a short id may also occur inside the SQLSTATE.)
+SELECT regexp_replace(pg_temp.try(format('SELECT evproc_event_status(%s)', :failing_event)),
+                      format('\m%s\M', :failing_event), '<id>') AS retained_event,
        replace(pg_temp.try('SELECT evproc_event_status(9223372036854775807)'),
                '9223372036854775807', '<id>') AS unused_id;
 -- The counters by id behind the views, and the workers' last errors: pg_monitor's only.

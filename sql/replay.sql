@@ -126,6 +126,10 @@ SELECT pg_temp.try($$SELECT evproc_replay('')$$);
 SELECT pg_temp.try($$SELECT evproc_replay('rp_nope')$$);
 SELECT pg_temp.try($$SELECT evproc_replay('rp_sub', from_time => '2030-01-02', to_time => '2030-01-01')$$);
 SELECT pg_temp.try($$SELECT evproc_replay('rp_sub', key => '')$$);
+-- The same key limit as enqueue (512 bytes), counted in bytes.
+SELECT pg_temp.try($$SELECT evproc_replay('rp_sub', key => repeat('k', 100000))$$);
+SELECT pg_temp.try($$SELECT evproc_replay('rp_sub', key => repeat('k', 513))$$);
+SELECT pg_temp.try($$SELECT evproc_replay('rp_sub', key => repeat('é', 257))$$);
 SELECT pg_temp.try($$SELECT evproc_cancel_replay(NULL)$$);
 SELECT pg_temp.try($$SELECT evproc_cancel_replay(-1)$$);
 -- Only members of the subscription's owner role may replay it or cancel its replays.

@@ -36,8 +36,9 @@ SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_obj
 SELECT cardinality(evproc_enqueue_batch('win', (SELECT jsonb_agg(jsonb_build_object(
          'key', 'k' || g, 'payload', jsonb_build_object('n', g))) FROM generate_series(1, 10000) g))) AS loaded;
 ANALYZE evproc.log;
-SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, bigint, bigint, timestamptz) AS ', part)
-       || evproc.window_sql(part) FROM unnest(ARRAY['pending', 'range']) part \gexec
+-- Exactly the statements the workers prepare (evproc.statement_sql returns them).
+SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, bigint, bigint, timestamptz, text) AS ', part)
+       || evproc.statement_sql('window_' || part) FROM unnest(ARRAY['pending', 'range']) part \gexec
 -- Both loads in one log partition, and more than one partition to prune (the default
 -- partition, the one created ahead).
 SELECT count(DISTINCT tableoid) AS load_partitions,
@@ -64,12 +65,12 @@ CREATE FUNCTION pg_temp.window_plans(topic integer, lo xid8, xids xid8[])
   SELECT part, bool_or(plan ~ 'log_p\d+_window_idx'),
          bool_or(plan ~ CASE part WHEN 'pending' THEN 'Index Cond: .*\(xid = x\.xid\)'
                                   ELSE 'Index Cond: .*\(xid >= ' END),
-         bool_or(plan ~ 'Seq Scan'), bool_or(plan ~ '^ *Limit'),
+         bool_or(plan ~ 'Seq Scan'), bool_or(plan ~ '^ *(->  )?Limit'),
          count(DISTINCT substring(plan FROM ' on (log_(?:p\d+|default))(?: |$)')),
          bool_or(plan ~ 'Subplans Removed: [1-9]')
     FROM unnest(ARRAY['pending', 'range']) part, pg_temp.plan(format(
     'EXECUTE window_%s(%s, 1, %L, %L, '
-    'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'')',
+    'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'', ''win'')',
     part, topic, xids, CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE lo END)) AS plan
    GROUP BY part ORDER BY part
 $fn$;

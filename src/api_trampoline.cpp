@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "api_trampoline.hpp"
+#include "error_boundary.hpp"
 #include "lifecycle.hpp"
 
 extern "C" {
@@ -44,8 +45,6 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
-
-PG_FUNCTION_INFO_V1(evproc_as_owner);
 }
 
 namespace evproc {
@@ -153,7 +152,7 @@ Target *FindTarget(FunctionCallInfo fcinfo) {
 }  // namespace
 }  // namespace evproc
 
-extern "C" Datum evproc_as_owner(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_as_owner) {
   using namespace evproc;
   auto *target = static_cast<Target *>(fcinfo->flinfo->fn_extra);
   if (target == nullptr) {

@@ -1,5 +1,5 @@
 // Acting as the extension's owner on behalf of a caller (see src/api_trampoline.cpp and
-// README "Security and privileges").
+// docs/security.md).
 #pragma once
 
 #include "pg_headers.hpp"

@@ -1,4 +1,4 @@
-// evproc's background processes (DESIGN §5): the launcher (static, one per server,
+// evproc's background processes (docs/design.md "Processes"): the launcher (static, one per server,
 // connected to evproc.database) and its pool of delivery workers (dynamic); before it
 // connects, the launcher checks the database with a short-lived worker (lifecycle.hpp).
 #pragma once

@@ -35,6 +35,25 @@ int32 ParseThroughPostgres(const char *text) {
       [text] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(text))); });
 }
 
+// Shows up in an error's CONTEXT only if error_context_stack still names a callback of a
+// frame a C++ exception unwound: the boundary must have put the stack back.
+void StaleContext(void * /*arg*/) {
+  errcontext("stale error context callback of an unwound frame");
+}
+
+// A C++ exception thrown by the C++ code of a CallPostgres lambda, after the lambda ran
+// PostgreSQL code under CallPostgres's PG_TRY (and, with push_context, pushed an error
+// context callback living in the lambda's frame).
+int64 ThrowInsideCallPostgres(bool push_context) {
+  return evproc::pg::CallPostgres([push_context]() -> int64 {
+    ErrorContextCallback callback{error_context_stack, StaleContext, nullptr};
+    if (push_context) error_context_stack = &callback;
+    const int32 parsed = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("7")));
+    if (parsed == 7) throw std::runtime_error("C++ exception inside a CallPostgres lambda");
+    return parsed;
+  });
+}
+
 // Recurses a few frames, each owning a destructor, before reaching the failing call.
 int64 Descend(int depth, const std::string &kind) {
   Tracked guard;
@@ -43,6 +62,8 @@ int64 Descend(int depth, const std::string &kind) {
   if (kind == "pg_error") return ParseThroughPostgres("not a number");
   if (kind == "cpp_error") throw std::runtime_error("C++ failure deep inside evproc");
   if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "throw_in_call") return ThrowInsideCallPostgres(false);
+  if (kind == "throw_in_call_context") return ThrowInsideCallPostgres(true);
   if (kind == "ok") return ParseThroughPostgres("42");
   throw std::logic_error("unreachable boundary test kind");
 }
@@ -57,7 +78,8 @@ EVPROC_CPP_FUNCTION(evproc_boundary_test) {
   if (kind == "top_memory") {
     return Int64GetDatum(static_cast<int64>(MemoryContextMemAllocated(TopMemoryContext, true)));
   }
-  if (kind == "pg_error" || kind == "cpp_error" || kind == "bad_alloc" || kind == "ok") {
+  if (kind == "pg_error" || kind == "cpp_error" || kind == "bad_alloc" || kind == "ok" ||
+      kind == "throw_in_call" || kind == "throw_in_call_context") {
     return Int64GetDatum(Descend(5, kind));
   }
   evproc::pg::CallPostgres([kind_text] {

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "error_boundary.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
@@ -230,19 +231,11 @@ void NoteEnqueued(int32 topic_id, int32 partition) {
 
 }  // namespace evproc
 
-extern "C" {
-PG_FUNCTION_INFO_V1(evproc_set_deliverable);
-PG_FUNCTION_INFO_V1(evproc_wake_at_commit);
-PG_FUNCTION_INFO_V1(evproc_subscriptions_changed);
-PG_FUNCTION_INFO_V1(evproc_dirty_tick);
-PG_FUNCTION_INFO_V1(evproc_preloaded);
-}
-
 // evproc.set_deliverable(topic_ids int[], partitions int[]): the topics some subscription
 // delivers now, with their partition counts (evproc.sync_stats(), in the launcher's
 // database). Each word of the slot map is written whole, so a slot that stays
 // deliverable never reads as not deliverable meanwhile.
-extern "C" Datum evproc_set_deliverable(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_set_deliverable) {
   evproc::SharedState *state = evproc::Shared();
   if (state == nullptr || PG_ARGISNULL(0) || PG_ARGISNULL(1) ||
       pg_atomic_read_u32(&state->launcher_database) != MyDatabaseId) {
@@ -279,7 +272,7 @@ extern "C" Datum evproc_set_deliverable(PG_FUNCTION_ARGS) {
 }
 
 // evproc.wake_at_commit(): subscription changes wake the launcher (and so the workers).
-extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_wake_at_commit) {
   (void)fcinfo;
   evproc::WakeAtCommit();
   PG_RETURN_VOID();
@@ -287,7 +280,7 @@ extern "C" Datum evproc_wake_at_commit(PG_FUNCTION_ARGS) {
 
 // evproc.subscriptions_changed(): (un)subscribing wakes the launcher at commit, which
 // then registers the change in the metrics at once (not at its next periodic sync).
-extern "C" Datum evproc_subscriptions_changed(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_subscriptions_changed) {
   (void)fcinfo;
   evproc::SubscriptionsChangedAtCommit();
   PG_RETURN_VOID();
@@ -295,7 +288,7 @@ extern "C" Datum evproc_subscriptions_changed(PG_FUNCTION_ARGS) {
 
 // evproc.dirty_tick(topic_id, partition): see shared_state.hpp. Without shared memory
 // (not preloaded) every unit may have work.
-extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_dirty_tick) {
   evproc::SharedState *state = evproc::Shared();
   if (state == nullptr || pg_atomic_read_u32(&state->launcher_database) != MyDatabaseId) {
     PG_RETURN_INT64(PG_INT64_MAX);
@@ -306,7 +299,7 @@ extern "C" Datum evproc_dirty_tick(PG_FUNCTION_ARGS) {
   PG_RETURN_INT64(static_cast<int64>(dirty > floor ? dirty : floor));
 }
 
-extern "C" Datum evproc_preloaded(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_preloaded) {
   (void)fcinfo;
   PG_RETURN_BOOL(evproc::Shared() != nullptr);
 }

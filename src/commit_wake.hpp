@@ -1,7 +1,7 @@
-// Commit wake (DESIGN §5): an enqueuing transaction's commit wakes the launcher through
-// shared memory and its latch, so an idle system delivers in milliseconds without
-// polling, and publishing needs nothing but a plain function call (no LISTEN/NOTIFY,
-// which transaction-mode poolers break).
+// Commit wake (docs/design.md "Processes"): an enqueuing transaction's commit wakes the launcher
+// through shared memory and its latch, so an idle system delivers in milliseconds without polling,
+// and publishing needs nothing but a plain function call (no LISTEN/NOTIFY, which transaction-mode
+// poolers break).
 #pragma once
 
 #include "pg_headers.hpp"

@@ -1,7 +1,7 @@
-// One batch of delivery (DESIGN §3, §4): claim a unit, read its due retries and the next
-// events of its snapshot window, hand them to the subscription's handler, isolate poison
-// events, park their keys, record dead letters, and move the unit's position, all in
-// one transaction with the handler's effects.
+// One batch of delivery (docs/design.md, "The path of one event"): claim a unit, read
+// its due retries and the next events of its snapshot window, hand them to the
+// subscription's handler, isolate poison events, park their keys, record dead letters,
+// and move the unit's position, all in one transaction with the handler's effects.
 #pragma once
 
 #include "pg_headers.hpp"

@@ -14,6 +14,7 @@
 #include "metrics_local.hpp"
 #include "core/partition_hash.hpp"
 #include "core/schema_api.hpp"
+#include "error_boundary.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "spi_plan.hpp"
@@ -118,7 +119,7 @@ void CheckEvent(const char *topic_name, const TopicInfo *topic, const EventInput
   }
 }
 
-// Publishing needs the 'publish' privilege on the topic (README "Security and
+// Publishing needs the 'publish' privilege on the topic (docs/security.md "Security and
 // privileges"). Checked before the events are looked at: a caller who may not publish
 // learns nothing of the topic's schema and counts no rejection.
 void CheckPublish(const char *topic_name, const TopicInfo *topic, Oid caller) {
@@ -145,8 +146,8 @@ void CountingRejections(const TopicInfo *topic, const Check &check) {
   PG_END_TRY();
 }
 
-// max_pending (DESIGN §8): 53400 when the topic's depth, i.e. the pending events of its
-// slowest subscription (shared-memory counters, constant time) plus what this
+// max_pending (docs/operations.md "Backpressure"): 53400 when the topic's depth, i.e. the pending
+// events of its slowest subscription (shared-memory counters, constant time) plus what this
 // transaction enqueued and has not committed, would pass the limit with `adding` more.
 // A topic no subscription drains has no depth: retention bounds it instead.
 void CheckBackpressure(const char *topic_name, const TopicInfo *topic, int64 adding) {
@@ -318,13 +319,8 @@ void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *i
 }  // namespace
 }  // namespace evproc
 
-extern "C" {
-PG_FUNCTION_INFO_V1(evproc_enqueue);
-PG_FUNCTION_INFO_V1(evproc_enqueue_batch);
-}
-
 // evproc_enqueue(topic, key, payload, type, dedup_id, headers) -> bigint
-extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_enqueue) {
   using namespace evproc;
   const char *topic_name = TopicName(fcinfo);
   EventInput event{ArgText(fcinfo, 1), ArgText(fcinfo, 3),
@@ -355,7 +351,7 @@ extern "C" Datum evproc_enqueue(PG_FUNCTION_ARGS) {
 }
 
 // evproc_enqueue_batch(topic, events jsonb) -> bigint[] (ids in input order)
-extern "C" Datum evproc_enqueue_batch(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_enqueue_batch) {
   using namespace evproc;
   const char *topic_name = TopicName(fcinfo);
   if (PG_ARGISNULL(1)) {

@@ -9,8 +9,13 @@ const char *PgError::what() const noexcept {
   return data_->message != nullptr ? data_->message : "PostgreSQL error";
 }
 
-ErrorData *RunCatchingPostgresError(void (*fn)(void *), void *arg) noexcept {
+ErrorData *RunCatchingPostgresError(void (*fn)(void *), void *arg) {
   MemoryContext caller_context = CurrentMemoryContext;
+  // PG_TRY points PG_exception_stack at this frame's jump buffer and PG_END_TRY puts it
+  // back; a C++ exception from fn skips PG_END_TRY, so this restores it on the way out
+  // (and error_context_stack, in case fn pushed a callback living in an unwound frame).
+  // Set before sigsetjmp and never changed after it: a longjmp back here keeps it valid.
+  const PostgresErrorStacks stacks;
   ErrorData *volatile error = nullptr;
   PG_TRY();
   { fn(arg); }
@@ -39,7 +44,12 @@ void CopyMessage(char (&buffer)[kMessageSize], const char *text) noexcept {
 
 }  // namespace
 
-Datum InvokeCpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
+Datum InvokeCpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo, const char *name) {
+  // PostgreSQL's error stacks as the caller left them: whatever an exception unwound
+  // (a PG_TRY of ours, a pushed error context callback) they are put back before the
+  // ERROR below runs them. Plain values: a PostgreSQL ERROR longjmps through this frame.
+  sigjmp_buf *const saved_exception_stack = PG_exception_stack;
+  ErrorContextCallback *const saved_context_stack = error_context_stack;
   ErrorData *pg_error = nullptr;
   int sqlerrcode = 0;
   char message[kMessageSize];
@@ -59,8 +69,11 @@ Datum InvokeCpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
     CopyMessage(message, "unknown C++ exception in evproc");
   }
   // Every C++ frame of the body is unwound here; longjmp is safe again.
+  PG_exception_stack = saved_exception_stack;
+  error_context_stack = saved_context_stack;
   if (pg_error != nullptr) ReThrowError(pg_error);
-  ereport(ERROR, (errcode(sqlerrcode), errmsg("%s", message)));
+  ereport(ERROR, (errcode(sqlerrcode), errmsg("%s", message),
+                  errdetail("A C++ exception ended evproc's %s.", name)));
   pg_unreachable();
 }
 

@@ -1,4 +1,4 @@
-// The C++/PostgreSQL error boundary (DESIGN §9).
+// The C++/PostgreSQL error boundary (docs/design.md "Design notes").
 //
 // PostgreSQL reports errors with longjmp, which skips C++ destructors, and C++
 // exceptions must never unwind through PostgreSQL's C frames. Two guards keep the
@@ -10,7 +10,15 @@
 //  * EVPROC_CPP_FUNCTION(name) defines an `extern "C"` SQL-callable entry point whose
 //    body is C++. Any exception leaving the body is turned into ereport(ERROR) only
 //    after every C++ frame is gone; a PgError is re-thrown with its original SQLSTATE,
-//    message, detail, hint and context.
+//    message, detail, hint and context. Every SQL-callable function of evproc is
+//    defined with it, also those whose bodies are plain PostgreSQL code: no C++
+//    exception can then reach PostgreSQL's C frames, whatever a body calls.
+//
+// A C++ exception may leave a CallPostgres lambda (the lambda's own C++ code threw): it
+// propagates like any other exception. PostgreSQL's error state is then put back as it
+// was (PG_exception_stack, which would otherwise still point at the unwound frame's
+// jump buffer, and error_context_stack, which may name a callback of an unwound frame),
+// by CallPostgres itself and again by the entry point's guard, as pg_duckdb does.
 //
 // Contract: after a PgError, C++ code must not call PostgreSQL again before the error
 // reaches the entry point — the (sub)transaction that failed is still in error state and
@@ -42,9 +50,29 @@ class PgError : public std::exception {
   ErrorData *data_;
 };
 
+// Saves PostgreSQL's error handler and error context stacks and puts them back when it
+// goes out of scope, also when a C++ exception unwinds the scope.
+class PostgresErrorStacks {
+ public:
+  PostgresErrorStacks() noexcept
+      : exception_stack_(PG_exception_stack), context_stack_(error_context_stack) {}
+  PostgresErrorStacks(const PostgresErrorStacks &) = delete;
+  PostgresErrorStacks &operator=(const PostgresErrorStacks &) = delete;
+  ~PostgresErrorStacks() { Restore(); }
+  void Restore() const noexcept {
+    PG_exception_stack = exception_stack_;
+    error_context_stack = context_stack_;
+  }
+
+ private:
+  sigjmp_buf *exception_stack_;
+  ErrorContextCallback *context_stack_;
+};
+
 // Runs fn(arg) with its own error handler; returns the copied ErrorData on ERROR, or
-// nullptr. fn must own no C++ objects with destructors.
-ErrorData *RunCatchingPostgresError(void (*fn)(void *), void *arg) noexcept;
+// nullptr. fn must own no C++ objects with destructors when it calls PostgreSQL; a C++
+// exception fn throws propagates, with PostgreSQL's error stacks restored.
+ErrorData *RunCatchingPostgresError(void (*fn)(void *), void *arg);
 
 template <typename Fn>
 auto CallPostgres(Fn &&fn) -> std::invoke_result_t<Fn &> {
@@ -68,16 +96,18 @@ auto CallPostgres(Fn &&fn) -> std::invoke_result_t<Fn &> {
   }
 }
 
-// Runs a C++ SQL function body; converts any escaping exception into ereport(ERROR).
-Datum InvokeCpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo);
+// Runs a C++ SQL function body; converts any escaping exception into ereport(ERROR)
+// (a C++ exception other than PgError: XX000, or 53200 for std::bad_alloc, its what()
+// as the message and the function's name in the detail).
+Datum InvokeCpp(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo, const char *name);
 
 }  // namespace evproc::pg
 
 // Defines the C entry point `name` for a C++ body `name##_cpp(FunctionCallInfo)`.
-#define EVPROC_CPP_FUNCTION(name)                                                    \
-  static Datum name##_cpp(FunctionCallInfo fcinfo);                                  \
-  extern "C" {                                                                       \
-  PG_FUNCTION_INFO_V1(name);                                                         \
-  Datum name(PG_FUNCTION_ARGS) { return evproc::pg::InvokeCpp(name##_cpp, fcinfo); } \
-  }                                                                                  \
+#define EVPROC_CPP_FUNCTION(name)                                                                \
+  static Datum name##_cpp(FunctionCallInfo fcinfo);                                              \
+  extern "C" {                                                                                   \
+  PG_FUNCTION_INFO_V1(name);                                                                     \
+  Datum name(PG_FUNCTION_ARGS) { return evproc::pg::InvokeCpp(name##_cpp, fcinfo, #name "()"); } \
+  }                                                                                              \
   static Datum name##_cpp(FunctionCallInfo fcinfo)

@@ -1,4 +1,4 @@
-// One call of a subscription's handler, isolated (DESIGN §4):
+// One call of a subscription's handler, isolated (docs/design.md "Delivering a batch"):
 //  * in a subtransaction, so a failure rolls back exactly the handler's effects and the
 //    batch can go on with the other events;
 //  * as the subscription's owner, in a security-restricted operation (no SET ROLE back

@@ -1,4 +1,4 @@
-// The launcher: one static background worker per server (DESIGN §5).
+// The launcher: one static background worker per server (docs/design.md "Processes").
 //
 //  * Ticks: when a commit woke it (shared commit_seq moved), it records a snapshot in
 //    evproc.tick, at most every evproc.tick_interval, marks the partitions that got

@@ -1,4 +1,4 @@
-// Lifecycle protections of evproc's background processes (README "Processes"): what they
+// Lifecycle protections of evproc's background processes (docs/design.md "Processes"): what they
 // do when the extension is dropped under them, when evproc.database is missing or being
 // dropped.
 #pragma once

@@ -89,6 +89,8 @@ void InitMetrics(Metrics *metrics) {
     pg_atomic_init_u64(&sub.replayed, 0);
     pg_atomic_init_u64(&sub.requeued, 0);
     pg_atomic_init_u64(&sub.offset, 0);
+    pg_atomic_init_u64(&sub.breaker_attempts, 0);
+    pg_atomic_init_u64(&sub.breaker_failures, 0);
     for (auto &slice : sub.slices) {
       pg_atomic_init_u64(&slice.epoch, 0);
       pg_atomic_init_u64(&slice.delivered, 0);
@@ -139,6 +141,8 @@ SubscriptionStats *ClaimSubscriptionLocked(Oid database, int32 subscription_id, 
   pg_atomic_write_u64(&slot->replayed, 0);
   pg_atomic_write_u64(&slot->requeued, 0);
   pg_atomic_write_u64(&slot->offset, 0);
+  pg_atomic_write_u64(&slot->breaker_attempts, 0);
+  pg_atomic_write_u64(&slot->breaker_failures, 0);
   for (auto &slice : slot->slices) pg_atomic_write_u64(&slice.epoch, 0);
   pg_atomic_write_u64(&slot->key, key);
   return slot;
@@ -192,6 +196,35 @@ void CountRejected(int32 topic_id, bool over_max_pending) {
 
 uint64 CurrentEpoch() {
   return static_cast<uint64>(GetCurrentTimestamp() / (USECS_PER_SEC * kSliceSeconds));
+}
+
+bool ReadBreakerCounts(int32 subscription_id, BreakerCountsOf *counts) {
+  SubscriptionStats *sub = FindSubscription(MyDatabaseId, subscription_id);
+  if (sub == nullptr) return false;
+  for (int i = 0; i < kSlices; ++i) {
+    SubscriptionSlice &slice = sub->slices[i];
+    uint64 failed = pg_atomic_read_u64(&slice.failed);
+    uint64 attempts =
+        pg_atomic_read_u64(&slice.delivered) + pg_atomic_read_u64(&slice.replayed) + failed;
+    counts->slices[i] = core::BreakerSlice{
+        pg_atomic_read_u64(&slice.epoch),
+        core::BreakerCounts{static_cast<int64>(attempts), static_cast<int64>(failed)}};
+  }
+  uint64 failed = pg_atomic_read_u64(&sub->failed);
+  uint64 attempts =
+      pg_atomic_read_u64(&sub->delivered) + pg_atomic_read_u64(&sub->replayed) + failed;
+  counts->totals = core::BreakerCounts{static_cast<int64>(attempts), static_cast<int64>(failed)};
+  counts->at_trip =
+      core::BreakerCounts{static_cast<int64>(pg_atomic_read_u64(&sub->breaker_attempts)),
+                          static_cast<int64>(pg_atomic_read_u64(&sub->breaker_failures))};
+  return true;
+}
+
+void MarkBreakerTripped(int32 subscription_id, core::BreakerCounts totals) {
+  SubscriptionStats *sub = FindSubscription(MyDatabaseId, subscription_id);
+  if (sub == nullptr) return;
+  pg_atomic_write_u64(&sub->breaker_attempts, static_cast<uint64>(totals.attempts));
+  pg_atomic_write_u64(&sub->breaker_failures, static_cast<uint64>(totals.failures));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-// Monitoring in shared memory (DESIGN §5, §7): counters, rates and latency histograms
-// per topic and per subscription, and the state of each worker. The monitoring views read
-// these instead of counting rows.
+// Monitoring in shared memory (docs/operations.md "Watching"): counters, rates and latency
+// histograms per topic and per subscription, and the state of each worker. The monitoring views
+// read these instead of counting rows.
 //
 //  * Counters move when the transaction that earned them commits: enqueue and delivery
 //    record deltas in backend memory (see metrics_local.cpp) and apply them at commit,
@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "core/breaker.hpp"
 #include "core/latency.hpp"
 #include "pg_headers.hpp"
 
@@ -56,6 +57,10 @@ struct SubscriptionStats {
   pg_atomic_uint64 replayed;
   pg_atomic_uint64 requeued;  // back in line: re-driven dead letters, failed replays
   pg_atomic_uint64 offset;    // an int64 in two's complement
+  // Attempts (delivered, replayed, failed) and failures when its circuit breaker last
+  // tripped: the breaker judges only what came after (see delivery_breaker.cpp).
+  pg_atomic_uint64 breaker_attempts;
+  pg_atomic_uint64 breaker_failures;
   SubscriptionSlice slices[kSlices];
 };
 
@@ -132,6 +137,19 @@ void CountRejected(int32 topic_id, bool over_max_pending);
 
 // The slice of the ring that covers now, reset if stale.
 uint64 CurrentEpoch();
+
+// The circuit breaker's committed counts of a subscription (attempts: delivered,
+// replayed and failed): those of the ring's slices (with their epochs), the totals so
+// far, and the totals when its breaker last tripped. False when the subscription has no
+// slot (not registered yet, or no shared memory).
+struct BreakerCountsOf {
+  core::BreakerSlice slices[kSlices];
+  core::BreakerCounts totals;
+  core::BreakerCounts at_trip;
+};
+bool ReadBreakerCounts(int32 subscription_id, BreakerCountsOf *counts);
+// The breaker tripped with the subscription's totals at `totals`.
+void MarkBreakerTripped(int32 subscription_id, core::BreakerCounts totals);
 
 // Worker status (delivery workers only; index = the worker's number).
 void WorkerStarted(int index);

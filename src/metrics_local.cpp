@@ -217,4 +217,15 @@ void NoteLatency(int32 subscription_id, int64 microseconds) {
   delta.latency[core::LatencyBucket(microseconds)] += 1;
 }
 
+void UncommittedAttempts(int32 subscription_id, int64 *attempts, int64 *failures) {
+  *attempts = 0;
+  *failures = 0;
+  for (int i = 0; i < delta_count; ++i) {
+    const Delta &delta = deltas[i];
+    if (delta.kind != Kind::kSubscription || delta.id != subscription_id) continue;
+    *attempts += delta.delivered + delta.replayed + delta.failed;
+    *failures += delta.failed;
+  }
+}
+
 }  // namespace evproc::metrics

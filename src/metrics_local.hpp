@@ -21,5 +21,8 @@ void NoteDead(int32 subscription_id, int64 events);
 // failed and joined the retry line.
 void NoteRequeued(int32 subscription_id, int64 events);
 void NoteLatency(int32 subscription_id, int64 microseconds);
+// Attempts (delivered, replayed, failed) and failures of the subscription this
+// transaction made and has not committed yet.
+void UncommittedAttempts(int32 subscription_id, int64 *attempts, int64 *failures);
 
 }  // namespace evproc::metrics

@@ -1,6 +1,7 @@
 // SQL access to the shared-memory metrics (src/metrics.hpp): the functions behind the
 // monitoring views, and the registry the launcher keeps in step with the subscriptions.
 // Plain PostgreSQL code: no C++ objects live in these frames.
+#include "error_boundary.hpp"
 #include "metrics.hpp"
 #include "metrics_local.hpp"
 
@@ -59,21 +60,11 @@ void RequireMetrics() {
 }  // namespace
 }  // namespace evproc::metrics
 
-extern "C" {
-PG_FUNCTION_INFO_V1(evproc_topic_stats);
-PG_FUNCTION_INFO_V1(evproc_subscription_stats);
-PG_FUNCTION_INFO_V1(evproc_worker_stats);
-PG_FUNCTION_INFO_V1(evproc_sync_stats_registry);
-PG_FUNCTION_INFO_V1(evproc_set_pending);
-PG_FUNCTION_INFO_V1(evproc_note_requeued);
-PG_FUNCTION_INFO_V1(evproc_forget_stats);
-}
-
 using namespace evproc::metrics;
 
 // evproc.topic_stats(): one row per topic this database published to since the server
 // started.
-extern "C" Datum evproc_topic_stats(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_topic_stats) {
   ReturnSetInfo *rsinfo = MaterializedRows(fcinfo);
   Metrics *metrics = Shared();
   if (metrics == nullptr) return static_cast<Datum>(0);
@@ -102,7 +93,7 @@ extern "C" Datum evproc_topic_stats(PG_FUNCTION_ARGS) {
 }
 
 // evproc.subscription_stats(): one row per registered subscription of this database.
-extern "C" Datum evproc_subscription_stats(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_subscription_stats) {
   ReturnSetInfo *rsinfo = MaterializedRows(fcinfo);
   Metrics *metrics = Shared();
   if (metrics == nullptr) return static_cast<Datum>(0);
@@ -160,7 +151,7 @@ extern "C" Datum evproc_subscription_stats(PG_FUNCTION_ARGS) {
 }
 
 // evproc.worker_stats(): the delivery workers' status slots in use.
-extern "C" Datum evproc_worker_stats(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_worker_stats) {
   ReturnSetInfo *rsinfo = MaterializedRows(fcinfo);
   Metrics *metrics = Shared();
   // The workers serve the launcher's database only.
@@ -203,7 +194,7 @@ extern "C" Datum evproc_worker_stats(PG_FUNCTION_ARGS) {
 // registered subscriptions of this database exactly the given ones (with their topics),
 // frees the slots of the others and of dropped topics, rebuilds each topic's list, and
 // returns the ids whose pending count is not known yet (to be counted and set).
-extern "C" Datum evproc_sync_stats_registry(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_sync_stats_registry) {
   RequireMetrics();
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) {
     ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("arguments must not be null")));
@@ -269,7 +260,7 @@ extern "C" Datum evproc_sync_stats_registry(PG_FUNCTION_ARGS) {
 
 // evproc.set_pending(subscription_id, pending): the counted backlog of a registered
 // subscription becomes its pending count; later changes come from the counters.
-extern "C" Datum evproc_set_pending(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_set_pending) {
   RequireMetrics();
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) {
     ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("arguments must not be null")));
@@ -290,7 +281,7 @@ extern "C" Datum evproc_set_pending(PG_FUNCTION_ARGS) {
 
 // evproc.note_requeued(subscription_id, events): re-driven dead letters are pending
 // again once the calling transaction commits.
-extern "C" Datum evproc_note_requeued(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_note_requeued) {
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) PG_RETURN_VOID();
   NoteRequeued(PG_GETARG_INT32(0), PG_GETARG_INT64(1));
   PG_RETURN_VOID();
@@ -299,7 +290,7 @@ extern "C" Datum evproc_note_requeued(PG_FUNCTION_ARGS) {
 // evproc.forget_stats(): frees every metrics slot of this database. Run by CREATE
 // EXTENSION: a re-created extension numbers its topics and subscriptions from 1 again,
 // and must not inherit the counters of the ones dropped with the old one.
-extern "C" Datum evproc_forget_stats(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_forget_stats) {
   (void)fcinfo;
   Metrics *metrics = Shared();
   if (metrics == nullptr) PG_RETURN_VOID();

@@ -2,6 +2,7 @@
 #include "background.hpp"
 #include "commit_wake.hpp"
 #include "core/version.hpp"
+#include "error_boundary.hpp"
 #include "lifecycle.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
@@ -16,7 +17,6 @@ extern "C" {
 PG_MODULE_MAGIC;
 
 void _PG_init(void);
-PG_FUNCTION_INFO_V1(evproc_library_version);
 }
 
 namespace evproc {
@@ -55,8 +55,8 @@ void _PG_init(void) {
 
 // evproc.library_version(): the version of the library this backend runs, loaded when
 // the server started; pg_extension.extversion is that of the SQL objects. They differ
-// between the steps of an upgrade (README "Upgrading").
-extern "C" Datum evproc_library_version(PG_FUNCTION_ARGS) {
+// between the steps of an upgrade (docs/operations.md "Upgrading").
+EVPROC_CPP_FUNCTION(evproc_library_version) {
   (void)fcinfo;
   const auto version = evproc::core::kLibraryVersion;
   PG_RETURN_TEXT_P(cstring_to_text_with_len(version.data(), static_cast<int>(version.size())));

@@ -1,4 +1,4 @@
-// evproc's GUCs, defined in module.cpp and documented in the README.
+// evproc's GUCs, defined in module.cpp and documented in docs/operations.md "Settings".
 #pragma once
 
 #include "pg_headers.hpp"
@@ -6,7 +6,7 @@
 namespace evproc {
 
 // Longest key, type and dedup id accepted by enqueue, in bytes. Fixed (not settings) so
-// that what one server accepted another one accepts too; documented in the README.
+// that what one server accepted another one accepts too; documented in docs/api.md "Enqueue".
 constexpr int kMaxKeyBytes = 512;
 constexpr int kMaxTypeBytes = 128;
 constexpr int kMaxDedupIdBytes = 256;

@@ -1,5 +1,5 @@
-// evproc's shared memory (DESIGN §5): what committers, the launcher and the workers
-// tell each other without touching a table.
+// evproc's shared memory (docs/design.md "Processes"): what committers, the launcher and the
+// workers tell each other without touching a table.
 //
 //  * Commit wake (src/commit_wake.cpp, where the protocol and why it loses nothing are
 //    described): a transaction that enqueued marks the slots of the (topic, partition)

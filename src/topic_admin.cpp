@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "core/schema_api.hpp"
+#include "error_boundary.hpp"
 #include "pg_headers.hpp"
 
 extern "C" {
@@ -9,13 +10,10 @@ extern "C" {
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
-
-PG_FUNCTION_INFO_V1(evproc_validate_schema);
-PG_FUNCTION_INFO_V1(evproc_topic_changed);
 }
 
 // evproc.validate_schema(jsonb): raises 22023 naming what is wrong with the schema.
-extern "C" Datum evproc_validate_schema(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_validate_schema) {
   Jsonb *schema = PG_GETARG_JSONB_P(0);
   char *text = JsonbToCString(nullptr, &schema->root, VARSIZE(schema));
   char problem[512];
@@ -32,7 +30,7 @@ extern "C" Datum evproc_validate_schema(PG_FUNCTION_ARGS) {
 }
 
 // Statement trigger on evproc.topic: tells every backend's topic cache to reload.
-extern "C" Datum evproc_topic_changed(PG_FUNCTION_ARGS) {
+EVPROC_CPP_FUNCTION(evproc_topic_changed) {
   if (!CALLED_AS_TRIGGER(fcinfo)) {
     ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
                     errmsg("evproc.topic_changed() must be called as a trigger")));

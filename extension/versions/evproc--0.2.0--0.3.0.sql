@@ -3,6 +3,140 @@
 -- What a fresh 0.3.0 install makes, t/015_upgrade.pl checks that this script makes too.
 \echo Use "ALTER EXTENSION evproc UPDATE TO '0.3.0'" to load this file. \quit
 
+-- Issue 12.6: evproc_grant refuses an OID that is no role (42704), and evproc_revoke one
+-- that is neither a role nor granted.
+CREATE OR REPLACE FUNCTION evproc.grant_impl(caller oid, topic text, role regrole, privilege text)
+    RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t evproc.topic := evproc.topic_for_grant(caller, topic, role, privilege, 'grant privileges on');
+BEGIN
+    -- A regrole argument may be any OID ('999999', 0::oid::regrole): only a role that
+    -- exists is granted anything (a later role could be given that OID).
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = role) THEN
+        RAISE EXCEPTION 'role with OID % does not exist', role::oid USING ERRCODE = 'undefined_object';
+    END IF;
+    IF role = ANY (CASE privilege WHEN 'publish' THEN t.publishers ELSE t.subscribers END) THEN
+        RETURN false;
+    END IF;
+    UPDATE evproc.topic
+       SET publishers = CASE privilege WHEN 'publish' THEN publishers || role ELSE publishers END,
+           subscribers = CASE privilege WHEN 'subscribe' THEN subscribers || role ELSE subscribers END
+     WHERE id = t.id;
+    RETURN true;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION evproc.revoke_impl(caller oid, topic text, role regrole, privilege text)
+    RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t evproc.topic := evproc.topic_for_grant(caller, topic, role, privilege, 'revoke privileges on');
+BEGIN
+    IF role <> ALL (CASE privilege WHEN 'publish' THEN t.publishers ELSE t.subscribers END) THEN
+        -- A grant to a role dropped since stays as its OID and is revoked by it (above);
+        -- an OID that is neither a role nor granted is a mistake, not "nothing to do".
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = role) THEN
+            RAISE EXCEPTION 'role with OID % does not exist', role::oid USING ERRCODE = 'undefined_object';
+        END IF;
+        RETURN false;
+    END IF;
+    UPDATE evproc.topic
+       SET publishers = CASE privilege WHEN 'publish' THEN array_remove(publishers, role) ELSE publishers END,
+           subscribers = CASE privilege WHEN 'subscribe' THEN array_remove(subscribers, role) ELSE subscribers END
+     WHERE id = t.id;
+    RETURN true;
+END
+$fn$;
+
+-- Issue 12.7: evproc_replay applies enqueue's key limit (512 bytes, 22001).
+CREATE OR REPLACE FUNCTION evproc.replay_impl(caller oid, subscription text, from_time timestamptz,
+                                   to_time timestamptz, key text)
+    RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_checked(caller, subscription, exclusive => true);
+    t evproc.topic := (SELECT tp FROM evproc.topic tp WHERE tp.id = s.topic_id);
+    running integer;
+    new_id integer;
+BEGIN
+    IF NOT evproc.may_subscribe(s.owner, t) THEN
+        RAISE EXCEPTION 'permission denied to replay topic "%" to subscription "%"', t.name, subscription
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Its owner %s no longer holds the ''subscribe'' privilege on the topic.', s.owner);
+    END IF;
+    IF key = '' THEN
+        RAISE EXCEPTION 'key must not be empty (NULL replays every key)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The key limit enqueue applies (kMaxKeyBytes in src/settings.hpp): no stored key is
+    -- longer, and the replay row and every scan it drives stay small.
+    IF octet_length(key) > 512 THEN
+        RAISE EXCEPTION 'key is too long: % bytes, the limit is 512', octet_length(key)
+            USING ERRCODE = 'string_data_right_truncation';
+    END IF;
+    IF from_time > coalesce(to_time, now()) THEN
+        RAISE EXCEPTION 'replay from % is after its end %', from_time, coalesce(to_time, now())
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Share-locks the topic row before checking the history bound, as subscribing does:
+    -- retention locks it before dropping a partition, so no drop slips in between.
+    PERFORM 1 FROM evproc.topic WHERE id = s.topic_id FOR SHARE;
+    IF from_time IS NOT NULL THEN
+        PERFORM evproc.check_history_retained(s.topic_id, from_time);
+    END IF;
+    SELECT r.id INTO running FROM evproc.replay r
+     WHERE r.subscription_id = s.id AND r.state = 'running';
+    IF FOUND THEN
+        RAISE EXCEPTION 'a replay of subscription "%" is already running (id %)', subscription, running
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Wait for it (evproc_replays) or cancel it with evproc_cancel_replay.';
+    END IF;
+    INSERT INTO evproc.replay (subscription_id, from_time, to_time, key, last_id, requested_by)
+    VALUES (s.id, coalesce(from_time, '-infinity'), coalesce(to_time, now()), key,
+            (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM evproc.event_id_seq),
+            (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
+    RETURNING id INTO new_id;
+    PERFORM evproc.wake_at_commit();
+    RETURN new_id;
+END
+$fn$;
+-- Delivery's statements are written whole in the library (src/delivery_statements.hpp);
+-- evproc.statement_sql(name) returns them for the tests, and evproc.window_events runs
+-- the window's two parts from there. evproc.window_sql(), which held the window's text
+-- for the library to wrap, goes.
+-- The text of a statement the delivery workers prepare, by name (src/delivery_statements.hpp,
+-- where each is written whole: the claims, the window's two parts, the writes). The
+-- regression tests EXPLAIN exactly what the workers run.
+CREATE FUNCTION evproc.statement_sql(name text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'evproc_statement_sql';
+
+-- The events of one (topic, partition) in the window (from_tick, to_tick], in id order:
+-- those the workers' window read (its two parts) finds.
+CREATE OR REPLACE FUNCTION evproc.window_events(topic_id integer, partition integer,
+                                     from_tick bigint, to_tick bigint)
+    RETURNS SETOF evproc.log
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    a pg_snapshot;
+    b pg_snapshot;
+BEGIN
+    SELECT snapshot INTO a FROM evproc.tick WHERE id = from_tick;
+    SELECT snapshot INTO b FROM evproc.tick WHERE id = to_tick;
+    IF a IS NULL OR b IS NULL OR from_tick >= to_tick THEN
+        RAISE EXCEPTION 'no window between ticks % and %', from_tick, to_tick
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT l.* FROM evproc.log l WHERE l.topic_id = $1 AND l.partition = $2 AND l.id IN ('
+        'SELECT p.id FROM (%s) p UNION ALL SELECT r.id FROM (%s) r) ORDER BY l.id',
+        evproc.statement_sql('window_pending'), evproc.statement_sql('window_range'))
+        USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
+              b, pg_snapshot_xmax(b), 0::bigint, NULL::bigint, '-infinity'::timestamptz, ''::text;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION evproc.statement_sql(text) FROM PUBLIC;
+DROP FUNCTION evproc.window_sql(text);
+
 -- Commits on topics that no subscription delivers now (paused, breaker open, none) do
 -- not wake the launcher (issue 13): evproc.sync_stats() tells them which topics some
 -- subscription delivers, and pausing or resuming has the launcher sync at once.

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -100,18 +100,213 @@ std::string_view ValueTypeName(const json& value) {
   }
 }
 
-bool IsIntegral(const json& value) {
-  if (value.is_number_integer()) {
-    return true;
+// ---- exact numbers ----------------------------------------------------------------
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Whether text is one JSON number token (RFC 8259): -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+bool IsJsonNumber(std::string_view t) {
+  std::size_t i = 0;
+  auto digits = [&] {
+    const std::size_t start = i;
+    while (i < t.size() && IsDigit(t[i])) {
+      ++i;
+    }
+    return i > start;
+  };
+  if (i < t.size() && t[i] == '-') {
+    ++i;
   }
-  if (value.is_number_float()) {
-    const double d = value.get<double>();
-    return std::isfinite(d) && std::floor(d) == d;
+  if (i < t.size() && t[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
   }
-  return false;
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    if (!digits()) {
+      return false;
+    }
+  }
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) {
+      ++i;
+    }
+    if (!digits()) {
+      return false;
+    }
+  }
+  return i == t.size();
 }
 
-bool MatchesType(const json& value, std::uint8_t mask) {
+// Characters a number token is made of: a maximal run of them is one token to check.
+bool IsNumberChar(char c) {
+  return IsDigit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+// Exponents are saturated here: a number written with an exponent beyond 10^17 compares
+// as if it were 10^17 (no document is long enough to tell them apart otherwise).
+constexpr std::int64_t kExponentBound = 100000000000000000;
+
+// A JSON number's exact value: (-1)^negative * digits * 10^exponent, with digits free of
+// leading and trailing zeros (empty for zero, which is never negative: -0 == 0).
+struct Decimal {
+  bool negative = false;
+  std::string digits;
+  std::int64_t exponent = 0;
+
+  // text must be a JSON number (IsJsonNumber).
+  static Decimal Of(std::string_view text) {
+    Decimal d;
+    std::size_t i = 0;
+    if (text[i] == '-') {
+      d.negative = true;
+      ++i;
+    }
+    std::string all;
+    std::int64_t fraction_digits = 0;
+    for (; i < text.size() && IsDigit(text[i]); ++i) {
+      all += text[i];
+    }
+    if (i < text.size() && text[i] == '.') {
+      for (++i; i < text.size() && IsDigit(text[i]); ++i) {
+        all += text[i];
+        ++fraction_digits;
+      }
+    }
+    std::int64_t exponent = 0;
+    if (i < text.size()) {  // 'e' or 'E'
+      ++i;
+      const bool exponent_negative = text[i] == '-';
+      if (text[i] == '+' || text[i] == '-') {
+        ++i;
+      }
+      for (; i < text.size(); ++i) {
+        if (exponent < kExponentBound) {
+          exponent = exponent * 10 + (text[i] - '0');
+        }
+      }
+      exponent = std::min(exponent, kExponentBound);
+      if (exponent_negative) {
+        exponent = -exponent;
+      }
+    }
+    const std::size_t first = all.find_first_not_of('0');
+    if (first == std::string::npos) {
+      return Decimal{};
+    }
+    const std::size_t last = all.find_last_not_of('0');
+    d.digits = all.substr(first, last - first + 1);
+    d.exponent = exponent - fraction_digits + static_cast<std::int64_t>(all.size() - 1 - last);
+    return d;
+  }
+
+  [[nodiscard]] bool IsZero() const { return digits.empty(); }
+  [[nodiscard]] bool IsInteger() const { return IsZero() || exponent >= 0; }
+  // One past the decimal position of the leading digit: orders magnitudes.
+  [[nodiscard]] std::int64_t Top() const {
+    return exponent + static_cast<std::int64_t>(digits.size());
+  }
+
+  // -1, 0 or 1 as *this is less than, equal to or greater than other.
+  [[nodiscard]] int Compare(const Decimal& other) const {
+    if (negative != other.negative) {
+      return negative ? -1 : 1;
+    }
+    int magnitude = 0;
+    if (IsZero() || other.IsZero()) {
+      magnitude = (IsZero() ? 0 : 1) - (other.IsZero() ? 0 : 1);
+    } else if (Top() != other.Top()) {
+      magnitude = Top() < other.Top() ? -1 : 1;
+    } else {
+      // Aligned at the leading digit; without trailing zeros, a longer string that
+      // shares the other's digits is the larger one, as string comparison has it.
+      const int c = digits.compare(other.digits);
+      magnitude = (c > 0) - (c < 0);
+    }
+    return negative ? -magnitude : magnitude;
+  }
+
+  // A non-negative integer as a length, saturated at the largest uint64 (no string is
+  // that long); nullopt when it is negative or not an integer.
+  [[nodiscard]] std::optional<std::uint64_t> AsLength() const {
+    constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+    if ((negative && !IsZero()) || !IsInteger()) {
+      return std::nullopt;
+    }
+    if (IsZero()) {
+      return 0;
+    }
+    if (Top() > 20) {
+      return kMax;
+    }
+    std::uint64_t value = 0;
+    for (const char c : digits) {
+      const auto digit = static_cast<std::uint64_t>(c - '0');
+      if (value > (kMax - digit) / 10) {
+        return kMax;
+      }
+      value = value * 10 + digit;
+    }
+    for (std::int64_t e = 0; e < exponent; ++e) {
+      if (value > kMax / 10) {
+        return kMax;
+      }
+      value *= 10;
+    }
+    return value;
+  }
+};
+
+// The numbers of one parsed text (ExactJson): a number node holds its index.
+class Numbers {
+ public:
+  explicit Numbers(const ExactJson& source) : source_(&source) {}
+  [[nodiscard]] std::string_view Text(const json& number) const {
+    return source_->Number(number.get<std::size_t>());
+  }
+  [[nodiscard]] Decimal Value(const json& number) const { return Decimal::Of(Text(number)); }
+
+ private:
+  const ExactJson* source_;
+};
+
+// JSON Schema equality (enum): numbers by value (1.0 equals 1), the rest structurally.
+bool Equal(const json& a, const Numbers& a_numbers, const json& b, const Numbers& b_numbers) {
+  if (a.is_number() || b.is_number()) {
+    return a.is_number() && b.is_number() && a_numbers.Value(a).Compare(b_numbers.Value(b)) == 0;
+  }
+  if (a.type() != b.type()) {
+    return false;
+  }
+  if (a.is_array()) {
+    if (a.size() != b.size()) {
+      return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (!Equal(a[i], a_numbers, b[i], b_numbers)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  if (a.is_object()) {
+    if (a.size() != b.size()) {
+      return false;
+    }
+    for (const auto& [key, value] : a.items()) {
+      const auto it = b.find(key);
+      if (it == b.end() || !Equal(value, a_numbers, *it, b_numbers)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  return a == b;
+}
+
+bool MatchesType(const json& value, const Numbers& numbers, std::uint8_t mask) {
   switch (value.type()) {
     case json::value_t::object:
       return (mask & kObject) != 0;
@@ -126,7 +321,7 @@ bool MatchesType(const json& value, std::uint8_t mask) {
     case json::value_t::number_integer:
     case json::value_t::number_unsigned:
     case json::value_t::number_float:
-      return (mask & kNumber) != 0 || ((mask & kInteger) != 0 && IsIntegral(value));
+      return (mask & kNumber) != 0 || ((mask & kInteger) != 0 && numbers.Value(value).IsInteger());
     default:
       return false;
   }
@@ -143,18 +338,6 @@ std::string DescribeMask(std::uint8_t mask) {
     }
   }
   return out;
-}
-
-// long double has a 64-bit mantissa on the platforms we build for, so int64,
-// uint64 and double all convert exactly and bounds compare without rounding.
-long double AsLongDouble(const json& value) {
-  if (value.is_number_unsigned()) {
-    return static_cast<long double>(value.get<std::uint64_t>());
-  }
-  if (value.is_number_integer()) {
-    return static_cast<long double>(value.get<std::int64_t>());
-  }
-  return static_cast<long double>(value.get<double>());
 }
 
 // Counts code points, not bytes: users think of "maxLength 10" in characters.
@@ -202,8 +385,9 @@ struct SchemaNode {
   std::vector<std::pair<std::string, std::unique_ptr<SchemaNode>>> properties;
   std::unique_ptr<SchemaNode> items;
   std::optional<std::vector<json>> enum_values;
-  std::optional<json> minimum;
-  std::optional<json> maximum;
+  // A bound: its exact value and its text as written, for messages.
+  std::optional<std::pair<Decimal, std::string>> minimum;
+  std::optional<std::pair<Decimal, std::string>> maximum;
   std::optional<std::uint64_t> min_length;
   std::optional<std::uint64_t> max_length;
   bool additional_properties = true;
@@ -246,20 +430,18 @@ std::uint8_t CompileTypeName(const json& value, const std::string& path) {
   Fail(path, "unknown type " + Dump(value));
 }
 
-std::uint64_t CompileLength(const json& value, const std::string& path) {
-  if (value.is_number_unsigned()) {
-    return value.get<std::uint64_t>();
-  }
-  // A float such as 2.0 is accepted for consistency with the "integer" type.
-  // 2^53 caps it to the range where a double still denotes an exact integer.
-  if (value.is_number_float() && IsIntegral(value) && value.get<double>() >= 0.0 &&
-      value.get<double>() <= 9007199254740992.0) {
-    return static_cast<std::uint64_t>(value.get<double>());
+// A number such as 2.0 or 2e0 is accepted for consistency with the "integer" type.
+std::uint64_t CompileLength(const json& value, const Numbers& numbers, const std::string& path) {
+  if (value.is_number()) {
+    if (const auto length = numbers.Value(value).AsLength()) {
+      return *length;
+    }
   }
   Fail(path, "must be a non-negative integer");
 }
 
-std::unique_ptr<SchemaNode> CompileNode(const json& schema, std::string& path, std::size_t depth) {
+std::unique_ptr<SchemaNode> CompileNode(const json& schema, const Numbers& numbers,
+                                        std::string& path, std::size_t depth) {
   if (depth > kMaxSchemaDepth) {
     Fail(path, "subschemas nested deeper than " + std::to_string(kMaxSchemaDepth) + " levels");
   }
@@ -310,7 +492,7 @@ std::unique_ptr<SchemaNode> CompileNode(const json& schema, std::string& path, s
       const std::size_t len = path.size();
       for (const auto& [name, sub] : value.items()) {
         AppendKey(path, name);
-        node->properties.emplace_back(name, CompileNode(sub, path, depth + 1));
+        node->properties.emplace_back(name, CompileNode(sub, numbers, path, depth + 1));
         path.resize(len);
       }
       // nlohmann's objects iterate in key order already; sorting keeps FindProperty's
@@ -321,7 +503,7 @@ std::unique_ptr<SchemaNode> CompileNode(const json& schema, std::string& path, s
       if (!value.is_object()) {
         Fail(path, "must be an object (tuple form is not supported)");
       }
-      node->items = CompileNode(value, path, depth + 1);
+      node->items = CompileNode(value, numbers, path, depth + 1);
     } else if (key == "enum") {
       if (!value.is_array() || value.empty()) {
         Fail(path, "must be a non-empty array");
@@ -331,11 +513,12 @@ std::unique_ptr<SchemaNode> CompileNode(const json& schema, std::string& path, s
       if (!value.is_number()) {
         Fail(path, "must be a number");
       }
-      (key == "minimum" ? node->minimum : node->maximum) = value;
+      (key == "minimum" ? node->minimum : node->maximum)
+          .emplace(numbers.Value(value), std::string(numbers.Text(value)));
     } else if (key == "minLength") {
-      node->min_length = CompileLength(value, path);
+      node->min_length = CompileLength(value, numbers, path);
     } else if (key == "maxLength") {
-      node->max_length = CompileLength(value, path);
+      node->max_length = CompileLength(value, numbers, path);
     } else if (key == "additionalProperties") {
       if (!value.is_boolean()) {
         Fail(path, "must be a boolean (subschemas are not supported)");
@@ -351,10 +534,9 @@ std::unique_ptr<SchemaNode> CompileNode(const json& schema, std::string& path, s
   }
   path.resize(base);
 
-  if (node->minimum && node->maximum &&
-      AsLongDouble(*node->minimum) > AsLongDouble(*node->maximum)) {
+  if (node->minimum && node->maximum && node->minimum->first.Compare(node->maximum->first) > 0) {
     Fail(path,
-         "minimum " + Dump(*node->minimum) + " is greater than maximum " + Dump(*node->maximum));
+         "minimum " + node->minimum->second + " is greater than maximum " + node->maximum->second);
   }
   if (node->min_length && node->max_length && *node->min_length > *node->max_length) {
     Fail(path, "minLength " + std::to_string(*node->min_length) + " is greater than maxLength " +
@@ -365,16 +547,19 @@ std::unique_ptr<SchemaNode> CompileNode(const json& schema, std::string& path, s
 
 class Validator {
  public:
+  Validator(const Numbers& schema_numbers, const Numbers& numbers)
+      : schema_numbers_(schema_numbers), numbers_(numbers) {}
+
   // Returns false and fills error_ on the first violation.
   bool Check(const SchemaNode& node, const json& value) {
-    if (node.type_mask != 0 && !MatchesType(value, node.type_mask)) {
+    if (node.type_mask != 0 && !MatchesType(value, numbers_, node.type_mask)) {
       return Error("expected " + DescribeMask(node.type_mask) + ", got " +
                    std::string(ValueTypeName(value)));
     }
     if (node.enum_values) {
       bool found = false;
       for (const auto& candidate : *node.enum_values) {
-        if (candidate == value) {
+        if (Equal(candidate, schema_numbers_, value, numbers_)) {
           found = true;
           break;
         }
@@ -384,11 +569,16 @@ class Validator {
       }
     }
     if (value.is_number()) {
-      if (node.minimum && AsLongDouble(value) < AsLongDouble(*node.minimum)) {
-        return Error(Dump(value) + " is less than minimum " + Dump(*node.minimum));
-      }
-      if (node.maximum && AsLongDouble(value) > AsLongDouble(*node.maximum)) {
-        return Error(Dump(value) + " is greater than maximum " + Dump(*node.maximum));
+      if (node.minimum || node.maximum) {
+        const Decimal number = numbers_.Value(value);
+        if (node.minimum && number.Compare(node.minimum->first) < 0) {
+          return Error(std::string(numbers_.Text(value)) + " is less than minimum " +
+                       node.minimum->second);
+        }
+        if (node.maximum && number.Compare(node.maximum->first) > 0) {
+          return Error(std::string(numbers_.Text(value)) + " is greater than maximum " +
+                       node.maximum->second);
+        }
       }
     } else if (value.is_string()) {
       if (node.min_length || node.max_length) {
@@ -453,34 +643,113 @@ class Validator {
     return false;
   }
 
+  const Numbers& schema_numbers_;
+  const Numbers& numbers_;
   std::string path_ = "$";
   std::string error_;
 };
 
+// A JSON value built in memory as ExactJson: its numbers as nlohmann prints them.
+ExactJson FromJson(const json& value) { return ParseExact(value.dump()); }
+
 }  // namespace
 
-JsonSchema::JsonSchema(std::shared_ptr<const detail::SchemaNode> root) : root_(std::move(root)) {}
+ExactJson ParseExact(std::string_view text) {
+  ExactJson out(text);
+  // The text again with every number token replaced by its index: nlohmann then parses
+  // what it could not hold (1e400) and the validator reads numbers from `text`. Outside
+  // strings a maximal run of number characters is one token in valid JSON; a run that
+  // is no JSON number stays as it is, so the rewritten text is valid exactly when the
+  // original is (up to number range).
+  std::string rewritten;
+  rewritten.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == '"') {
+      std::size_t end = i + 1;
+      while (end < text.size() && text[end] != '"') {
+        end += text[end] == '\\' ? 2 : 1;
+      }
+      end = std::min(end + 1, text.size());
+      rewritten.append(text.substr(i, end - i));
+      i = end;
+    } else if (text[i] == '-' || IsDigit(text[i])) {
+      std::size_t end = i;
+      while (end < text.size() && IsNumberChar(text[end])) {
+        ++end;
+      }
+      const std::string_view token = text.substr(i, end - i);
+      if (IsJsonNumber(token)) {
+        rewritten += std::to_string(out.numbers.size());
+        out.numbers.emplace_back(i, token.size());
+      } else {
+        rewritten.append(token);
+      }
+      i = end;
+    } else {
+      rewritten += text[i];
+      ++i;
+    }
+  }
+  try {
+    out.value = json::parse(rewritten);
+  } catch (const json::parse_error&) {
+    // Reported for the text as written, so that the message quotes the caller's bytes.
+    try {
+      [[maybe_unused]] const json reparsed = json::parse(text.begin(), text.end());
+    } catch (const json::parse_error&) {
+      throw;
+    } catch (const json::exception&) {  // a number out of double range came first
+    }
+    throw;
+  }
+  return out;
+}
+
+JsonSchema::JsonSchema(std::shared_ptr<const detail::SchemaNode> root,
+                       std::shared_ptr<const ExactJson> source)
+    : root_(std::move(root)), source_(std::move(source)) {}
+
+JsonSchema JsonSchema::CompileExact(const ExactJson& schema) {
+  if (ExceedsDepth(schema.value, kMaxSchemaJsonDepth)) {
+    throw SchemaError("schema $: JSON nesting exceeds maximum depth " +
+                      std::to_string(kMaxSchemaJsonDepth));
+  }
+  auto source = std::make_shared<const ExactJson>(schema);
+  std::string path = "$";
+  auto root = CompileNode(source->value, Numbers(*source), path, 1);
+  return {std::move(root), std::move(source)};
+}
 
 JsonSchema JsonSchema::Compile(const json& schema) {
+  // Checked before FromJson, which prints the value recursively.
   if (ExceedsDepth(schema, kMaxSchemaJsonDepth)) {
     throw SchemaError("schema $: JSON nesting exceeds maximum depth " +
                       std::to_string(kMaxSchemaJsonDepth));
   }
-  std::string path = "$";
-  return JsonSchema(CompileNode(schema, path, 1));
+  return CompileExact(FromJson(schema));
 }
 
-std::string JsonSchema::Validate(const json& doc) const {
-  // Checked up front because enum comparison and dump() recurse on the
-  // document itself, independently of how deep the schema goes.
-  if (ExceedsDepth(doc, kMaxDocumentDepth)) {
+std::string JsonSchema::ValidateExact(const ExactJson& doc) const {
+  // Checked up front because enum comparison recurses on the document itself,
+  // independently of how deep the schema goes.
+  if (ExceedsDepth(doc.value, kMaxDocumentDepth)) {
     return "$: document nesting exceeds maximum depth " + std::to_string(kMaxDocumentDepth);
   }
-  Validator v;
-  if (v.Check(*root_, doc)) {
+  const Numbers schema_numbers(*source_);
+  const Numbers numbers(doc);
+  Validator v(schema_numbers, numbers);
+  if (v.Check(*root_, doc.value)) {
     return {};
   }
   return v.TakeError();
+}
+
+std::string JsonSchema::Validate(const json& doc) const {
+  if (ExceedsDepth(doc, kMaxDocumentDepth)) {
+    return "$: document nesting exceeds maximum depth " + std::to_string(kMaxDocumentDepth);
+  }
+  return ValidateExact(FromJson(doc));
 }
 
 }  // namespace evproc::core

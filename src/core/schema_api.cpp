@@ -4,6 +4,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -95,10 +96,9 @@ std::string_view StripExceptionTag(std::string_view what) noexcept {
 }
 
 // Returns an empty string on success, otherwise the whole message: what is "JSON" or
-// "schema JSON". Numbers beyond double range are valid JSON (and valid jsonb, whose
-// numerics reach 1e131071) that the validator cannot compare: nlohmann reports them as
-// out_of_range, told apart from malformed text and never with its exception tag.
-std::string ParseText(const char* text, std::size_t len, nlohmann::json& out,
+// "schema JSON". Numbers are kept exact (ParseExact): any JSON number is accepted, also
+// beyond double range (jsonb's numerics reach 1e131071).
+std::string ParseText(const char* text, std::size_t len, std::optional<ExactJson>& out,
                       std::string_view what) {
   if (text == nullptr) {
     text = "";
@@ -110,13 +110,9 @@ std::string ParseText(const char* text, std::size_t len, nlohmann::json& out,
     return "invalid " + std::string(what) + ": embedded NUL byte";
   }
   try {
-    out = nlohmann::json::parse(text, text + len);
+    out.emplace(ParseExact(std::string_view(text, len)));
   } catch (const nlohmann::json::parse_error& e) {
     return "invalid " + std::string(what) + ": " + std::string(StripExceptionTag(e.what()));
-  } catch (const nlohmann::json::out_of_range& e) {
-    return "number out of range in " + std::string(what) +
-           " (the schema validator compares double-precision numbers): " +
-           std::string(StripExceptionTag(e.what()));
   }
   return {};
 }
@@ -126,12 +122,12 @@ std::string ParseText(const char* text, std::size_t len, nlohmann::json& out,
 CompiledSchema* SchemaCompile(const char* text, std::size_t len, char* err,
                               std::size_t errlen) noexcept {
   try {
-    nlohmann::json parsed;
+    std::optional<ExactJson> parsed;
     if (const std::string perr = ParseText(text, len, parsed, "schema JSON"); !perr.empty()) {
       WriteError(err, errlen, perr);
       return nullptr;
     }
-    auto* result = new CompiledSchema(JsonSchema::Compile(parsed));
+    auto* result = new CompiledSchema(JsonSchema::CompileExact(*parsed));
     WriteError(err, errlen, "");
     return result;
   } catch (const std::bad_alloc&) {
@@ -151,12 +147,12 @@ bool SchemaValidate(const CompiledSchema* schema, const char* doc, std::size_t l
       WriteError(err, errlen, "no schema");
       return false;
     }
-    nlohmann::json parsed;
+    std::optional<ExactJson> parsed;
     if (const std::string perr = ParseText(doc, len, parsed, "JSON"); !perr.empty()) {
       WriteError(err, errlen, perr);
       return false;
     }
-    const std::string msg = schema->schema.Validate(parsed);
+    const std::string msg = schema->schema.ValidateExact(*parsed);
     WriteError(err, errlen, msg);
     return msg.empty();
   } catch (const std::bad_alloc&) {

@@ -6,7 +6,7 @@
 // the update brings the objects. A library serves the objects of its own version and of
 // the version before it, so that delivery goes on between the restart and the update;
 // on anything else the background processes stop and say which of the two steps is
-// missing (README "Upgrading").
+// missing (docs/operations.md "Upgrading").
 #pragma once
 
 #include <string_view>

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 using evproc::core::BackoffDelay;
-using evproc::core::FailureWindow;
 
 TEST(Backoff, DoublesFromTheBase) {
   // jitter 1.0 gives the full delay, 0.0 its fixed half.
@@ -32,30 +31,4 @@ TEST(Backoff, OddInputsAreClamped) {
   EXPECT_EQ(BackoffDelay(0, 1000, 10, 1.0), 1000);  // cap below base: base wins
   EXPECT_GE(BackoffDelay(3, 0, 0, 0.5), 1);
   EXPECT_EQ(BackoffDelay(1, 1000, 1000, 7.0), 1000);  // jitter clamped to 1
-}
-
-TEST(FailureWindow, TripsAboveBudgetWithEnoughAttempts) {
-  FailureWindow window;
-  window.Record(100, 10, 9);
-  EXPECT_FALSE(window.Exceeded(100, 0.5, 20));  // too few attempts to judge
-  window.Record(101, 10, 9);
-  EXPECT_TRUE(window.Exceeded(101, 0.5, 20));
-  EXPECT_FALSE(window.Exceeded(101, 0.95, 20));
-}
-
-TEST(FailureWindow, ForgetsOldSeconds) {
-  FailureWindow window;
-  window.Record(100, 50, 50);
-  EXPECT_EQ(window.Attempts(159), 50);
-  EXPECT_EQ(window.Attempts(160), 0);
-  window.Record(160, 5, 1);  // reuses the bucket of second 100
-  EXPECT_EQ(window.Attempts(160), 5);
-  EXPECT_EQ(window.Failures(160), 1);
-}
-
-TEST(FailureWindow, ResetClears) {
-  FailureWindow window;
-  window.Record(10, 30, 30);
-  window.Reset();
-  EXPECT_FALSE(window.Exceeded(10, 0.1, 1));
 }

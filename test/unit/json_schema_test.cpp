@@ -11,16 +11,18 @@
 namespace {
 
 using evproc::core::JsonSchema;
+using evproc::core::ParseExact;
 using evproc::core::SchemaError;
 using nlohmann::json;
 
-JsonSchema Compile(const char* text) { return JsonSchema::Compile(json::parse(text)); }
+// Texts go the way the extension's do (schema_api.cpp): parsed with exact numbers.
+JsonSchema Compile(const std::string& text) { return JsonSchema::CompileExact(ParseExact(text)); }
 
-std::string Check(const char* schema, const char* doc) {
-  return Compile(schema).Validate(json::parse(doc));
+std::string Check(const std::string& schema, const std::string& doc) {
+  return Compile(schema).ValidateExact(ParseExact(doc));
 }
 
-std::string CompileError(const char* schema) {
+std::string CompileError(const std::string& schema) {
   try {
     (void)Compile(schema);
   } catch (const SchemaError& e) {
@@ -199,6 +201,110 @@ TEST(JsonSchemaNumeric, LargeIntegersCompareExactly) {
             "$: 9007199254740993 is greater than maximum 9007199254740992");
   EXPECT_EQ(Check(R"({"minimum":18446744073709551615})", "18446744073709551614"),
             "$: 18446744073709551614 is less than minimum 18446744073709551615");
+}
+
+// Numbers compare by their exact decimal value, not as doubles: a double cannot hold
+// 1e400 (the parser refused it, in a schema even inside an annotation) nor tell 1e-400
+// from 0 (which made it an "integer").
+TEST(JsonSchemaExactNumbers, IntegerIsExact) {
+  EXPECT_EQ(Check(R"({"type":"integer"})", "1e-400"), "$: expected integer, got number");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "-1e-400"), "$: expected integer, got number");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "1.0000000000000000000001"),
+            "$: expected integer, got number");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "0.5e1"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "1.5E+1"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "1.55E+1"), "$: expected integer, got number");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "15E-1"), "$: expected integer, got number");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "1e400"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "-0.000e-5"), "");
+  EXPECT_EQ(Check(R"({"type":"integer"})", "123456789012345678901234567890.000"), "");
+  EXPECT_EQ(Check(R"({"type":"number"})", "-1e400"), "");
+}
+
+TEST(JsonSchemaExactNumbers, BoundsAreExact) {
+  // 0.1 and 0.10000000000000001 are the same double.
+  EXPECT_EQ(Check(R"({"maximum":0.1})", "0.10000000000000001"),
+            "$: 0.10000000000000001 is greater than maximum 0.1");
+  EXPECT_EQ(Check(R"({"minimum":0.10000000000000001})", "0.1"),
+            "$: 0.1 is less than minimum 0.10000000000000001");
+  EXPECT_EQ(Check(R"({"minimum":1e-400})", "0"), "$: 0 is less than minimum 1e-400");
+  EXPECT_EQ(Check(R"({"minimum":1e-400})", "1e-400"), "");
+  EXPECT_EQ(Check(R"({"minimum":1e-400})", "0.1e-399"), "");
+  EXPECT_EQ(Check(R"({"maximum":-1e-400})", "-0"), "$: -0 is greater than maximum -1e-400");
+  EXPECT_EQ(Check(R"({"maximum":1e400})", "1e399"), "");
+  EXPECT_EQ(Check(R"({"maximum":1e400})", "1.0000000000000000001e400"),
+            "$: 1.0000000000000000001e400 is greater than maximum 1e400");
+  EXPECT_EQ(Check(R"({"minimum":-1e400})", "-1e401"), "$: -1e401 is less than minimum -1e400");
+  EXPECT_EQ(Check(R"({"minimum":-2,"maximum":-1})", "-1.5"), "");
+  EXPECT_EQ(Check(R"({"minimum":-2,"maximum":-1})", "-0.99"),
+            "$: -0.99 is greater than maximum -1");
+  EXPECT_EQ(Check(R"({"minimum":0,"maximum":0})", "-0.0e7"), "");
+  // Bounds written differently are the same value.
+  EXPECT_EQ(CompileError(R"({"minimum":100,"maximum":1e2})"), "<compiled>");
+  EXPECT_EQ(CompileError(R"({"minimum":1e400,"maximum":9e399})"),
+            "schema $: minimum 1e400 is greater than maximum 9e399");
+  // Exponents too long for any integer type still order (saturated far beyond any text).
+  EXPECT_EQ(Check(R"({"maximum":1e99999999999999999999999})", "1e400"), "");
+  EXPECT_EQ(Check(R"({"minimum":1e-99999999999999999999999})", "0"),
+            "$: 0 is less than minimum 1e-99999999999999999999999");
+}
+
+TEST(JsonSchemaExactNumbers, EnumEqualityIsByValue) {
+  const std::string schema = R"({"enum":[1,0.1,1e400,[2.50],{"a":-0}]})";
+  EXPECT_EQ(Check(schema, "1.0"), "");
+  EXPECT_EQ(Check(schema, "0.01e1"), "");
+  EXPECT_EQ(Check(schema, "10e399"), "");
+  EXPECT_EQ(Check(schema, "[2.5]"), "");
+  EXPECT_EQ(Check(schema, R"({"a":0})"), "");
+  EXPECT_EQ(Check(schema, "0.10000000000000001"), "$: value not in enum");
+  EXPECT_EQ(Check(schema, "1e-400"), "$: value not in enum");
+  EXPECT_EQ(Check(schema, "[2.5,0]"), "$: value not in enum");
+  EXPECT_EQ(Check(schema, R"({"a":0,"b":0})"), "$: value not in enum");
+  EXPECT_EQ(Check(schema, R"("1")"), "$: value not in enum");
+}
+
+TEST(JsonSchemaExactNumbers, AnyNumberInASchema) {
+  const std::string huge = "1" + std::string(400, '0');  // as jsonb prints 1e400
+  EXPECT_EQ(CompileError(R"({"examples":[1e400,-1e400,1e-400],"default":1e99999})"), "<compiled>");
+  EXPECT_EQ(CompileError(R"({"maximum":)" + huge + "}"), "<compiled>");
+  EXPECT_EQ(Check(R"({"maximum":)" + huge + "}", "1e400"), "");
+  EXPECT_EQ(Check(R"({"maximum":)" + huge + "}", "1e400000"),
+            "$: 1e400000 is greater than maximum " + huge);
+  // Lengths: non-negative integers however written; past uint64 none is ever reached.
+  EXPECT_EQ(Check(R"({"minLength":2e0})", R"("a")"), "$: length 1 is less than minLength 2");
+  EXPECT_EQ(Check(R"({"maxLength":1e400})", R"("abc")"), "");
+  EXPECT_EQ(Check(R"({"minLength":1e400})", R"("abc")"),
+            "$: length 3 is less than minLength 18446744073709551615");
+  EXPECT_EQ(CompileError(R"({"minLength":1e-400})"),
+            "schema $.minLength: must be a non-negative integer");
+  EXPECT_EQ(CompileError(R"({"maxLength":-1e400})"),
+            "schema $.maxLength: must be a non-negative integer");
+}
+
+// Texts nlohmann refuses are refused with its message for the text as written (the
+// numbers are not rewritten in it), and nothing else is accepted.
+TEST(JsonSchemaExactNumbers, ParseExactRefusesWhatTheParserRefuses) {
+  for (const char* bad :
+       {"[01]", "[1.]", "[.5]", "[-]", "[1e]", "[1e+]", "[+1]", "[1.5.3]", "[1-2]", "[0x10]",
+        "[NaN]", "[-Infinity]", "[1,]", "{\"a\":1 2}", "123456789x", "[\"\\\"1\"", "1 2"}) {
+    std::string original;
+    try {
+      [[maybe_unused]] const json parsed = json::parse(bad);
+    } catch (const json::parse_error& e) {
+      original = e.what();
+    }
+    ASSERT_NE(original, "") << bad;
+    try {
+      [[maybe_unused]] const auto parsed = ParseExact(bad);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const json::parse_error& e) {
+      EXPECT_EQ(std::string(e.what()), original) << bad;
+    }
+  }
+  const auto parsed = ParseExact(R"({"s":"1e400 \"2\"","n":[-0.5e-3,7]})");
+  EXPECT_EQ(parsed.value["s"], "1e400 \"2\"");
+  EXPECT_EQ(parsed.Number(parsed.value["n"][0].get<std::size_t>()), "-0.5e-3");
+  EXPECT_EQ(parsed.Number(parsed.value["n"][1].get<std::size_t>()), "7");
 }
 
 TEST(JsonSchemaNumeric, OnlyAppliesToNumbers) {
@@ -462,23 +568,25 @@ TEST_F(SchemaApi, NullArguments) {
   api::SchemaFree(nullptr);
 }
 
-// jsonb holds numbers far beyond double range (1e400 is output as 401 digits); the
-// validator cannot compare them and says so, without nlohmann's exception tag.
+// jsonb holds numbers far beyond double range (1e400 is output as 401 digits): the
+// validator compares them exactly, in schemas and in documents.
 TEST_F(SchemaApi, NumbersBeyondDoubleRange) {
   const std::string huge = "1" + std::string(400, '0');
-  EXPECT_EQ(CompileText(R"({"minimum":)" + huge + "}"), nullptr);
-  EXPECT_EQ(Err().rfind("number out of range in schema JSON (the schema validator compares "
-                        "double-precision numbers): number overflow parsing '1000",
-                        0),
-            0U)
-      << Err();
-  api::CompiledSchema* s = CompileText(R"({"type":"object"})");
+  api::CompiledSchema* bounded = CompileText(R"({"minimum":)" + huge + "}");
+  ASSERT_NE(bounded, nullptr) << Err();
+  EXPECT_TRUE(ValidateText(bounded, huge)) << Err();
+  EXPECT_FALSE(ValidateText(bounded, "9" + std::string(399, '9')));
+  EXPECT_EQ(Err().rfind("$: 999", 0), 0U) << Err();
+  api::SchemaFree(bounded);
+  api::CompiledSchema* s =
+      CompileText(R"({"type":"object","properties":{"i":{"type":"integer"}}})");
   ASSERT_NE(s, nullptr);
-  EXPECT_FALSE(ValidateText(s, R"({"n":-)" + huge + "}"));
-  EXPECT_EQ(Err().rfind("number out of range in JSON (", 0), 0U) << Err();
-  EXPECT_EQ(Err().find("[json.exception"), std::string::npos) << Err();
-  // Tiny numbers underflow to zero: in range, and valid.
+  EXPECT_TRUE(ValidateText(s, R"({"n":-)" + huge + "}")) << Err();
+  EXPECT_TRUE(ValidateText(s, R"({"i":-)" + huge + "}")) << Err();
+  // Tiny numbers are not zero: 1e-400 is no integer.
   EXPECT_TRUE(ValidateText(s, R"({"n":1e-400})")) << Err();
+  EXPECT_FALSE(ValidateText(s, R"({"i":1e-400})"));
+  EXPECT_EQ(Err(), "$.i: expected integer, got number");
   api::SchemaFree(s);
 }
 

@@ -1,44 +1,45 @@
-// The statements delivery runs, kept in one place. Each is prepared once per worker
-// (and again when the extension is re-created) and bound with parameters only.
+// The statements delivery runs, each written whole here and nowhere else. Each is
+// prepared once per worker (and again when the extension is re-created) and bound with
+// parameters only. evproc.statement_sql(name) returns them by name (see kStatements), so
+// that the regression tests EXPLAIN exactly what the workers run (sql/window.sql,
+// sql/statements.sql). They must work at every extension version the library serves.
 #pragma once
 
 namespace evproc::sql {
 
-// What a batch needs to know of the subscription that owns the claimed work: joined
-// to a progress row (live units) or a replay row, both aliased by kClaimFrom's %s.
-inline constexpr const char *kSubscriptionColumns = R"sql(
+// The two claims return the same columns first: the unit's position (1-7), then what a
+// batch needs to know of the subscription that owns it (8-23): its handler and whether
+// it may run (owner_state: 'missing', 'superuser', 'no_execute', 'no_subscribe' or 'ok';
+// whether the owner may subscribe to the topic is evproc.may_subscribe, the rule
+// evproc_subscribe and evproc_replay check too), and its settings. Only units of active
+// subscriptions whose breaker is closed are claimed.
+
+// A unit with work: a window in progress, new ticks where its partition got events,
+// or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
+// least recently served unit goes first.
+inline constexpr const char *kClaimUnit = R"sql(
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
+       p.history_from, p.retry_due_at,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
        CASE WHEN r.oid IS NULL THEN 'missing'
             WHEN r.rolsuper THEN 'superuser'
             WHEN h.fn IS NOT NULL
              AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
-            WHEN NOT (pg_catalog.pg_has_role(s.owner::oid, t.owner::oid, 'MEMBER')
-                      OR EXISTS (SELECT 1 FROM pg_catalog.unnest(t.subscribers) g(grantee)
-                                  WHERE pg_catalog.pg_has_role(s.owner::oid, g.grantee::oid, 'MEMBER')))
-                 THEN 'no_subscribe'
+            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
             ELSE 'ok' END,
        s.batch_size, s.max_attempts,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
        least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
-       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler)sql";
-inline constexpr const char *kSubscriptionJoins = R"sql(
-  JOIN evproc.subscription s ON s.id = %s.subscription_id
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
+  FROM evproc.progress p
+  JOIN evproc.subscription s ON s.id = p.subscription_id
   JOIN evproc.topic t ON t.id = s.topic_id
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
  WHERE NOT s.paused
-   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now()))sql";
-
-// A unit with work: a window in progress, new ticks where its partition got events,
-// or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
-// least recently served unit goes first. Format: kSubscriptionColumns,
-// kSubscriptionJoins ("p").
-inline constexpr const char *kClaimUnit = R"sql(
-SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
-       p.history_from, p.retry_due_at, %s
-  FROM evproc.progress p %s
+   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
    AND (p.window_tick IS NOT NULL
         OR (p.tick_id < evproc.dirty_tick(s.topic_id, p.partition)
             AND p.tick_id < (SELECT max(id) FROM evproc.tick))
@@ -47,13 +48,32 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
  LIMIT 1
    FOR UPDATE OF p SKIP LOCKED)sql";
 
-// A running replay, claimed like a unit; partition -1 stands for all of them. Format:
-// kSubscriptionColumns, kSubscriptionJoins ("rp").
+// A running replay, claimed like a unit; partition -1 stands for all of them. Its own
+// columns follow the subscription's (24-30).
 inline constexpr const char *kClaimReplay = R"sql(
 SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestamptz,
-       NULL::timestamptz, %s,
+       NULL::timestamptz,
+       s.name, s.topic_id, t.name, h.fn,
+       s.handler_form = 'batch', s.owner::oid,
+       CASE WHEN r.oid IS NULL THEN 'missing'
+            WHEN r.rolsuper THEN 'superuser'
+            WHEN h.fn IS NOT NULL
+             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
+            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
+            ELSE 'ok' END,
+       s.batch_size, s.max_attempts,
+       (extract(epoch FROM s.backoff_base) * 1000000)::int8,
+       (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
+       least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler,
        rp.id, rp.cursor_id, rp.chunk, rp.last_id, rp.from_time, rp.to_time, rp.key
-  FROM evproc.replay rp %s
+  FROM evproc.replay rp
+  JOIN evproc.subscription s ON s.id = rp.subscription_id
+  JOIN evproc.topic t ON t.id = s.topic_id
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
+  CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
+ WHERE NOT s.paused
+   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
    AND rp.state = 'running'
  ORDER BY rp.last_batch_at NULLS FIRST
  LIMIT 1
@@ -135,12 +155,48 @@ inline constexpr const char *kParkedKeys = R"sql(
 SELECT key FROM evproc.retry
  WHERE subscription_id = $1 AND partition = $2 AND is_head AND key IS NOT NULL)sql";
 
-// Wraps each part of evproc.window_sql() (the text the window tests EXPLAIN); $10 is the
-// topic name.
-inline constexpr const char *kWindowPrefix =
-    "SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)"
-    "::evproc.event, w.id, w.key, w.enqueued_at FROM (";
-inline constexpr const char *kWindowSuffix = ") w";
+// The read of one window (from tick A to tick B), in two parts: kWindowPending (xid in
+// xip(A), transactions still open at tick A: point look-ups) and kWindowRange (xid in
+// [xmax(A), xmax(B)): one range scan), both on the window index, each visible in B.
+// Inside a window events go in id order: an id is taken inside evproc_enqueue, after
+// whatever lock the publishing transaction holds on the entity it publishes about, so
+// for one key id order is the order in which publishers got through that lock, i.e.
+// commit order (an xid is taken at a transaction's first write, possibly before it
+// waits for that lock). The worker merges the two parts by id. Windows are kept about
+// one tick wide (evproc.tick.dirty), so sorting a window's rest at each batch costs
+// little.
+// Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7 the
+// id cursor, $8 the most rows, $9 the oldest enqueued_at wanted (a subscription that
+// starts inside the history), $10 the topic's name (for the evproc.event the handler
+// gets; both parts start with the columns of kReplayEvents). Bounds are bound as values:
+// written as a join against evproc.tick, the planner would scan from xid 0.
+// sql/window.sql EXPLAINs both as evproc.statement_sql() returns them.
+// The log is partitioned by xid, and a generic plan prunes partitions only by bounds on
+// xid compared with parameters: the range part by its bounds, the pending part by
+// [$3[1], $4) (xip is sorted and below xmax(A)). The pending part looks up each xid of
+// xip(A) on its own (`xid = ANY ($3)` next to those bounds would let the planner scan
+// the whole range from the oldest open transaction instead); OFFSET 0 keeps it a look-up
+// per xid, which also prunes to the xid's partition.
+inline constexpr const char *kWindowPending = R"sql(
+SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)::evproc.event,
+       w.id, w.key, w.enqueued_at
+  FROM (SELECT e.* FROM pg_catalog.unnest($3) AS x(xid),
+         LATERAL (SELECT * FROM evproc.log l
+                   WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = x.xid
+                     AND l.xid >= $3[1] AND l.xid < $4
+                     AND l.id > $7
+                     AND l.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(l.xid, $5)
+                  OFFSET 0) e
+         ORDER BY e.id LIMIT $8) w)sql";
+
+inline constexpr const char *kWindowRange = R"sql(
+SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)::evproc.event,
+       w.id, w.key, w.enqueued_at
+  FROM (SELECT e.* FROM evproc.log e
+         WHERE e.topic_id = $1 AND e.partition = $2 AND e.xid >= $4 AND e.xid < $6
+           AND e.id > $7
+           AND e.enqueued_at >= $9 AND pg_catalog.pg_visible_in_snapshot(e.xid, $5)
+         ORDER BY e.id LIMIT $8) w)sql";
 
 inline constexpr const char *kDeleteRetries = R"sql(
 DELETE FROM evproc.retry WHERE subscription_id = $1 AND event_id = ANY ($2))sql";
@@ -197,8 +253,35 @@ inline constexpr const char *kTripBreaker = R"sql(
 UPDATE evproc.subscription
    SET breaker_open_until = now() + breaker_cooldown, paused_reason = $2 WHERE id = $1)sql";
 
-inline constexpr const char *kTypes = R"sql(
-SELECT 'evproc.event'::pg_catalog.regtype::oid, evproc.window_sql('pending'),
-       evproc.window_sql('range'))sql";
+inline constexpr const char *kEventType = R"sql(
+SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
+
+// Every statement by the name evproc.statement_sql() knows it by.
+struct NamedStatement {
+  const char *name;
+  const char *text;
+};
+inline constexpr NamedStatement kStatements[] = {
+    {"claim", kClaimUnit},
+    {"claim_replay", kClaimReplay},
+    {"replay_events", kReplayEvents},
+    {"advance_replay", kAdvanceReplay},
+    {"parked_keys_anywhere", kParkedKeysAnywhere},
+    {"retry_due", kRetryDue},
+    {"next_due", kNextDue},
+    {"window_bounds", kWindowBounds},
+    {"due_retries", kDueRetries},
+    {"parked_keys", kParkedKeys},
+    {"window_pending", kWindowPending},
+    {"window_range", kWindowRange},
+    {"delete_retries", kDeleteRetries},
+    {"park", kParkEvent},
+    {"dead_letter", kDeadLetter},
+    {"promote_heads", kPromoteHeads},
+    {"advance", kAdvance},
+    {"pause", kPause},
+    {"trip_breaker", kTripBreaker},
+    {"event_type", kEventType},
+};
 
 }  // namespace evproc::sql

@@ -1,0 +1,94 @@
+#include "delivery_claim.hpp"
+
+#include <string_view>
+
+#include "delivery_plans.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+}
+
+namespace evproc::delivery {
+
+bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
+  if (Run(replay ? plans.claim_replay : plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0)
+    return false;
+  bool isnull = false;
+  unit->subscription_id = DatumGetInt32(Column(0, 1, &isnull));
+  unit->partition = DatumGetInt32(Column(0, 2, &isnull));
+  unit->tick_id = DatumGetInt64(Column(0, 3, &isnull));
+  Datum window_tick = Column(0, 4, &isnull);
+  unit->window_tick = isnull ? 0 : DatumGetInt64(window_tick);
+  Datum cursor_id = Column(0, 5, &isnull);
+  unit->has_cursor = !isnull;
+  unit->cursor_id = isnull ? 0 : DatumGetInt64(cursor_id);
+  Datum history_from = Column(0, 6, &isnull);
+  unit->has_history_from = !isnull;
+  unit->history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history_from);
+  Datum retry_due_at = Column(0, 7, &isnull);
+  unit->has_retries = !isnull;
+  unit->retries_due =
+      !isnull && DatumGetTimestampTz(retry_due_at) <= GetCurrentTransactionStartTimestamp();
+  unit->name = CopiedText(0, 8, context);
+  unit->topic_id = DatumGetInt32(Column(0, 9, &isnull));
+  unit->topic = CopiedText(0, 10, context);
+  Datum fn = Column(0, 11, &isnull);
+  unit->handler_fn = isnull ? InvalidOid : DatumGetObjectId(fn);
+  unit->batch_form = DatumGetBool(Column(0, 12, &isnull));
+  unit->owner = DatumGetObjectId(Column(0, 13, &isnull));
+  unit->owner_state = CopiedText(0, 14, context);
+  unit->batch_size = DatumGetInt32(Column(0, 15, &isnull));
+  unit->max_attempts = DatumGetInt32(Column(0, 16, &isnull));
+  unit->backoff_base_us = DatumGetInt64(Column(0, 17, &isnull));
+  unit->backoff_cap_us = DatumGetInt64(Column(0, 18, &isnull));
+  unit->timeout_ms = DatumGetInt32(Column(0, 19, &isnull));
+  unit->block_on_dead = DatumGetBool(Column(0, 20, &isnull));
+  unit->failure_budget = DatumGetFloat8(Column(0, 21, &isnull));
+  unit->breaker_min_attempts = DatumGetInt32(Column(0, 22, &isnull));
+  unit->handler = CopiedText(0, 23, context);
+  unit->replay = replay;
+  if (replay) {
+    unit->replay_id = DatumGetInt32(Column(0, 24, &isnull));
+    unit->replay_cursor = DatumGetInt64(Column(0, 25, &isnull));
+    unit->replay_chunk = DatumGetInt64(Column(0, 26, &isnull));
+    unit->replay_last_id = DatumGetInt64(Column(0, 27, &isnull));
+    unit->replay_from = DatumGetTimestampTz(Column(0, 28, &isnull));
+    unit->replay_to = DatumGetTimestampTz(Column(0, 29, &isnull));
+    unit->replay_key = CopiedText(0, 30, context);
+  }
+  return true;
+}
+
+TimestampTz NextDue() {
+  Run(plans.next_due, nullptr, nullptr, true, SPI_OK_SELECT);
+  bool isnull = false;
+  Datum due = Column(0, 1, &isnull);
+  return isnull ? 0 : DatumGetTimestampTz(due);
+}
+
+const char *HandlerProblem(const Unit &unit) {
+  if (!OidIsValid(unit.handler_fn)) {
+    return psprintf("handler %s does not exist (dropped?); recreate it and call evproc_resume",
+                    unit.handler);
+  }
+  std::string_view state(unit.owner_state);
+  if (state == "missing")
+    return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
+  if (state == "superuser") {
+    return psprintf("owner %s is now a superuser; handlers never run as a superuser",
+                    GetUserNameFromId(unit.owner, false));
+  }
+  if (state == "no_execute") {
+    return psprintf("owner %s may not execute handler %s", GetUserNameFromId(unit.owner, false),
+                    unit.handler);
+  }
+  if (state == "no_subscribe") {
+    return psprintf("owner %s no longer holds the 'subscribe' privilege on topic \"%s\"",
+                    GetUserNameFromId(unit.owner, false), unit.topic);
+  }
+  return nullptr;
+}
+
+}  // namespace evproc::delivery

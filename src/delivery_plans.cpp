@@ -1,0 +1,136 @@
+#include "delivery_plans.hpp"
+
+#include "delivery_statements.hpp"
+
+extern "C" {
+#include "catalog/pg_type_d.h"
+#include "commands/extension.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
+}
+
+namespace evproc::delivery {
+
+Plans plans;
+
+// Generic plans from the first execution: the plans do not depend on the values (the
+// window read is an index range scan whatever its bounds), and re-planning each batch
+// would cost more than running it.
+namespace {
+
+SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
+  SPIPlanPtr plan =
+      SPI_prepare_cursor(text, nargs, const_cast<Oid *>(types), CURSOR_OPT_GENERIC_PLAN);
+  if (plan == nullptr) {
+    elog(ERROR, "evproc: could not prepare a delivery statement: %s",
+         SPI_result_code_string(SPI_result));
+  }
+  SPI_keepplan(plan);
+  return plan;
+}
+
+void FreePlans() {
+  SPIPlanPtr *all[] = {&plans.claim,         &plans.next_due,       &plans.bounds,
+                       &plans.due_retries,   &plans.parked_keys,    &plans.window_pending,
+                       &plans.window_range,  &plans.delete_retries, &plans.park,
+                       &plans.dead_letter,   &plans.promote,        &plans.advance,
+                       &plans.pause,         &plans.trip,           &plans.claim_replay,
+                       &plans.replay_events, &plans.advance_replay, &plans.parked_keys_anywhere,
+                       &plans.retry_due};
+  for (SPIPlanPtr *plan : all) {
+    if (*plan != nullptr) SPI_freeplan(*plan);
+    *plan = nullptr;
+  }
+}
+
+}  // namespace
+
+bool EnsurePlans() {
+  Oid extension = get_extension_oid("evproc", true);
+  if (!OidIsValid(extension)) return false;
+  if (extension == plans.extension) return true;
+  FreePlans();
+  if (SPI_execute(sql::kEventType, true, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc: could not read the delivery types");
+  }
+  bool isnull = false;
+  Oid event_type =
+      DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+  const Oid two_ids[] = {INT4OID, INT4OID};
+  const Oid bounds_types[] = {INT8OID, INT8OID, INT4OID};
+  const Oid due_types[] = {INT4OID, INT4OID, INT4OID};
+  const Oid window_types[] = {INT4OID, INT4OID, XID8ARRAYOID, XID8OID,        PG_SNAPSHOTOID,
+                              XID8OID, INT8OID, INT8OID,      TIMESTAMPTZOID, TEXTOID};
+  const Oid delete_types[] = {INT4OID, INT8ARRAYOID};
+  const Oid park_types[] = {INT4OID, INT4OID, TEXTOID, INT8OID,        event_type,
+                            BOOLOID, BOOLOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+                            TEXTOID, TEXTOID, TEXTOID, TEXTOID,        TEXTOID};
+  const Oid dead_types[] = {INT4OID, INT4OID, event_type, INT4OID,        TEXTOID,        TEXTOID,
+                            TEXTOID, TEXTOID, TEXTOID,    TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
+  const Oid promote_types[] = {INT4OID, INT4OID, TEXTARRAYOID};
+  const Oid advance_types[] = {INT4OID, INT4OID,        INT8OID, INT8OID,
+                               INT8OID, TIMESTAMPTZOID, BOOLOID, INT8OID};
+  const Oid reason_types[] = {INT4OID, TEXTOID};
+
+  const Oid replay_types[] = {INT8OID,        INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID,
+                              TIMESTAMPTZOID, TEXTOID, INT4OID, INT8OID, TEXTOID};
+  const Oid advance_replay_types[] = {INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, BOOLOID};
+  const Oid one_id[] = {INT4OID};
+  const Oid retry_due_types[] = {INT4OID, INT4ARRAYOID};
+  plans.claim = Prepare(sql::kClaimUnit, 0, nullptr);
+  plans.claim_replay = Prepare(sql::kClaimReplay, 0, nullptr);
+  plans.replay_events = Prepare(sql::kReplayEvents, 10, replay_types);
+  plans.advance_replay = Prepare(sql::kAdvanceReplay, 6, advance_replay_types);
+  plans.parked_keys_anywhere = Prepare(sql::kParkedKeysAnywhere, 1, one_id);
+  plans.retry_due = Prepare(sql::kRetryDue, 2, retry_due_types);
+  plans.next_due = Prepare(sql::kNextDue, 0, nullptr);
+  plans.bounds = Prepare(sql::kWindowBounds, 3, bounds_types);
+  plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
+  plans.parked_keys = Prepare(sql::kParkedKeys, 2, two_ids);
+  plans.window_pending = Prepare(sql::kWindowPending, 10, window_types);
+  plans.window_range = Prepare(sql::kWindowRange, 10, window_types);
+  plans.delete_retries = Prepare(sql::kDeleteRetries, 2, delete_types);
+  plans.park = Prepare(sql::kParkEvent, 15, park_types);
+  plans.dead_letter = Prepare(sql::kDeadLetter, 12, dead_types);
+  plans.promote = Prepare(sql::kPromoteHeads, 3, promote_types);
+  plans.advance = Prepare(sql::kAdvance, 8, advance_types);
+  plans.pause = Prepare(sql::kPause, 2, reason_types);
+  plans.trip = Prepare(sql::kTripBreaker, 2, reason_types);
+  plans.event_type = event_type;
+  plans.extension = extension;
+  return true;
+}
+
+uint64 Run(SPIPlanPtr plan, const Datum *args, const char *nulls, bool read_only, int expected) {
+  int rc = SPI_execute_plan(plan, const_cast<Datum *>(args), nulls, read_only, 0);
+  if (rc != expected)
+    elog(ERROR, "evproc: delivery statement failed: %s", SPI_result_code_string(rc));
+  return SPI_processed;
+}
+
+Datum Column(uint64 row, int column, bool *isnull) {
+  return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, isnull);
+}
+
+Datum CopiedColumn(uint64 row, int column, bool *isnull, MemoryContext context) {
+  Datum value = Column(row, column, isnull);
+  if (*isnull) return value;
+  Form_pg_attribute attribute = TupleDescAttr(SPI_tuptable->tupdesc, column - 1);
+  MemoryContext previous = MemoryContextSwitchTo(context);
+  value = datumCopy(value, attribute->attbyval, attribute->attlen);
+  MemoryContextSwitchTo(previous);
+  return value;
+}
+
+char *CopiedText(uint64 row, int column, MemoryContext context) {
+  bool isnull = false;
+  Datum value = Column(row, column, &isnull);
+  if (isnull) return nullptr;
+  return MemoryContextStrdup(context, TextDatumGetCString(value));
+}
+
+Datum TextOrNull(const char *value) { return value == nullptr ? 0 : CStringGetTextDatum(value); }
+
+}  // namespace evproc::delivery

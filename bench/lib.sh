@@ -1,4 +1,4 @@
-# bench/lib.sh -- shared by bench/drain, bench/latency and bench/rss (sourced, not run).
+# bench/lib.sh -- shared by the bench/ scripts (sourced, not run).
 #
 # Same approach as bench/enqueue: when run as root, the script re-executes a staged copy
 # of itself as the postgres user (initdb refuses root) and copies its results back into
@@ -10,7 +10,12 @@
 #   bench_start_cluster <<EOF ...extra postgresql.conf lines... EOF
 #   bench_setup_evproc                (database, extension, role bench_app, noop handler)
 
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+# PostgreSQL comes from PG_CONFIG (default Debian's), so a private copy with evproc
+# installed into it (scripts/private-pg.sh) can be benchmarked; PGBIN overrides it.
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+if [[ -z ${PGBIN:-} ]]; then
+    PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null) || { echo "bench: $PG_CONFIG does not run (set PG_CONFIG or PGBIN)" >&2; exit 1; }
+fi
 STAMP=${EVPROC_BENCH_STAMP:-$(date -u +%Y%m%dT%H%M%SZ)}
 SELF=$(readlink -f "$0")
 BENCH_DIR=$(dirname "$SELF")
@@ -156,4 +161,202 @@ machine_line() {
     local cpu
     cpu=$(sed -nE 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
     echo "machine:  nproc=$(nproc)  cpu=${cpu:-unknown}  kernel=$(uname -r)"
+}
+
+# ---------------------------------------------------------------------------------------
+# Helpers of bench/compare, open_txn, bigtxn, idle_subs and parked.
+
+now_s() { echo "$EPOCHREALTIME"; }
+# rate N SECONDS -> N/SECONDS rounded; ratio A B -> A/B with 2 decimals
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0) ? n / s : 0 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+elapsed_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
+
+# bench_payload_sql N_EXPR: the SQL expression of a ~200-byte JSON payload (jsonb) for
+# event number N_EXPR; bench_key_sql N_EXPR: its key, one of 10,000.
+bench_payload_sql() {
+    echo "jsonb_build_object('order_id', ($1)::bigint, 'customer', 'customer-' || (($1)::bigint % 977), 'amount', 12.5, 'currency', 'EUR', 'status', 'new', 'lines', 3, 'note', 'benchmark payload padded to about two hundred bytes of json text ......', 'ts', '2026-12-02T12:00:00Z')"
+}
+bench_key_sql() { echo "'k' || (($1)::bigint % 10000)"; }
+
+# bench_setup_helpers: SQL objects the new benchmarks share, in $BENCH_DB:
+#   bench_seen (unlogged): one row per delivered event (system, key, event number, the
+#     delivery sequence), for per-key order checks; record_seen(evproc.event[]) fills it.
+#   bench_lat (unlogged): event id, handler start, publisher xid; record_lat(evproc.event[]).
+#   bench_wait_delivered(sub, target, timeout_s, stall_s, resume, INOUT seconds): optionally
+#     resumes SUB, commits, and polls every 10 ms until its delivered count reaches target.
+bench_setup_helpers() {
+    sql >/dev/null <<'EOF'
+CREATE UNLOGGED TABLE bench_seen (sys text, key text, ord bigint, dseq bigserial);
+GRANT INSERT ON bench_seen TO bench_app;
+GRANT USAGE ON SEQUENCE bench_seen_dseq_seq TO bench_app;
+CREATE FUNCTION record_seen(events evproc.event[]) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO bench_seen (sys, key, ord)
+    SELECT 'evproc', e.key, (e.payload->>'order_id')::bigint FROM unnest(events) WITH ORDINALITY AS e(id, topic, key, type, payload, headers, enqueued_at, attempt, redelivered, o)
+     ORDER BY o
+$$;
+GRANT EXECUTE ON FUNCTION record_seen(evproc.event[]) TO bench_app;
+CREATE UNLOGGED TABLE bench_lat (sys text, id bigint, handler_at timestamptz, xid xid);
+GRANT INSERT ON bench_lat TO bench_app;
+CREATE FUNCTION record_lat(events evproc.event[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE started timestamptz := clock_timestamp();
+BEGIN
+    INSERT INTO bench_lat (sys, id, handler_at) SELECT 'evproc', e.id, started FROM unnest(events) e;
+END $$;
+GRANT EXECUTE ON FUNCTION record_lat(evproc.event[]) TO bench_app;
+CREATE PROCEDURE bench_wait_delivered(sub text, target bigint, timeout_s float8, stall_s float8,
+                                      resume boolean, INOUT seconds float8 DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+    moved timestamptz;
+    d bigint;
+    last bigint := -1;
+BEGIN
+    IF resume THEN
+        PERFORM evproc_resume(sub);
+        COMMIT;
+    END IF;
+    t0 := clock_timestamp();
+    moved := t0;
+    LOOP
+        SELECT coalesce(sum(p.delivered), 0) INTO d
+          FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id WHERE s.name = sub;
+        EXIT WHEN d >= target;
+        IF d IS DISTINCT FROM last THEN
+            last := d;
+            moved := clock_timestamp();
+        ELSIF clock_timestamp() - moved > make_interval(secs => stall_s) THEN
+            RAISE EXCEPTION 'drain of % stalled: % of % delivered, no progress for % s', sub, d, target, stall_s;
+        END IF;
+        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
+            RAISE EXCEPTION 'drain of % timed out: % of % delivered after % s', sub, d, target, timeout_s;
+        END IF;
+        PERFORM pg_sleep(0.01);
+        COMMIT;
+    END LOOP;
+    seconds := round(extract(epoch FROM clock_timestamp() - t0)::numeric, 3);
+END $$;
+EOF
+}
+
+# bench_wait SUB TARGET [RESUME=false] [TIMEOUT=600] [STALL=60] -> seconds until SUB has
+# delivered TARGET events (from the resume's commit when RESUME is true).
+bench_wait() {
+    sql -c "CALL bench_wait_delivered('$1', $2, ${4:-600}, ${5:-60}, ${3:-false})"
+}
+
+# bench_inversions SYS -> events of SYS delivered after a later event of the same key.
+bench_inversions() {
+    sql -c "SELECT count(*) FILTER (WHERE ord < prev) FROM (SELECT ord, lag(ord) OVER (PARTITION BY key ORDER BY dseq) AS prev FROM bench_seen WHERE sys = '$1') x"
+}
+
+# bench_lat_pct SYS [FROM_TS] -> "p50 p99 n" in ms, from the publishing transaction's commit
+# record (track_commit_timestamp) to the handler's start, for the rows of bench_lat.
+bench_lat_pct() {
+    sql -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+                          round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2), count(*)
+                     FROM (SELECT extract(epoch FROM handler_at - pg_xact_commit_timestamp(xid)) * 1000 AS ms
+                             FROM bench_lat WHERE sys = '$1' AND xid IS NOT NULL) x"
+}
+
+# bench_evproc_pids -> the pids of the launcher and the workers
+bench_evproc_pids() {
+    sql -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type IN ('evproc launcher', 'evproc worker')"
+}
+
+# bench_cpu_pct SECONDS PID... -> CPU used by the PIDs over SECONDS, in % of one core
+# (utime + stime from /proc/<pid>/stat).
+bench_cpu_pct() {
+    local secs=$1 hz t0 t1 p
+    shift
+    hz=$(getconf CLK_TCK)
+    ticks() { local sum=0 f; for p in "$@"; do f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue; sum=$((sum + ${f% *} + ${f#* })); done; echo "$sum"; }
+    t0=$(ticks "$@"); sleep "$secs"; t1=$(ticks "$@")
+    awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.2f", 100 * d / hz / s }'
+}
+
+# bench_pub_sql FILE TOPIC: a pgbench script of one evproc_enqueue per transaction.
+bench_pub_sql() {
+    cat >"$1" <<EOF
+\\set n random(1, 1000000000)
+SELECT evproc_enqueue('$2', $(bench_key_sql :n), $(bench_payload_sql :n), 'OrderCreated.v1');
+EOF
+}
+
+# bench_pgbench OUT ARGS...: runs pgbench, fails loudly; bench_tps OUT -> tps
+bench_pgbench() {
+    local out=$1
+    shift
+    if ! "$PGBIN/pgbench" -n "$@" >"$out" 2>&1; then
+        echo "bench/$BENCH: pgbench $* failed:" >&2
+        tail -n 20 "$out" >&2
+        exit 1
+    fi
+}
+bench_tps() { sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\).*/\1/p' "$1"; }
+bench_txns() { sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$1"; }
+
+# Results: bench_result SECTION CASE SYSTEM VALUE UNIT appends one figure; bench_write_results
+# writes them all as bench/results/<BENCH>-<STAMP>.json (an array of objects) next to the
+# report; the markdown report is the script's own (bench_md).
+bench_result() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$TMP/results.tsv"; }
+bench_write_results() {
+    local json=$RESULTS_DIR/$BENCH-$STAMP.json
+    jq -R -s --arg bench "$BENCH" --arg stamp "$STAMP" --arg machine "$(machine_line)" \
+        --arg pg "$(sql -c 'SHOW server_version')" --arg settings "${BENCH_SETTINGS:-}" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" '
+        { bench: $bench, stamp: $stamp, machine: $machine, postgres: $pg, settings: $settings,
+          loadavg_at_end: $load,
+          results: [split("\n")[] | select(length > 0) | split("\t")
+                    | { section: .[0], case: .[1], system: .[2],
+                        value: (.[3] | (tonumber? // .)), unit: .[4] }] }' "$TMP/results.tsv" >"$json"
+    echo "$json"
+}
+
+# bench_mem_sampler_start FILE PID...: samples every ~100 ms, in the background, the
+# largest RssAnon and VmRSS (kB) over the PIDs, rewriting FILE as "anon_kb rss_kb";
+# bench_mem_sampler_stop ends it. (bench/rss has the full per-worker picture.)
+bench_mem_sampler_start() {
+    local file=$1
+    shift
+    (
+        max_anon=0 max_rss=0
+        while :; do
+            for p in "$@"; do
+                read -r a r < <(awk '$1 == "RssAnon:" { a = $2 } $1 == "VmRSS:" { r = $2 } END { print a + 0, r + 0 }' "/proc/$p/status" 2>/dev/null || echo "0 0")
+                ((a > max_anon)) && max_anon=$a
+                ((r > max_rss)) && max_rss=$r
+            done
+            echo "$max_anon $max_rss" >"$file.tmp" && mv "$file.tmp" "$file"
+            sleep 0.1
+        done
+    ) &
+    BENCH_SAMPLER=$!
+}
+bench_mem_sampler_stop() {
+    if [[ -n ${BENCH_SAMPLER:-} ]]; then
+        kill "$BENCH_SAMPLER" 2>/dev/null || true
+        wait "$BENCH_SAMPLER" 2>/dev/null || true
+    fi
+    BENCH_SAMPLER=
+    return 0
+}
+
+# bench_load_chunks TOPIC FIRST LAST PER_TXN [KEYEXPR]: enqueues events FIRST..LAST (the
+# shared ~200-byte payload; key KEYEXPR of g, default one of 10,000) with
+# evproc_enqueue_batch, 1000 per call, PER_TXN events per transaction (0: all in one).
+bench_load_chunks() {
+    local topic=$1 first=$2 last=$3 per=$4 keyexpr=${5:-$(bench_key_sql g)} lo hi n=0
+    {
+        if ((per == 0)); then echo "BEGIN;"; fi
+        for ((lo = first; lo <= last; lo += 1000)); do
+            hi=$((lo + 999))
+            if ((hi > last)); then hi=$last; fi
+            if ((per > 0 && n % per == 0)); then echo "BEGIN;"; fi
+            echo "SELECT cardinality(evproc_enqueue_batch('$topic', (SELECT jsonb_agg(jsonb_build_object('key', $keyexpr, 'payload', $(bench_payload_sql g)) ORDER BY g) FROM generate_series($lo, $hi) g)));"
+            n=$((n + hi - lo + 1))
+            if ((per > 0 && n % per == 0)); then echo "COMMIT;"; fi
+        done
+        if ((per == 0 || n % per != 0)); then echo "COMMIT;"; fi
+    } | sql >/dev/null
 }

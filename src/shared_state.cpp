@@ -100,15 +100,17 @@ void NoteWorkerBusy(int index) {
 
 // After the tick committed and its slots were marked dirty (the barrier orders those
 // writes before the reads of the idle flags).
-void WakeIdleWorkers(int wanted) {
-  if (shared == nullptr) return;
+int WakeIdleWorkers(int wanted) {
+  if (shared == nullptr) return 0;
   pg_memory_barrier();
-  for (int i = 0; i < kMaxWorkers && wanted > 0; ++i) {
+  int woken = 0;
+  for (int i = 0; i < kMaxWorkers && woken < wanted; ++i) {
     if (pg_atomic_read_u32(&shared->worker_idle[i]) == 0) continue;
     if (pg_atomic_exchange_u32(&shared->worker_idle[i], 0) == 0) continue;
     SetProcLatch(pg_atomic_read_u32(&shared->worker_procno[i]));
-    --wanted;
+    ++woken;
   }
+  return woken;
 }
 
 }  // namespace evproc

@@ -74,6 +74,6 @@ void WakeWorkers();
 // is idle and is woken. Wakes up to `wanted` idle workers (lowering their flags).
 void NoteWorkerLooking(int index);
 void NoteWorkerBusy(int index);
-void WakeIdleWorkers(int wanted);
+int WakeIdleWorkers(int wanted);  // returns how many it woke
 
 }  // namespace evproc

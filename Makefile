@@ -12,8 +12,9 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o src/
           src/commit_wake.o src/handler_call.o src/delivery.o src/delivery_plans.o \
           src/delivery_claim.o src/delivery_read.o src/delivery_isolation.o src/delivery_outcome.o \
           src/delivery_breaker.o src/worker.o src/launcher.o src/background_common.o \
-          src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o \
-          src/api_trampoline.o src/statement_sql.o
+          src/extension_gate.o src/database_check.o src/utility_hook.o src/settings.o \
+          src/maintenance_worker.o src/manual_delivery.o src/metrics.o src/metrics_local.o \
+          src/metrics_sql.o src/api_trampoline.o src/statement_sql.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql

@@ -146,7 +146,8 @@ CREATE FUNCTION evproc.dirty_tick(topic_id integer, partition integer) RETURNS b
 -- Wakes the launcher when the calling transaction commits (admin changes use it).
 CREATE FUNCTION evproc.wake_at_commit() RETURNS void
     AS 'MODULE_PATHNAME', 'evproc_wake_at_commit' LANGUAGE C STRICT VOLATILE;
--- The same, and the launcher registers the (un)subscription in the metrics at once.
+-- The same, and the maintenance worker registers the (un)subscription in the metrics at
+-- once.
 CREATE FUNCTION evproc.subscriptions_changed() RETURNS void
     AS 'MODULE_PATHNAME', 'evproc_subscriptions_changed' LANGUAGE C STRICT VOLATILE;
 -- The topics some subscription delivers now, with their partition counts (set by
@@ -542,8 +543,11 @@ SELECT s.name AS subscription, d.event_id, d.partition, d.key, d.type, d.payload
   FROM evproc.dead_letter d JOIN evproc.subscription s ON s.id = d.subscription_id
  WHERE pg_catalog.pg_has_role(s.owner::oid, 'MEMBER');
 
--- Maintenance, run by the launcher: forget ticks no unit needs and expired dedup ids,
--- then look after the log's partitions (extension/retention.sql).
+-- Maintenance, run by the maintenance worker (src/maintenance_worker.cpp): forget ticks
+-- no unit needs and expired dedup ids, then look after the log's partitions
+-- (extension/retention.sql). No statement of it waits for a row an application holds
+-- (a dedup id being enqueued again, a topic being altered, a unit being delivered or
+-- re-driven): such rows are skipped and left to the next run.
 -- Idle units are first moved to the newest tick when their window holds nothing, so a
 -- quiet partition does not pin old ticks forever.
 -- Grants to roles that no longer exist. PostgreSQL does not track evproc's grants (a
@@ -556,43 +560,63 @@ AS $fn$
 DECLARE
     changed integer;
 BEGIN
+    -- A topic row someone holds (an evproc_alter_topic or evproc_grant in an open
+    -- transaction) is skipped, not waited for: the next run removes its grants.
     UPDATE evproc.topic t
        SET publishers = ARRAY(SELECT g FROM unnest(t.publishers) AS g
                                WHERE EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = g)),
            subscribers = ARRAY(SELECT g FROM unnest(t.subscribers) AS g
                                 WHERE EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = g))
-     WHERE EXISTS (SELECT 1 FROM unnest(t.publishers || t.subscribers) AS g
-                    WHERE NOT EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = g));
+     WHERE t.id IN (SELECT c.id FROM evproc.topic c
+                     WHERE EXISTS (SELECT 1 FROM unnest(c.publishers || c.subscribers) AS g
+                                    WHERE NOT EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = g))
+                       FOR NO KEY UPDATE SKIP LOCKED);
     GET DIAGNOSTICS changed = ROW_COUNT;
     RETURN changed;
 END
 $fn$;
 
 CREATE FUNCTION evproc.maintain() RETURNS void
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
 AS $fn$
 DECLARE
     newest bigint := (SELECT max(id) FROM evproc.tick);
     u record;
 BEGIN
-    FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
-               FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
-              WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
-                FOR UPDATE OF p SKIP LOCKED LOOP
-        IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest)) THEN
-            UPDATE evproc.progress SET tick_id = newest
-             WHERE subscription_id = u.subscription_id AND partition = u.partition;
-        END IF;
-    END LOOP;
-    DELETE FROM evproc.tick
-     WHERE ctid = ANY (ARRAY(
-           SELECT ctid FROM evproc.tick
-            WHERE id > 0 AND id < newest
-              AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
-                                   FROM evproc.progress), newest)
-              FOR UPDATE SKIP LOCKED));
-    PERFORM evproc.expire_dedup();
-    PERFORM evproc.forget_dropped_grantees();
+    -- Each step on its own: one that cannot get a lock leaves its work to the next run,
+    -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
+    -- bounds a wait for a table lock (none that an application takes), and is short: the
+    -- units this run moved on stay locked, to workers too, until it commits.
+    BEGIN
+        FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
+                   FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
+                  WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
+                    FOR UPDATE OF p SKIP LOCKED LOOP
+            IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest)) THEN
+                UPDATE evproc.progress SET tick_id = newest
+                 WHERE subscription_id = u.subscription_id AND partition = u.partition;
+            END IF;
+        END LOOP;
+        DELETE FROM evproc.tick
+         WHERE ctid = ANY (ARRAY(
+               SELECT ctid FROM evproc.tick
+                WHERE id > 0 AND id < newest
+                  AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
+                                       FROM evproc.progress), newest)
+                  FOR UPDATE SKIP LOCKED));
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the ticks this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.expire_dedup();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped dedup expiry this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.forget_dropped_grantees();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the grants of dropped roles this time: %', SQLERRM;
+    END;
     -- Last: a partition drop holds its lock on evproc.log until this commits. Its
     -- failure must not undo the work above.
     BEGIN

@@ -67,9 +67,9 @@ $fn$;
 
 -- Keeps the shared-memory registry in step with evproc.subscription and counts the
 -- backlog of newly registered subscriptions, and tells commits which topics some
--- subscription delivers now (evproc.set_deliverable). The launcher runs it every second
--- and when subscriptions change; tests run it by hand. Returns how many subscriptions
--- were counted.
+-- subscription delivers now (evproc.set_deliverable). The maintenance worker runs it
+-- every second and when subscriptions change; tests run it by hand. Returns how many
+-- subscriptions were counted.
 CREATE FUNCTION evproc.sync_stats() RETURNS integer
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$

@@ -3,7 +3,7 @@
 -- Storage and retention (DESIGN §6). Appended after delivery.sql by make.
 --
 -- evproc.log is partitioned by RANGE (xid), one partition per span of xids, each recorded
--- in evproc.log_partition. evproc.maintain() (the launcher, every
+-- in evproc.log_partition. evproc.maintain() (the maintenance worker, every
 -- evproc.maintenance_interval) calls evproc.maintain_log(), which
 --  * notes when a partition opens (the xid counter reached it: its xid rate sizes the
 --    next ones) and when it closes (every xid below its upper bound has finished: no row
@@ -48,8 +48,8 @@ CREATE TABLE evproc.log_default (LIKE evproc.log INCLUDING DEFAULTS INCLUDING ST
 CREATE INDEX log_default_window_idx ON evproc.log_default (topic_id, partition, xid, id);
 CREATE INDEX log_default_id_brin ON evproc.log_default USING brin (id);
 ALTER TABLE evproc.log ATTACH PARTITION evproc.log_default DEFAULT;
--- CREATE EXTENSION makes no other partition: the launcher's first maintenance does (at
--- once when it finds the extension), and until then events go to the default partition.
+-- CREATE EXTENSION makes no other partition: the maintenance worker's first run does (at
+-- once when the launcher finds the extension), and until then events go to the default partition.
 -- Partitions made here would clash with those of a dump restored into the new database,
 -- by name (log_partition_seq starts again at 1) and by xid range (the dumped database's
 -- partition ahead covers the current xids): the restore would fail. They are not
@@ -374,7 +374,9 @@ $fn$;
 
 -- Expired dedup ids, off the hot path: batches of at most 10,000 rows found through
 -- dedup_expiry_idx (without it each run would read the whole table to find the few rows
--- that expired since the last one), at most 10 batches per run.
+-- that expired since the last one), at most 10 batches per run. A row someone holds (a
+-- publisher enqueueing with that dedup id again, in a transaction still open) is skipped,
+-- never waited for: the next run deletes it if it is still expired.
 CREATE INDEX dedup_expiry_idx ON evproc.dedup (expires_at);
 CREATE FUNCTION evproc.expire_dedup() RETURNS bigint
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -386,7 +388,7 @@ BEGIN
     FOR batch IN 1..10 LOOP
         DELETE FROM evproc.dedup
          WHERE ctid = ANY (ARRAY(SELECT ctid FROM evproc.dedup WHERE expires_at < now()
-                                  ORDER BY expires_at LIMIT 10000));
+                                  ORDER BY expires_at LIMIT 10000 FOR UPDATE SKIP LOCKED));
         GET DIAGNOSTICS deleted = ROW_COUNT;
         total := total + deleted;
         EXIT WHEN deleted < 10000;

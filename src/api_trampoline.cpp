@@ -23,7 +23,7 @@
 
 #include "api_trampoline.hpp"
 #include "error_boundary.hpp"
-#include "lifecycle.hpp"
+#include "extension_gate.hpp"
 
 extern "C" {
 #include "access/genam.h"

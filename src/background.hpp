@@ -1,25 +1,19 @@
 // evproc's background processes (docs/design.md "Processes"): the launcher (static, one per server,
-// connected to evproc.database) and its pool of delivery workers (dynamic); before it
-// connects, the launcher checks the database with a short-lived worker (lifecycle.hpp).
+// connected to evproc.database), its pool of delivery workers and its maintenance worker
+// (both dynamic); before it connects, the launcher checks the database with a
+// short-lived worker (database_check.hpp).
 #pragma once
 
 #include "pg_headers.hpp"
+#include "settings.hpp"
 
 extern "C" {
 PGDLLEXPORT void evproc_launcher_main(Datum main_arg);
 PGDLLEXPORT void evproc_worker_main(Datum main_arg);
+PGDLLEXPORT void evproc_maintenance_main(Datum main_arg);
 }
 
 namespace evproc {
-
-extern char *database_name;             // evproc.database
-extern int worker_count;                // evproc.workers
-extern int tick_interval_ms;            // evproc.tick_interval
-extern int maintenance_interval_s;      // evproc.maintenance_interval
-extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
-extern int partition_interval_s;        // evproc.partition_interval (read by SQL maintenance)
-
-void DefineBackgroundSettings();
 
 // After an ERROR longjmp'd to a background process's main loop: report it, abort the
 // transaction, reset the error state (as PostgreSQL's own background processes do).

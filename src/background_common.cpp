@@ -1,4 +1,5 @@
-// What the launcher and the workers do alike as PostgreSQL background processes.
+// What the launcher, the delivery workers and the maintenance worker do alike as
+// PostgreSQL background processes.
 #include "background.hpp"
 
 extern "C" {

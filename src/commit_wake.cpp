@@ -59,7 +59,10 @@ bool Deliverable(SharedState *state, int slot) {
 void Publish() {
   SharedState *state = Shared();
   if (state == nullptr) return;
-  if (registry_pending) pg_atomic_fetch_add_u64(&state->registry_seq, 1);
+  if (registry_pending) {
+    pg_atomic_fetch_add_u64(&state->registry_seq, 1);
+    WakeMaintenance();  // it registers the change in the metrics at once
+  }
   // A wake without slots (subscriptions changed, work was re-driven or replayed): a tick
   // now, and every worker looks.
   bool awaited = touched_count == 0 && !touched_overflow;
@@ -278,8 +281,9 @@ EVPROC_CPP_FUNCTION(evproc_wake_at_commit) {
   PG_RETURN_VOID();
 }
 
-// evproc.subscriptions_changed(): (un)subscribing wakes the launcher at commit, which
-// then registers the change in the metrics at once (not at its next periodic sync).
+// evproc.subscriptions_changed(): (un)subscribing wakes the launcher and the maintenance
+// worker at commit; the latter then registers the change in the metrics at once (not at
+// its next periodic sync).
 EVPROC_CPP_FUNCTION(evproc_subscriptions_changed) {
   (void)fcinfo;
   evproc::SubscriptionsChangedAtCommit();

@@ -16,7 +16,7 @@
 #include "delivery_plans.hpp"
 #include "delivery_read.hpp"
 #include "error_boundary.hpp"
-#include "lifecycle.hpp"
+#include "extension_gate.hpp"
 #include "metrics.hpp"
 
 extern "C" {
@@ -43,22 +43,11 @@ const char *handler_search_path = nullptr;
 // must not change what they mean while they run as a superuser. Handlers get the
 // session's back. Returns the GUC nest level to close with AtEOXact_GUC (an abort
 // closes it too).
-//
-// They also run with enable_seqscan = off. Workers keep generic plans, planned with the
-// statistics of the moment: a log partition analyzed while empty (a new partition, or
-// ANALYZE right after a truncate) makes a sequential scan look free, and the window read
-// then scans the whole partition at every batch until the next analyze replans it
-// (seconds of latency, delivery falling behind; t/017_plan_stability.pl). Every read
-// evproc makes has an index that serves it, so discouraging sequential scans costs
-// nothing where the statistics are right. Handlers get the session's setting back
-// (handler_call.cpp).
 int PinSearchPath(MemoryContext context) {
   handler_search_path = MemoryContextStrdup(context, namespace_search_path);
   int level = NewGUCNestLevel();
   (void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
                           GUC_ACTION_SAVE, true, 0, false);
-  (void)set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-                          true, 0, false);
   return level;
 }
 
@@ -172,7 +161,7 @@ BatchResult RunOneBatch() {
     MemoryContextReset(context);
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
-    // First the extension gate (lifecycle.hpp): DROP EXTENSION waits for this batch. A
+    // First the extension gate (extension_gate.hpp): DROP EXTENSION waits for this batch. A
     // batch that would start during a drop does not queue behind it but backs off: the
     // launcher stops the workers once the drop commits, and its SIGTERM must find them
     // between batches (a clean stop), not in a lock wait (a FATAL). Gone or at a version

@@ -7,6 +7,7 @@ extern "C" {
 #include "commands/extension.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 }
 
@@ -103,8 +104,31 @@ bool EnsurePlans() {
   return true;
 }
 
+// The statements that read the event log. Their generic plans are made, and made
+// again after every analyze of a log partition, with the statistics of that moment: a
+// partition analyzed while empty (new, or right after a truncate) makes a sequential scan
+// look free, and the window read would then scan the whole partition at every batch until
+// the next analyze (seconds of latency, delivery falling behind; t/017_plan_stability.pl).
+// They run with sequential scans discouraged: each has an index that serves it whatever
+// the statistics. Only they do: on the small, often-updated tables (progress, retry) a
+// sequential scan is the right plan and an index scan can walk long chains of dead
+// entries.
+namespace {
+bool ReadsTheLog(SPIPlanPtr plan) {
+  return plan == plans.window_pending || plan == plans.window_range || plan == plans.replay_events;
+}
+}  // namespace
+
 uint64 Run(SPIPlanPtr plan, const Datum *args, const char *nulls, bool read_only, int expected) {
+  int guc_level = -1;
+  if (ReadsTheLog(plan)) {
+    guc_level = NewGUCNestLevel();
+    (void)set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+                            true, 0, false);
+  }
   int rc = SPI_execute_plan(plan, const_cast<Datum *>(args), nulls, read_only, 0);
+  // (On an ERROR the transaction's or subtransaction's abort closes the level.)
+  if (guc_level >= 0) AtEOXact_GUC(true, guc_level);
   if (rc != expected)
     elog(ERROR, "evproc: delivery statement failed: %s", SPI_result_code_string(rc));
   return SPI_processed;

@@ -47,10 +47,6 @@ void RunAsOwner(const Call &call) {
   // database's search_path), not with the path pinned for evproc's statements.
   (void)set_config_option("search_path", target.search_path, PGC_USERSET, PGC_S_SESSION,
                           GUC_ACTION_SAVE, true, 0, false);
-  // evproc's statements discourage sequential scans (delivery.cpp, PinSearchPath); the
-  // handler plans as any session would.
-  (void)set_config_option("enable_seqscan", GetConfigOptionResetString("enable_seqscan"),
-                          PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
   FmgrInfo flinfo;
   fmgr_info(target.function, &flinfo);
   enable_timeout_after(STATEMENT_TIMEOUT, target.timeout_ms);

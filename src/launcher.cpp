@@ -3,26 +3,29 @@
 //  * Ticks: when a commit woke it (shared commit_seq moved), it records a snapshot in
 //    evproc.tick, at most every evproc.tick_interval, marks the partitions that got
 //    events, and wakes the workers.
-//  * Supervision: keeps evproc.workers delivery workers running, restarts any that die
-//    (with a pause, so a worker that dies at once does not spin), and stops extra ones
-//    when the setting is lowered.
-//  * Metrics: every second, evproc.sync_stats() registers new subscriptions in shared
-//    memory (counting their backlog once) and forgets dropped ones.
-//  * Maintenance: every evproc.maintenance_interval, evproc.maintain() forgets ticks no
-//    unit needs and expired dedup ids, keeps log partitions created ahead and drops
-//    those past retention (extension/retention.sql).
-//  * Lifecycle (lifecycle.hpp): before connecting it waits for evproc.database to exist;
-//    it leaves the database when DROP DATABASE asks; it follows the extension being
-//    dropped and created, entering the extension gate in each of its transactions. Each
-//    change of state is one log line.
+//  * Supervision: keeps the maintenance worker (maintenance_worker.cpp: the metrics
+//    registry and evproc.maintain()) and evproc.workers delivery workers running,
+//    restarts any that die (with a pause, so a worker that dies at once does not spin),
+//    and stops extra ones when the setting is lowered. Delivery workers start once the
+//    maintenance worker registered the subscriptions (their backlog counted before any
+//    is delivered), or at once when it has no slot.
+//  * It does nothing else: no statement of its own can wait behind maintenance or an
+//    application's locks, so ticks keep coming whatever they do.
+//  * Lifecycle: before connecting it waits for evproc.database to exist
+//    (database_check.hpp); it leaves the database when DROP DATABASE asks
+//    (utility_hook.hpp); it follows the extension being dropped and created, entering
+//    the extension gate (extension_gate.hpp) in each of its transactions. Each change of
+//    state is one log line.
 #include <csetjmp>
 #include <cstring>
 
 #include "background.hpp"
 #include "core/version.hpp"
-#include "lifecycle.hpp"
+#include "database_check.hpp"
+#include "extension_gate.hpp"
 #include "pg_compat.hpp"
 #include "shared_state.hpp"
+#include "utility_hook.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -43,42 +46,6 @@ extern "C" {
 }
 
 namespace evproc {
-
-char *database_name = nullptr;
-int worker_count = 2;
-int tick_interval_ms = 2;
-int maintenance_interval_s = 10;
-bool worker_synchronous_commit = false;
-int partition_interval_s = 3600;
-
-void DefineBackgroundSettings() {
-  DefineCustomStringVariable("evproc.database", "Database whose evproc the launcher serves.",
-                             nullptr, &database_name, "postgres", PGC_POSTMASTER, 0, nullptr,
-                             nullptr, nullptr);
-  DefineCustomIntVariable("evproc.workers", "Number of delivery workers the launcher keeps.",
-                          nullptr, &worker_count, 2, 0, kMaxWorkers, PGC_SIGHUP, 0, nullptr,
-                          nullptr, nullptr);
-  DefineCustomIntVariable(
-      "evproc.tick_interval",
-      "Shortest time between two ticks (snapshots that bound delivery windows).", nullptr,
-      &tick_interval_ms, 2, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("evproc.maintenance_interval",
-                          "Time between two runs of evproc.maintain() by the launcher.", nullptr,
-                          &maintenance_interval_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
-                          nullptr, nullptr);
-  DefineCustomBoolVariable(
-      "evproc.worker_synchronous_commit",
-      "Whether delivery workers wait for the WAL flush of each batch's commit.",
-      "Off by default: a batch lost in a crash is lost with its handler's effects and is "
-      "simply delivered again, so exactly-once effects hold either way.",
-      &worker_synchronous_commit, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable(
-      "evproc.partition_interval", "Target time span of one partition of the event log.",
-      "Maintenance sizes each new partition of evproc.log to hold about this much time at "
-      "the xid rate it observed; retention drops whole partitions.",
-      &partition_interval_s, 3600, 1, 30 * 24 * 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
-      nullptr);
-}
 
 void RegisterLauncher() {
   BackgroundWorker worker{};
@@ -108,10 +75,14 @@ constexpr int64 kRestartPauseUs = INT64CONST(1000000);
 // every 2 seconds starts the missing workers soon after a slot frees up.
 constexpr int64 kNoSlotRetryUs = INT64CONST(2000000);
 
+// The delivery workers are members 0..kMaxWorkers-1, the maintenance worker is the last.
+constexpr int kMaintenance = kMaxWorkers;
+constexpr int kMembers = kMaxWorkers + 1;
+
 struct Pool {
-  BackgroundWorkerHandle *handles[kMaxWorkers];
-  TimestampTz not_before[kMaxWorkers];
-  bool waiting_for_slot[kMaxWorkers];
+  BackgroundWorkerHandle *handles[kMembers];
+  TimestampTz not_before[kMembers];
+  bool waiting_for_slot[kMembers];
   bool warned_no_slot;  // once per shortage: cleared when every worker runs again
 };
 Pool pool;
@@ -195,8 +166,16 @@ void StopWorker(int index) {
   pool.handles[index] = nullptr;
 }
 
+// The delivery workers and the maintenance worker.
+void StopWorkers() {
+  for (int i = 0; i < kMembers; ++i) StopWorker(i);
+  if (evproc::Shared() != nullptr) {
+    pg_atomic_write_u32(&evproc::Shared()->registry_database, InvalidOid);
+  }
+}
+
 void StopAllWorkers(int /*code*/, Datum /*arg*/) {
-  for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
+  StopWorkers();
   if (evproc::Shared() != nullptr) {
     pg_atomic_write_u32(&evproc::Shared()->launcher_procno, evproc::kNoProc);
     pg_atomic_write_u32(&evproc::Shared()->launcher_database, InvalidOid);
@@ -209,9 +188,15 @@ bool StartWorker(int index) {
   worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
   worker.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher restarts it
   std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
-  std::strncpy(worker.bgw_function_name, "evproc_worker_main", BGW_MAXLEN - 1);
-  snprintf(worker.bgw_name, BGW_MAXLEN, "evproc worker %d", index);
-  std::strncpy(worker.bgw_type, "evproc worker", BGW_MAXLEN - 1);
+  if (index == kMaintenance) {
+    std::strncpy(worker.bgw_function_name, "evproc_maintenance_main", BGW_MAXLEN - 1);
+    std::strncpy(worker.bgw_name, "evproc maintenance", BGW_MAXLEN - 1);
+    std::strncpy(worker.bgw_type, "evproc maintenance", BGW_MAXLEN - 1);
+  } else {
+    std::strncpy(worker.bgw_function_name, "evproc_worker_main", BGW_MAXLEN - 1);
+    snprintf(worker.bgw_name, BGW_MAXLEN, "evproc worker %d", index);
+    std::strncpy(worker.bgw_type, "evproc worker", BGW_MAXLEN - 1);
+  }
   worker.bgw_main_arg = Int32GetDatum(index);
   worker.bgw_notify_pid = MyProcPid;
   std::memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
@@ -221,15 +206,30 @@ bool StartWorker(int index) {
   return started;
 }
 
-// Keeps workers 0..evproc.workers-1 running; returns how soon to look again (ms).
+// Whether delivery workers may start: the maintenance worker registered the
+// subscriptions in the metrics (their backlog is counted before any of it is delivered,
+// so the count is exact), or it cannot run for want of a slot (delivery goes first).
+bool RegistryReady() {
+  return pg_atomic_read_u32(&evproc::Shared()->registry_database) == MyDatabaseId ||
+         pool.waiting_for_slot[kMaintenance];
+}
+
+// Keeps the maintenance worker and workers 0..evproc.workers-1 running; returns how soon
+// to look again (ms).
 long Supervise() {
   TimestampTz now = GetCurrentTimestamp();
   long next_look = -1;
   bool started_after_wait = false;
-  for (int i = 0; i < kMaxWorkers; ++i) {
-    if (i >= evproc::worker_count) {
+  // The maintenance worker first: it is one, and it takes its slot before the workers.
+  for (int n = 0; n < kMembers; ++n) {
+    int i = n == 0 ? kMaintenance : n - 1;
+    if (i != kMaintenance && i >= evproc::worker_count) {
       StopWorker(i);
       pool.waiting_for_slot[i] = false;
+      continue;
+    }
+    if (i != kMaintenance && pool.handles[i] == nullptr && !RegistryReady()) {
+      next_look = kSuperviseWaitMs;  // it wakes us when done
       continue;
     }
     pid_t pid = 0;
@@ -238,7 +238,11 @@ long Supervise() {
       continue;
     }
     if (pool.handles[i] != nullptr) {
-      ereport(LOG, (errmsg("evproc worker %d exited; restarting it", i)));
+      if (i == kMaintenance) {
+        ereport(LOG, (errmsg("evproc maintenance worker exited; restarting it")));
+      } else {
+        ereport(LOG, (errmsg("evproc worker %d exited; restarting it", i)));
+      }
       pfree(pool.handles[i]);
       pool.handles[i] = nullptr;
       pool.not_before[i] = now + kRestartPauseUs;
@@ -255,10 +259,13 @@ long Supervise() {
     // No free slot: one WARNING per shortage, not one per attempt.
     if (!pool.warned_no_slot) {
       ereport(WARNING,
-              (errmsg("evproc could not start worker %d: no free background worker slot", i),
+              (i == kMaintenance
+                   ? errmsg("evproc could not start its maintenance worker: no free background "
+                            "worker slot")
+                   : errmsg("evproc could not start worker %d: no free background worker slot", i),
                errdetail("The launcher tries again every 2 seconds; the workers it has deliver "
                          "meanwhile."),
-               errhint("Raise max_worker_processes (it must cover evproc.workers + 1 and "
+               errhint("Raise max_worker_processes (it must cover evproc.workers + 2 and "
                        "every other extension's workers) or lower evproc.workers.")));
       pool.warned_no_slot = true;
     }
@@ -325,28 +332,6 @@ int64 TakeTick(const int *slots, int count, bool every_slot) {
   return tick;
 }
 
-// Runs one statement in its own transaction, shown as `activity` in pg_stat_activity.
-// False when the extension gate was closed.
-bool RunStatement(const char *statement, const char *activity) {
-  if (!BeginGated()) return false;
-  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
-  PushActiveSnapshot(GetTransactionSnapshot());
-  pgstat_report_activity(STATE_RUNNING, activity);
-  if (SPI_execute(statement, false, 0) != SPI_OK_SELECT) {
-    elog(ERROR, "evproc launcher: %s failed", activity);
-  }
-  PopActiveSnapshot();
-  SPI_finish();
-  CommitTransactionCommand();
-  pgstat_report_activity(STATE_IDLE, nullptr);
-  return true;
-}
-
-bool Maintain() { return RunStatement("SELECT evproc.maintain()", "evproc maintenance"); }
-
-// Keeps the metrics registry in step with the subscriptions.
-bool SyncStats() { return RunStatement("SELECT evproc.sync_stats()", "evproc metrics registry"); }
-
 // The extension is not installed (at start), or was dropped: one line per change.
 void ReportExtensionMissing(ExtensionState before) {
   if (before == ExtensionState::kInstalled) {
@@ -372,7 +357,7 @@ void ReportWorkerCount(int before) {
 }
 
 // DROP DATABASE, RENAME or SET TABLESPACE of our database asked us to leave it
-// (lifecycle.hpp). Exit code 1: the postmaster starts the launcher again in 5 seconds,
+// (utility_hook.hpp). Exit code 1: the postmaster starts the launcher again in 5 seconds,
 // and it waits for the database (under its name in evproc.database).
 void LeaveDatabase() {
   switch (evproc::DatabaseLeaveReason()) {
@@ -428,6 +413,8 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
 
   evproc::SharedState *state = evproc::Shared();
   pg_atomic_write_u32(&state->launcher_procno, evproc::compat::MyProcIndex());
+  // The maintenance worker this launcher starts registers the subscriptions first.
+  pg_atomic_write_u32(&state->registry_database, InvalidOid);
   before_shmem_exit(StopAllWorkers, 0);
   ereport(LOG, (errmsg("evproc launcher started for database \"%s\"", evproc::database_name)));
 
@@ -436,9 +423,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   static uint64 ticked_seq = 0;
   static bool ticked_once = false;
   static TimestampTz last_tick_at = 0;
-  static TimestampTz next_maintenance = 0;
   static TimestampTz next_extension_check = 0;
-  static uint64 synced_registry = 0;
   static ExtensionState extension_state = ExtensionState::kUnknown;
 
   sigjmp_buf recover;
@@ -481,7 +466,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         }
         extension_state = gate == ExtensionGate::kMissing ? ExtensionState::kMissing
                                                           : ExtensionState::kUnsupported;
-        for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
+        StopWorkers();
         ticked_once = false;
         evproc::SleepOnLatch(kNoExtensionWaitMs);
         continue;
@@ -500,24 +485,12 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         ereport(LOG, (errmsg("evproc: extension \"evproc\" was dropped and created again in "
                              "database \"%s\"; its workers start again",
                              evproc::database_name)));
-        for (int i = 0; i < kMaxWorkers; ++i) StopWorker(i);
+        StopWorkers();
         ticked_once = false;
       }
       extension_state = ExtensionState::kInstalled;
       served_extension = extension;
       next_extension_check = now + USECS_PER_SEC;
-      synced_registry = pg_atomic_read_u64(&state->registry_seq);
-      if (!SyncStats()) {
-        next_extension_check = 0;
-        continue;
-      }
-    } else if (pg_atomic_read_u64(&state->registry_seq) != synced_registry) {
-      // A subscription came or went: register it now, not at the next periodic sync.
-      synced_registry = pg_atomic_read_u64(&state->registry_seq);
-      if (!SyncStats()) {
-        next_extension_check = 0;
-        continue;
-      }
     }
     long wait = Supervise();
     if (wait < 0) wait = kSuperviseWaitMs * 10;
@@ -549,15 +522,6 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       long remaining = evproc::tick_interval_ms - since_tick;
       if (remaining < wait) wait = remaining < 1 ? 1 : remaining;
     }
-    if (now >= next_maintenance) {
-      if (!Maintain()) {
-        next_extension_check = 0;
-        continue;
-      }
-      next_maintenance = now + static_cast<int64>(evproc::maintenance_interval_s) * USECS_PER_SEC;
-    }
-    long to_maintenance = TimestampDifferenceMilliseconds(now, next_maintenance);
-    if (to_maintenance < wait) wait = to_maintenance < 1 ? 1 : to_maintenance;
     evproc::SleepOnLatch(wait);
   }
 }

@@ -10,8 +10,8 @@
 //  * Pending events per subscription (its lag, and a topic's depth for max_pending) are
 //    published(topic) + offset - delivered - dead. The offset is set once per server
 //    life by counting the subscription's backlog (evproc.sync_stats(), run by the
-//    launcher every second, counts new subscriptions); from then on every change is a
-//    counter increment, and enqueue checks max_pending in constant time.
+//    maintenance worker every second, counts new subscriptions); from then on every
+//    change is a counter increment, and enqueue checks max_pending in constant time.
 //  * Slots are keyed by (database, id): one server may run evproc in several databases.
 //    Lookups are lock-free; claiming and freeing slots takes the evproc LWLock.
 #pragma once

@@ -1,5 +1,6 @@
 // SQL access to the shared-memory metrics (src/metrics.hpp): the functions behind the
-// monitoring views, and the registry the launcher keeps in step with the subscriptions.
+// monitoring views, and the registry the maintenance worker keeps in step with the
+// subscriptions.
 // Plain PostgreSQL code: no C++ objects live in these frames.
 #include "error_boundary.hpp"
 #include "metrics.hpp"

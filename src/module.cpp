@@ -1,14 +1,14 @@
-// Module entry: magic block, _PG_init and settings.
+// Module entry: magic block and _PG_init (the settings: settings.cpp).
 #include "background.hpp"
 #include "commit_wake.hpp"
 #include "core/version.hpp"
 #include "error_boundary.hpp"
-#include "lifecycle.hpp"
 #include "metrics_local.hpp"
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "shared_state.hpp"
 #include "topic_cache.hpp"
+#include "utility_hook.hpp"
 
 extern "C" {
 #include "utils/builtins.h"
@@ -18,25 +18,6 @@ PG_MODULE_MAGIC;
 
 void _PG_init(void);
 }
-
-namespace evproc {
-
-int max_payload_bytes = 1024 * 1024;
-int max_batch_events = 10000;
-
-void DefineSettings() {
-  DefineCustomIntVariable("evproc.max_payload_bytes",
-                          "Largest event payload accepted by enqueue (jsonb size in bytes).",
-                          nullptr, &max_payload_bytes, 1024 * 1024, 64, 64 * 1024 * 1024, PGC_SUSET,
-                          GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable(
-      "evproc.max_batch_events", "Most events accepted by one evproc_enqueue_batch call.", nullptr,
-      &max_batch_events, 10000, 1, 1000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
-  DefineBackgroundSettings();
-  MarkGUCPrefixReserved("evproc");
-}
-
-}  // namespace evproc
 
 // Nothing here may throw: _PG_init is called by PostgreSQL's C code.
 // Loaded without shared_preload_libraries, evproc still publishes (and its functions
@@ -49,7 +30,7 @@ void _PG_init(void) {
   if (process_shared_preload_libraries_in_progress) {
     evproc::RequestSharedState();
     evproc::RegisterLauncher();
-    evproc::RegisterLifecycleHook();
+    evproc::RegisterUtilityHook();
   }
 }
 

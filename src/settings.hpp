@@ -1,4 +1,4 @@
-// evproc's GUCs, defined in module.cpp and documented in docs/operations.md "Settings".
+// evproc's GUCs, all defined in settings.cpp and documented in docs/operations.md "Settings".
 #pragma once
 
 #include "pg_headers.hpp"
@@ -12,9 +12,20 @@ constexpr int kMaxTypeBytes = 128;
 constexpr int kMaxDedupIdBytes = 256;
 constexpr int kMaxHeadersBytes = 64 * 1024;
 
+// Enqueue.
 extern int max_payload_bytes;  // evproc.max_payload_bytes
 extern int max_batch_events;   // evproc.max_batch_events
 
+// The background processes. evproc.database is defined only when evproc is preloaded
+// (database_name stays nullptr otherwise): no launcher runs then.
+extern char *database_name;             // evproc.database
+extern int worker_count;                // evproc.workers
+extern int tick_interval_ms;            // evproc.tick_interval
+extern int maintenance_interval_s;      // evproc.maintenance_interval
+extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
+extern int partition_interval_s;        // evproc.partition_interval (read by SQL maintenance)
+
+// From _PG_init.
 void DefineSettings();
 
 }  // namespace evproc

@@ -36,6 +36,8 @@ void StartupHook() {
     pg_atomic_init_u64(&shared->floor_tick, 0);
     pg_atomic_init_u64(&shared->registry_seq, 0);
     pg_atomic_init_u32(&shared->launcher_procno, kNoProc);
+    pg_atomic_init_u32(&shared->maintenance_procno, kNoProc);
+    pg_atomic_init_u32(&shared->registry_database, InvalidOid);
     pg_atomic_init_u32(&shared->launcher_database, InvalidOid);
     pg_atomic_init_u32(&shared->database_state, 0);
     pg_atomic_init_u32(&shared->leave_database, InvalidOid);
@@ -80,6 +82,10 @@ void SetProcLatch(uint32 procno) {
 
 void WakeLauncher() {
   if (shared != nullptr) SetProcLatch(pg_atomic_read_u32(&shared->launcher_procno));
+}
+
+void WakeMaintenance() {
+  if (shared != nullptr) SetProcLatch(pg_atomic_read_u32(&shared->maintenance_procno));
 }
 
 void WakeWorkers() {

@@ -47,13 +47,15 @@ struct SharedState {
   pg_atomic_uint32 deliverable_known;
   pg_atomic_uint64 deliverable[kPartitionSlots / 64];
   pg_atomic_uint64 commit_seq;
-  pg_atomic_uint64 floor_tick;         // every unit older than this may have work
-  pg_atomic_uint64 registry_seq;       // bumped by commits that (un)subscribed
-  pg_atomic_uint32 launcher_procno;    // kNoProc when no launcher runs
-  pg_atomic_uint32 launcher_database;  // the database it serves, once it ticked
-  pg_atomic_uint32 database_state;     // the database check's answer (lifecycle.hpp)
-  pg_atomic_uint32 leave_database;     // dropped, renamed or moved: the launcher leaves it
-  pg_atomic_uint32 leave_reason;       // why (lifecycle.hpp LeaveReason)
+  pg_atomic_uint64 floor_tick;          // every unit older than this may have work
+  pg_atomic_uint64 registry_seq;        // bumped by commits that (un)subscribed
+  pg_atomic_uint32 launcher_procno;     // kNoProc when no launcher runs
+  pg_atomic_uint32 maintenance_procno;  // kNoProc when no maintenance worker runs
+  pg_atomic_uint32 registry_database;   // whose subscriptions the metrics registered
+  pg_atomic_uint32 launcher_database;   // the database it serves, once it ticked
+  pg_atomic_uint32 database_state;      // the database check's answer (database_check.hpp)
+  pg_atomic_uint32 leave_database;      // dropped, renamed or moved: the launcher leaves it
+  pg_atomic_uint32 leave_reason;        // why (utility_hook.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
   pg_atomic_uint32 worker_idle[kMaxWorkers];  // 1: about to look for work, or asleep
   PartitionSlot slots[kPartitionSlots];
@@ -75,5 +77,6 @@ void WakeWorkers();
 void NoteWorkerLooking(int index);
 void NoteWorkerBusy(int index);
 int WakeIdleWorkers(int wanted);  // returns how many it woke
+void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

@@ -3,7 +3,7 @@
 // Errors of evproc's own statements (not of handlers, which delivery isolates) abort the
 // batch's transaction and are logged; the worker waits a second and goes on, so a lost
 // lock never turns into a crash loop. A dropped extension is no error: each batch enters
-// the extension gate first (lifecycle.hpp), and without the extension the worker idles
+// the extension gate first (extension_gate.hpp), and without the extension the worker idles
 // until the launcher stops it. Stopped between batches, it leaves with a LOG line.
 #include <csetjmp>
 #include <cstring>

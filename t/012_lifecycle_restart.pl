@@ -20,11 +20,12 @@ use EvprocTAP;
 
 my $backlog = $ENV{EVPROC_BACKLOG} // 30000;
 
-# Six slots: the logical replication launcher, the evproc launcher, two workers and two
-# free ones (the launcher's database check takes one for a moment at start).
+# Seven slots: the logical replication launcher, the evproc launcher, its maintenance
+# worker, two workers and two free ones (the launcher's database check takes one for a
+# moment at start).
 my $node = evproc_node('backlog', qq{
 evproc.workers = 0
-max_worker_processes = 6
+max_worker_processes = 7
 });
 
 $node->safe_psql(
@@ -122,7 +123,7 @@ $node->reload;
 $node->wait_for_log(qr/WARNING:  evproc could not start worker \d: no free background worker slot/,
 	$offset);
 ok( $node->log_contains(
-		qr/HINT:  Raise max_worker_processes \(it must cover evproc.workers \+ 1/, $offset),
+		qr/HINT:  Raise max_worker_processes \(it must cover evproc.workers \+ 2/, $offset),
 	'the WARNING hints at max_worker_processes');
 is(scalar(worker_pids($node)), 2, 'two workers still run');
 $node->safe_psql('postgres',

@@ -1,0 +1,84 @@
+// Every evproc GUC, defined in one place (from _PG_init).
+#include "settings.hpp"
+
+#include "shared_state.hpp"
+
+extern "C" {
+#include "miscadmin.h"
+#include "utils/guc.h"
+}
+
+namespace evproc {
+
+int max_payload_bytes = 1024 * 1024;
+int max_batch_events = 10000;
+
+char *database_name = nullptr;
+int worker_count = 2;
+int tick_interval_ms = 2;
+int maintenance_interval_s = 10;
+bool worker_synchronous_commit = false;
+int partition_interval_s = 3600;
+
+namespace {
+
+void DefineEnqueueSettings() {
+  DefineCustomIntVariable("evproc.max_payload_bytes",
+                          "Largest event payload accepted by enqueue (jsonb size in bytes).",
+                          nullptr, &max_payload_bytes, 1024 * 1024, 64, 64 * 1024 * 1024, PGC_SUSET,
+                          GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.max_batch_events", "Most events accepted by one evproc_enqueue_batch call.", nullptr,
+      &max_batch_events, 10000, 1, 1000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+}
+
+void DefineBackgroundSettings() {
+  DefineCustomIntVariable("evproc.workers", "Number of delivery workers the launcher keeps.",
+                          nullptr, &worker_count, 2, 0, kMaxWorkers, PGC_SIGHUP, 0, nullptr,
+                          nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.tick_interval",
+      "Shortest time between two ticks (snapshots that bound delivery windows).", nullptr,
+      &tick_interval_ms, 2, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("evproc.maintenance_interval",
+                          "Time between two runs of evproc.maintain() by the maintenance worker.",
+                          nullptr, &maintenance_interval_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S,
+                          nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "evproc.worker_synchronous_commit",
+      "Whether delivery workers wait for the WAL flush of each batch's commit.",
+      "Off by default: a batch lost in a crash is lost with its handler's effects and is "
+      "simply delivered again, so exactly-once effects hold either way.",
+      &worker_synchronous_commit, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.partition_interval", "Target time span of one partition of the event log.",
+      "Maintenance sizes each new partition of evproc.log to hold about this much time at "
+      "the xid rate it observed; retention drops whole partitions.",
+      &partition_interval_s, 3600, 1, 30 * 24 * 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+      nullptr);
+}
+
+// PGC_POSTMASTER settings may only be defined while the postmaster preloads the library:
+// defined later (a backend loading evproc on its first call, without
+// shared_preload_libraries) PostgreSQL ends the session with a FATAL.
+void DefinePostmasterSettings() {
+  DefineCustomStringVariable("evproc.database", "Database whose evproc the launcher serves.",
+                             nullptr, &database_name, "postgres", PGC_POSTMASTER, 0, nullptr,
+                             nullptr, nullptr);
+}
+
+}  // namespace
+
+void DefineSettings() {
+  DefineEnqueueSettings();
+  DefineBackgroundSettings();
+  if (process_shared_preload_libraries_in_progress) {
+    DefinePostmasterSettings();
+    // Reserved only when preloaded: loaded later, evproc.database is left undefined, and
+    // reserving the prefix would turn its line in postgresql.conf (a server whose preload
+    // was removed) into a WARNING in every session that uses evproc.
+    MarkGUCPrefixReserved("evproc");
+  }
+}
+
+}  // namespace evproc

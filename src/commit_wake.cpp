@@ -31,13 +31,6 @@ void Forget() {
   registry_pending = false;
 }
 
-void StampSlot(PartitionSlot &slot, uint64 seq) {
-  uint64 current = pg_atomic_read_u64(&slot.last_commit_seq);
-  // An atomic max: a smaller stamp written late must never hide a larger one.
-  while (current < seq && !pg_atomic_compare_exchange_u64(&slot.last_commit_seq, &current, seq)) {
-  }
-}
-
 // Marks a slot committed (read first: under load it is marked already, and a read
 // keeps the cache line shared).
 void MarkSlot(PartitionSlot &slot) {
@@ -85,16 +78,7 @@ void Publish() {
   } else {
     (void)Raise(&state->lazy_marks);
   }
-  // Until the launcher takes the marks (TakeCommittedSlots), it ticks on commit_seq and
-  // the stamps, and is woken at every commit.
-  uint64 seq = pg_atomic_add_fetch_u64(&state->commit_seq, 1);
-  if (touched_overflow) {
-    for (auto &slot : state->slots) StampSlot(slot, seq);
-  } else {
-    for (int i = 0; i < touched_count; ++i) StampSlot(state->slots[touched[i]], seq);
-  }
-  (void)asked;
-  WakeLauncher();
+  if (asked) WakeLauncher();
 }
 
 // XACT_EVENT_COMMIT runs after the commit is visible to new snapshots: any tick whose

@@ -32,7 +32,6 @@ void StartupHook() {
     pg_atomic_init_u32(&shared->workers_wanted, 0);
     pg_atomic_init_u32(&shared->deliverable_known, 0);
     for (auto &word : shared->deliverable) pg_atomic_init_u64(&word, 0);
-    pg_atomic_init_u64(&shared->commit_seq, 0);
     pg_atomic_init_u64(&shared->floor_tick, 0);
     pg_atomic_init_u64(&shared->registry_seq, 0);
     pg_atomic_init_u32(&shared->launcher_procno, kNoProc);
@@ -46,7 +45,6 @@ void StartupHook() {
     for (auto &idle : shared->worker_idle) pg_atomic_init_u32(&idle, 0);
     for (auto &slot : shared->slots) {
       pg_atomic_init_u32(&slot.committed, 0);
-      pg_atomic_init_u64(&slot.last_commit_seq, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
     }
     metrics::InitMetrics(&shared->metrics);
@@ -86,11 +84,6 @@ void WakeLauncher() {
 
 void WakeMaintenance() {
   if (shared != nullptr) SetProcLatch(pg_atomic_read_u32(&shared->maintenance_procno));
-}
-
-void WakeWorkers() {
-  if (shared == nullptr) return;
-  for (auto &procno : shared->worker_procno) SetProcLatch(pg_atomic_read_u32(&procno));
 }
 
 void NoteWorkerLooking(int index) {

@@ -33,9 +33,8 @@ constexpr uint32 kNoProc = UINT32_MAX;
 static_assert(metrics::kMaxWorkerSlots == kMaxWorkers, "one status slot per worker");
 
 struct PartitionSlot {
-  pg_atomic_uint32 committed;        // 1: a commit wrote here since the launcher looked
-  pg_atomic_uint64 last_commit_seq;  // commit_seq of the newest commit that wrote here
-  pg_atomic_uint64 dirty_tick;       // newest tick that may hold events of this slot
+  pg_atomic_uint32 committed;   // 1: a commit wrote here since the launcher looked
+  pg_atomic_uint64 dirty_tick;  // newest tick that may hold events of this slot
 };
 
 struct SharedState {
@@ -46,7 +45,6 @@ struct SharedState {
   // breaker closed), set by evproc.sync_stats(); until deliverable_known, all of them.
   pg_atomic_uint32 deliverable_known;
   pg_atomic_uint64 deliverable[kPartitionSlots / 64];
-  pg_atomic_uint64 commit_seq;
   pg_atomic_uint64 floor_tick;          // every unit older than this may have work
   pg_atomic_uint64 registry_seq;        // bumped by commits that (un)subscribed
   pg_atomic_uint32 launcher_procno;     // kNoProc when no launcher runs
@@ -70,13 +68,12 @@ LWLock *SharedLock();       // guards claiming and freeing metrics slots
 int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();
-void WakeWorkers();
 // A worker about to look for a unit raises its idle flag first, and lowers it when it
 // got one: a worker that looks after a tick's marks sees them, one that looked before
 // is idle and is woken. Wakes up to `wanted` idle workers (lowering their flags).
 void NoteWorkerLooking(int index);
 void NoteWorkerBusy(int index);
 int WakeIdleWorkers(int wanted);  // returns how many it woke
-void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
+void WakeMaintenance();           // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

@@ -229,10 +229,12 @@ BEGIN
         RAISE WARNING 'evproc: log partition maintenance failed: %', SQLERRM
             USING DETAIL = format('SQLSTATE %s', SQLSTATE);
     END;
+END
+$fn$;
 
 -- Commits on topics that no subscription delivers now (paused, breaker open, none) do
 -- not wake the launcher (issue 13): evproc.sync_stats() tells them which topics some
--- subscription delivers, and pausing or resuming has the launcher sync at once.
+-- subscription delivers, and pausing or resuming has the maintenance worker sync at once.
 -- The topics some subscription delivers now, with their partition counts (set by
 -- evproc.sync_stats()): a commit on another topic does not wake the launcher, whose
 -- next tick, or one a second, takes its partitions (src/commit_wake.cpp).

@@ -14,7 +14,8 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o src/
           src/delivery_breaker.o src/worker.o src/launcher.o src/background_common.o \
           src/extension_gate.o src/database_check.o src/utility_hook.o src/settings.o \
           src/maintenance_worker.o src/manual_delivery.o src/metrics.o src/metrics_local.o \
-          src/metrics_sql.o src/api_trampoline.o src/statement_sql.o
+          src/metrics_sql.o src/api_trampoline.o src/statement_sql.o src/lease_wait.o \
+          src/lease_plans.o src/lease_read.o src/lease_end.o
 OBJS = $(PG_OBJS) $(CORE_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
@@ -70,11 +71,11 @@ include $(PGXS)
 $(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
-# storage and retention, monitoring, and last the privileges (they revoke EXECUTE on
-# everything in schema evproc defined before them).
+# storage and retention, monitoring, pull subscriptions' leases, and last the privileges
+# (they revoke EXECUTE on everything in schema evproc defined before them).
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
                extension/replay.sql extension/retention.sql extension/monitoring.sql \
-               extension/privileges.sql
+               extension/lease.sql extension/privileges.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint fuzz

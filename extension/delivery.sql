@@ -28,8 +28,10 @@ CREATE TABLE evproc.subscription (
     topic_id             integer NOT NULL REFERENCES evproc.topic (id),
     -- Schema-qualified signature, resolved at each batch: it survives pg_dump and
     -- pg_upgrade (unlike a regprocedure column) and a dropped handler is noticed.
-    handler              text NOT NULL,
-    handler_form         text NOT NULL CHECK (handler_form IN ('batch', 'event')),
+    -- NULL for a pull subscription (handler_form 'pull'): consumers outside the database
+    -- read it with leases (extension/lease.sql), the workers leave it alone.
+    handler              text,
+    handler_form         text NOT NULL CHECK (handler_form IN ('batch', 'event', 'pull')),
     owner                regrole NOT NULL,
     batch_size           integer NOT NULL CHECK (batch_size BETWEEN 1 AND 10000),
     max_attempts         integer NOT NULL CHECK (max_attempts BETWEEN 1 AND 1000),
@@ -50,7 +52,12 @@ CREATE TABLE evproc.subscription (
     -- start tick's) or enqueued before start_from (history_from) were never its own.
     start_snapshot       pg_snapshot,
     start_from           timestamptz,
-    CHECK (backoff_cap >= backoff_base)
+    CHECK (backoff_cap >= backoff_base),
+    -- How long a consumer's lease lasts unless its read asks otherwise (pull only).
+    lease_duration       interval NOT NULL DEFAULT '30 seconds',
+    CONSTRAINT subscription_pull_check CHECK ((handler IS NULL) = (handler_form = 'pull')),
+    CONSTRAINT subscription_lease_duration_check
+        CHECK (lease_duration > interval '0' AND lease_duration <= interval '1 day')
 );
 COMMENT ON TABLE evproc.subscription IS 'evproc subscriptions; change them only through evproc_subscribe/pause/resume/unsubscribe';
 
@@ -68,7 +75,11 @@ CREATE TABLE evproc.progress (
     batches         bigint NOT NULL DEFAULT 0,
     delivered       bigint NOT NULL DEFAULT 0,
     last_batch_at   timestamptz,
-    PRIMARY KEY (subscription_id, partition)
+    PRIMARY KEY (subscription_id, partition),
+    -- A pull subscription's unit held by a consumer's lease (evproc.lease) until it is
+    -- acknowledged or leased_until passes; no other read claims it meanwhile.
+    lease_id        text,
+    leased_until    timestamptz
 ) WITH (fillfactor = 50);
 
 -- Parked events: a failed event heads its key (is_head) and waits for its next attempt;
@@ -283,6 +294,8 @@ $fn$;
 -- as the caller would; everything else is done by evproc.subscribe (a trampoline to
 -- evproc.subscribe_impl), which the caller could also call directly with any function:
 -- the implementation checks the handler again.
+-- handler NULL makes a pull subscription: the workers leave it alone, consumers read it
+-- with evproc_read and a lease of lease_duration (extension/lease.sql).
 CREATE FUNCTION public.evproc_subscribe(name text, topic text, handler text,
                                         batch_size integer DEFAULT 100,
                                         max_attempts integer DEFAULT 10,
@@ -294,7 +307,8 @@ CREATE FUNCTION public.evproc_subscribe(name text, topic text, handler text,
                                         run_as regrole DEFAULT NULL,
                                         failure_budget real DEFAULT 0.5,
                                         breaker_min_attempts integer DEFAULT 20,
-                                        breaker_cooldown interval DEFAULT '30 seconds')
+                                        breaker_cooldown interval DEFAULT '30 seconds',
+                                        lease_duration interval DEFAULT '30 seconds')
     RETURNS integer LANGUAGE plpgsql
 AS $fn$
 BEGIN
@@ -303,10 +317,13 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Subscribers (and the roles that own subscriptions) need USAGE on schema evproc.';
     END IF;
-    RETURN evproc.subscribe(name, topic, (evproc.resolve_handler(handler)).fn::pg_catalog.regprocedure,
+    -- IS NULL, not an operator: this function runs on the caller's search_path.
+    RETURN evproc.subscribe(name, topic,
+                            CASE WHEN handler IS NULL THEN NULL
+                                 ELSE (evproc.resolve_handler(handler)).fn::pg_catalog.regprocedure END,
                             batch_size, max_attempts, backoff_base, backoff_cap, handler_timeout,
                             on_dead_letter, start_from, run_as, failure_budget,
-                            breaker_min_attempts, breaker_cooldown);
+                            breaker_min_attempts, breaker_cooldown, lease_duration);
 END
 $fn$;
 
@@ -315,7 +332,8 @@ CREATE FUNCTION evproc.subscribe(name text, topic text, handler regprocedure,
                                  backoff_base interval, backoff_cap interval,
                                  handler_timeout interval, on_dead_letter text,
                                  start_from timestamptz, run_as regrole, failure_budget real,
-                                 breaker_min_attempts integer, breaker_cooldown interval)
+                                 breaker_min_attempts integer, breaker_cooldown interval,
+                                 lease_duration interval DEFAULT '30 seconds')
     RETURNS integer LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
 
 -- Whether `role` may own a subscription of the topic (its handler sees the payloads): a
@@ -338,7 +356,8 @@ CREATE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler
                                       backoff_base interval, backoff_cap interval,
                                       handler_timeout interval, on_dead_letter text,
                                       start_from timestamptz, run_as regrole, failure_budget real,
-                                      breaker_min_attempts integer, breaker_cooldown interval)
+                                      breaker_min_attempts integer, breaker_cooldown interval,
+                                      lease_duration interval DEFAULT '30 seconds')
     RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -359,8 +378,9 @@ BEGIN
     IF topic IS NULL OR topic = '' THEN
         RAISE EXCEPTION 'topic must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF handler IS NULL THEN
-        RAISE EXCEPTION 'handler must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    IF lease_duration IS NULL OR lease_duration <= interval '0' OR lease_duration > interval '1 day' THEN
+        RAISE EXCEPTION 'lease_duration must be between 0 and 1 day, got %', coalesce(lease_duration::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- FOR UPDATE, not FOR SHARE: granting 'subscribe' below updates the row.
     SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = topic FOR NO KEY UPDATE;
@@ -373,7 +393,12 @@ BEGIN
     END IF;
     -- Checked again here, not trusted from evproc.resolve_handler: the caller may call
     -- evproc.subscribe with any function.
-    h := evproc.handler_shape(handler);
+    -- No handler: a pull subscription, read by consumers (extension/lease.sql).
+    IF handler IS NULL THEN
+        SELECT 'pull' AS form, NULL::text AS signature INTO h;
+    ELSE
+        h := evproc.handler_shape(handler);
+    END IF;
     PERFORM evproc.check_subscription_settings(batch_size, max_attempts, backoff_base, backoff_cap,
         handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts, breaker_cooldown);
     -- Handlers run as the owner, never as a superuser (a handler's code must not gain
@@ -392,7 +417,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('GRANT USAGE ON SCHEMA evproc TO %s;', owner_role);
     END IF;
-    IF NOT has_function_privilege(owner_role, handler, 'EXECUTE') THEN
+    IF handler IS NOT NULL AND NOT has_function_privilege(owner_role, handler, 'EXECUTE') THEN
         RAISE EXCEPTION 'role % may not execute handler %', owner_role, handler
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -411,11 +436,13 @@ BEGIN
     SELECT id, snapshot INTO start_tick, start_snapshot FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
     INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
         max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
-        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from)
+        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from,
+        lease_duration)
     VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
         backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
         breaker_cooldown, CASE WHEN start_from IS NULL THEN start_snapshot END,
-        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END)
+        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END,
+        lease_duration)
     RETURNING id INTO new_id;
     -- From history: the window from tick 0 (sees nothing) holds all retained events.
     -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
@@ -491,8 +518,14 @@ CREATE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS void
 AS $fn$
 DECLARE
     s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
-    h record := evproc.resolve_handler(s.handler);
+    h record;
 BEGIN
+    -- A pull subscription has no handler to re-check.
+    IF s.handler IS NULL THEN
+        SELECT s.handler_form AS form, NULL::text AS signature INTO h;
+    ELSE
+        h := evproc.resolve_handler(s.handler);
+    END IF;
     UPDATE evproc.subscription
        SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
            handler = h.signature, handler_form = h.form
@@ -587,10 +620,19 @@ BEGIN
     -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
     -- bounds a wait for a table lock (none that an application takes), and is short: the
     -- units this run moved on stay locked, to workers too, until it commits.
+    -- Expired leases first: their units become free (and may then be moved below).
     BEGIN
+        PERFORM evproc.expire_leases();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: expiring leases failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
+    BEGIN
+        -- A leased unit is not moved: the ack moves it to where its read left it.
         FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
                    FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
                   WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
+                    AND p.lease_id IS NULL
                     FOR UPDATE OF p SKIP LOCKED LOOP
             IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest)) THEN
                 UPDATE evproc.progress SET tick_id = newest

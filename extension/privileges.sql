@@ -112,7 +112,7 @@ GRANT EXECUTE ON FUNCTION
     evproc.resolve_handler(text),
     evproc.handler_shape(oid),
     evproc.subscribe(text, text, regprocedure, integer, integer, interval, interval, interval,
-                     text, timestamptz, regrole, real, integer, interval),
+                     text, timestamptz, regrole, real, integer, interval, interval),
     evproc.library_version(),
     evproc.topic_stats(),
     evproc.topic_pending(),
@@ -134,5 +134,5 @@ REVOKE EXECUTE ON FUNCTION public.evproc_create_topic(text, integer, interval, i
 -- Every role may read the views; each view shows it only what it may see.
 GRANT SELECT ON public.evproc_topics, public.evproc_topic_stats, public.evproc_subscriptions,
                 public.evproc_subscription_stats, public.evproc_dead_letters,
-                public.evproc_dead_letter_summary, public.evproc_replays
+                public.evproc_dead_letter_summary, public.evproc_replays, public.evproc_leases
     TO PUBLIC;

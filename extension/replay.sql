@@ -28,7 +28,11 @@ CREATE TABLE evproc.replay (
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_batch_at   timestamptz,
     finished_at     timestamptz,
-    CHECK (from_time <= to_time)
+    CHECK (from_time <= to_time),
+    -- A pull subscription's replay is read by consumers: held by a lease like a unit
+    -- (extension/lease.sql).
+    lease_id        text,
+    leased_until    timestamptz
 );
 CREATE INDEX replay_running_idx ON evproc.replay (subscription_id) WHERE state = 'running';
 SELECT pg_catalog.pg_extension_config_dump('evproc.replay', '');

@@ -64,6 +64,56 @@ pg_ctl_demo restart
 psql_demo -d evproc_demo -qc "CREATE EXTENSION evproc"
 psql_demo -d evproc_demo -f examples/order_service/main.sql
 
+# A consumer outside the database beside the SQL handlers (docs/consumers.md): a pull
+# subscription of the same topic, from the start of the demo's history, drained by the
+# Python example consumer (examples/consumers/python/consumer.py), which records a
+# shipment per order in the transaction that acknowledges its lease. Then: every order
+# event shipped exactly once, and per customer in commit order.
+echo
+echo "== a consumer outside the database (examples/consumers/python) drains the orders"
+psql_demo -d evproc_demo -q <<'SQL'
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS shop.shipments;
+CREATE TABLE shop.shipments (event_id bigint PRIMARY KEY, key text, payload jsonb,
+                             attempt int, seq bigserial);
+GRANT INSERT ON shop.shipments TO order_app;
+GRANT USAGE ON SEQUENCE shop.shipments_seq_seq TO order_app;
+SELECT evproc_subscribe('order_shipping', 'orders', NULL, run_as => 'order_app',
+                        start_from => now() - interval '1 hour') AS shipping_id \gset
+SQL
+# Debian's python3, which has python3-psycopg (another python3 may come first in PATH).
+EVPROC_WAIT=1 /usr/bin/python3 examples/consumers/python/consumer.py \
+  "host=/tmp port=$port user=postgres dbname=evproc_demo" order_shipping shop.shipments &
+consumer=$!
+for _ in $(seq 1 60); do
+  [[ $(psql_demo -d evproc_demo -qAtc "SELECT count(*) >= (SELECT count(*) FROM evproc.log l
+        JOIN evproc.topic t ON t.id = l.topic_id WHERE t.name = 'orders') FROM shop.shipments") == t ]] && break
+  sleep 0.5
+done
+kill -TERM "$consumer"
+wait "$consumer" || true
+psql_demo -d evproc_demo -qAt <<'SQL'
+\set ON_ERROR_STOP 1
+SELECT format('orders published %s, shipped by the consumer %s', published, shipped)
+  FROM (SELECT (SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
+                 WHERE t.name = 'orders') AS published,
+               (SELECT count(*) FROM shop.shipments) AS shipped) c;
+-- Balance: each published order event shipped once, and per key in commit (id) order.
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM shop.shipments)
+       <> (SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
+            WHERE t.name = 'orders') THEN
+        RAISE EXCEPTION 'the consumer did not ship every order event exactly once';
+    END IF;
+    IF EXISTS (SELECT 1 FROM (SELECT event_id, lag(event_id) OVER (PARTITION BY key ORDER BY seq) AS prev
+                                FROM shop.shipments) s WHERE s.prev > s.event_id) THEN
+        RAISE EXCEPTION 'the consumer shipped a customer''s orders out of order';
+    END IF;
+END $$;
+SELECT 'consumer checks passed';
+SQL
+
 cat <<DONE
 
 evproc is running: psql -h /tmp -p $port -U postgres evproc_demo

@@ -8,7 +8,15 @@ packages=(
   nlohmann-json3-dev g++ make cmake googletest libgtest-dev libipc-run-perl
   clang-format clang-tidy
   clang libclang-rt-14-dev  # make fuzz: clang++ -fsanitize=fuzzer,address,undefined
+  # The example consumers and their tests (t/030, t/031): psycopg 3, a PgBouncer to
+  # run them through in transaction mode.
+  python3-psycopg pgbouncer
 )
+# And node with npm for the Node example (npm ci in t/EvprocConsumers.pm). A node
+# installed otherwise (e.g. NodeSource's, which bundles npm) is used as it is.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for package in "${packages[@]}"; do

@@ -23,12 +23,14 @@ int touched_count = 0;
 bool touched_overflow = false;
 bool wake_pending = false;      // something committed that workers must look at
 bool registry_pending = false;  // subscriptions changed: the metrics registry must follow
+bool readers_pending = false;   // units were freed (ack, resume): waiting readers look again
 
 void Forget() {
   touched_count = 0;
   touched_overflow = false;
   wake_pending = false;
   registry_pending = false;
+  readers_pending = false;
 }
 
 // Marks a slot committed (read first: under load it is marked already, and a read
@@ -87,6 +89,7 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
   switch (event) {
     case XACT_EVENT_COMMIT:
       if (wake_pending) Publish();
+      if (readers_pending) WakeReaders();
       Forget();
       break;
     case XACT_EVENT_PRE_PREPARE:
@@ -98,6 +101,7 @@ void OnXactEvent(XactEvent event, void * /*arg*/) {
                                "transaction")));
       }
       break;
+    case XACT_EVENT_PREPARE:  // a reader wake only: the readers' waits end anyway
     case XACT_EVENT_ABORT:
     case XACT_EVENT_PARALLEL_ABORT:
       Forget();
@@ -193,7 +197,12 @@ void CommittedSlotsTicked() {
   carried_count = 0;
 }
 
-void WakeAtCommit() { wake_pending = true; }
+void WakeAtCommit() {
+  wake_pending = true;
+  readers_pending = true;
+}
+
+void WakeReadersAtCommit() { readers_pending = true; }
 
 void SubscriptionsChangedAtCommit() {
   wake_pending = true;

@@ -11,6 +11,7 @@ namespace evproc {
 void RegisterCommitWake();                           // from _PG_init
 void NoteEnqueued(int32 topic_id, int32 partition);  // remember for this transaction
 void WakeAtCommit();                  // wake the launcher at commit, no partition written
+void WakeReadersAtCommit();           // wake waiting readers at commit (units were freed)
 void SubscriptionsChangedAtCommit();  // and the maintenance worker, to sync the registry
 
 // The launcher's side (the protocol is described in commit_wake.cpp):

@@ -15,50 +15,54 @@ namespace evproc::delivery {
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
   if (Run(replay ? plans.claim_replay : plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0)
     return false;
+  UnitFromRow(unit, 0, replay, context);
+  return true;
+}
+
+void UnitFromRow(Unit *unit, uint64 row, bool replay, MemoryContext context) {
   bool isnull = false;
-  unit->subscription_id = DatumGetInt32(Column(0, 1, &isnull));
-  unit->partition = DatumGetInt32(Column(0, 2, &isnull));
-  unit->tick_id = DatumGetInt64(Column(0, 3, &isnull));
-  Datum window_tick = Column(0, 4, &isnull);
+  unit->subscription_id = DatumGetInt32(Column(row, 1, &isnull));
+  unit->partition = DatumGetInt32(Column(row, 2, &isnull));
+  unit->tick_id = DatumGetInt64(Column(row, 3, &isnull));
+  Datum window_tick = Column(row, 4, &isnull);
   unit->window_tick = isnull ? 0 : DatumGetInt64(window_tick);
-  Datum cursor_id = Column(0, 5, &isnull);
+  Datum cursor_id = Column(row, 5, &isnull);
   unit->has_cursor = !isnull;
   unit->cursor_id = isnull ? 0 : DatumGetInt64(cursor_id);
-  Datum history_from = Column(0, 6, &isnull);
+  Datum history_from = Column(row, 6, &isnull);
   unit->has_history_from = !isnull;
   unit->history_from = isnull ? DT_NOBEGIN : DatumGetTimestampTz(history_from);
-  Datum retry_due_at = Column(0, 7, &isnull);
+  Datum retry_due_at = Column(row, 7, &isnull);
   unit->has_retries = !isnull;
   unit->retries_due =
       !isnull && DatumGetTimestampTz(retry_due_at) <= GetCurrentTransactionStartTimestamp();
-  unit->name = CopiedText(0, 8, context);
-  unit->topic_id = DatumGetInt32(Column(0, 9, &isnull));
-  unit->topic = CopiedText(0, 10, context);
-  Datum fn = Column(0, 11, &isnull);
+  unit->name = CopiedText(row, 8, context);
+  unit->topic_id = DatumGetInt32(Column(row, 9, &isnull));
+  unit->topic = CopiedText(row, 10, context);
+  Datum fn = Column(row, 11, &isnull);
   unit->handler_fn = isnull ? InvalidOid : DatumGetObjectId(fn);
-  unit->batch_form = DatumGetBool(Column(0, 12, &isnull));
-  unit->owner = DatumGetObjectId(Column(0, 13, &isnull));
-  unit->owner_state = CopiedText(0, 14, context);
-  unit->batch_size = DatumGetInt32(Column(0, 15, &isnull));
-  unit->max_attempts = DatumGetInt32(Column(0, 16, &isnull));
-  unit->backoff_base_us = DatumGetInt64(Column(0, 17, &isnull));
-  unit->backoff_cap_us = DatumGetInt64(Column(0, 18, &isnull));
-  unit->timeout_ms = DatumGetInt32(Column(0, 19, &isnull));
-  unit->block_on_dead = DatumGetBool(Column(0, 20, &isnull));
-  unit->failure_budget = DatumGetFloat8(Column(0, 21, &isnull));
-  unit->breaker_min_attempts = DatumGetInt32(Column(0, 22, &isnull));
-  unit->handler = CopiedText(0, 23, context);
+  unit->batch_form = DatumGetBool(Column(row, 12, &isnull));
+  unit->owner = DatumGetObjectId(Column(row, 13, &isnull));
+  unit->owner_state = CopiedText(row, 14, context);
+  unit->batch_size = DatumGetInt32(Column(row, 15, &isnull));
+  unit->max_attempts = DatumGetInt32(Column(row, 16, &isnull));
+  unit->backoff_base_us = DatumGetInt64(Column(row, 17, &isnull));
+  unit->backoff_cap_us = DatumGetInt64(Column(row, 18, &isnull));
+  unit->timeout_ms = DatumGetInt32(Column(row, 19, &isnull));
+  unit->block_on_dead = DatumGetBool(Column(row, 20, &isnull));
+  unit->failure_budget = DatumGetFloat8(Column(row, 21, &isnull));
+  unit->breaker_min_attempts = DatumGetInt32(Column(row, 22, &isnull));
+  unit->handler = CopiedText(row, 23, context);
   unit->replay = replay;
   if (replay) {
-    unit->replay_id = DatumGetInt32(Column(0, 24, &isnull));
-    unit->replay_cursor = DatumGetInt64(Column(0, 25, &isnull));
-    unit->replay_chunk = DatumGetInt64(Column(0, 26, &isnull));
-    unit->replay_last_id = DatumGetInt64(Column(0, 27, &isnull));
-    unit->replay_from = DatumGetTimestampTz(Column(0, 28, &isnull));
-    unit->replay_to = DatumGetTimestampTz(Column(0, 29, &isnull));
-    unit->replay_key = CopiedText(0, 30, context);
+    unit->replay_id = DatumGetInt32(Column(row, 24, &isnull));
+    unit->replay_cursor = DatumGetInt64(Column(row, 25, &isnull));
+    unit->replay_chunk = DatumGetInt64(Column(row, 26, &isnull));
+    unit->replay_last_id = DatumGetInt64(Column(row, 27, &isnull));
+    unit->replay_from = DatumGetTimestampTz(Column(row, 28, &isnull));
+    unit->replay_to = DatumGetTimestampTz(Column(row, 29, &isnull));
+    unit->replay_key = CopiedText(row, 30, context);
   }
-  return true;
 }
 
 TimestampTz NextDue() {

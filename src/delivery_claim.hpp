@@ -11,6 +11,11 @@ namespace evproc::delivery {
 // its subscription (strings in `context`). False when there is none.
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context);
 
+// Fills *unit from row `row` of a claim's result (the columns of kClaimUnit, and of
+// kClaimReplay with `replay`): the readers of pull subscriptions claim with statements of
+// their own that return the same columns (lease_sql.hpp).
+void UnitFromRow(Unit *unit, uint64 row, bool replay, MemoryContext context);
+
 // When idle: the earliest moment a retry falls due or a breaker closes (0: none).
 TimestampTz NextDue();
 

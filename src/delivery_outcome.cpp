@@ -191,7 +191,9 @@ Written WriteItems(const Unit &unit, const ItemList &items) {
           CallPostgres([&] {
             int64 delay = core::BackoffDelay(attempts, unit.backoff_base_us, unit.backoff_cap_us,
                                              pg_prng_double(&pg_global_prng_state));
-            Park(unit, item, true, false, attempts, now + delay, item.error, now);
+            // A consumer's nack may say when (retry_after), an expired lease is due now.
+            TimestampTz next = item.retry_at != 0 ? item.retry_at : now + delay;
+            Park(unit, item, true, false, attempts, next, item.error, now);
           });
           parked_in(item);
         }

@@ -12,7 +12,9 @@ namespace evproc::sql {
 // it may run (owner_state: 'missing', 'superuser', 'no_execute', 'no_subscribe' or 'ok';
 // whether the owner may subscribe to the topic is evproc.may_subscribe, the rule
 // evproc_subscribe and evproc_replay check too), and its settings. Only units of active
-// subscriptions whose breaker is closed are claimed.
+// subscriptions with a handler whose breaker is closed are claimed: pull subscriptions
+// (no handler) are read by consumers (lease_read.cpp, whose claims return the same
+// columns).
 
 // A unit with work: a window in progress, new ticks where its partition got events,
 // or a due retry. Locked with SKIP LOCKED: two workers never hold one unit, and the
@@ -38,7 +40,7 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
   JOIN evproc.topic t ON t.id = s.topic_id
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
- WHERE NOT s.paused
+ WHERE NOT s.paused AND s.handler IS NOT NULL
    AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
    AND (p.window_tick IS NOT NULL
         OR (p.tick_id < evproc.dirty_tick(s.topic_id, p.partition)
@@ -72,7 +74,7 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
   JOIN evproc.topic t ON t.id = s.topic_id
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
- WHERE NOT s.paused
+ WHERE NOT s.paused AND s.handler IS NOT NULL
    AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
    AND rp.state = 'running'
  ORDER BY rp.last_batch_at NULLS FIRST
@@ -115,10 +117,10 @@ inline constexpr const char *kNextDue = R"sql(
 SELECT min(due) FROM (
   SELECT p.retry_due_at AS due FROM evproc.progress p
     JOIN evproc.subscription s ON s.id = p.subscription_id
-   WHERE NOT s.paused AND p.retry_due_at < 'infinity'
+   WHERE NOT s.paused AND s.handler IS NOT NULL AND p.retry_due_at < 'infinity'
   UNION ALL
   SELECT breaker_open_until FROM evproc.subscription
-   WHERE NOT paused AND breaker_open_until > now()) d)sql";
+   WHERE NOT paused AND handler IS NOT NULL AND breaker_open_until > now()) d)sql";
 
 // The unit's window: from tick A ($1) to its window tick ($2) or else the first later
 // tick that names the unit's slot ($3) among its dirty ones (or the newest tick).

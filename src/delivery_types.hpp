@@ -68,6 +68,7 @@ struct Item {
   TimestampTz enqueued_at;
   Outcome outcome;
   ErrorData *error;
+  TimestampTz retry_at;  // a failure's next attempt instead of the backoff (0: backoff)
 };
 
 // POD list in the batch context: filled by PostgreSQL-facing code, which must not own

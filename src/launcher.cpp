@@ -541,6 +541,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         // one waits longer (core/tick_pace.hpp).
         int awaited = every_worker ? kMaxWorkers : evproc::AwaitedSlots(dirty_slots, dirty_count);
         int woken = evproc::WakeIdleWorkers(awaited);
+        if (awaited > 0) evproc::WakeReaders();  // pull subscriptions' waiting readers
         pace.Ticked(static_cast<double>(GetCurrentTimestamp() - tick_start) / 1000.0,
                     awaited == 0 || woken > 0);
         continue;  // commits may have come in meanwhile

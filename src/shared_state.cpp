@@ -43,6 +43,7 @@ void StartupHook() {
     pg_atomic_init_u32(&shared->leave_reason, 0);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &idle : shared->worker_idle) pg_atomic_init_u32(&idle, 0);
+    for (auto &procno : shared->reader_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &slot : shared->slots) {
       pg_atomic_init_u32(&slot.committed, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
@@ -110,6 +111,11 @@ int WakeIdleWorkers(int wanted) {
     ++woken;
   }
   return woken;
+}
+
+void WakeReaders() {
+  if (shared == nullptr) return;
+  for (auto &procno : shared->reader_procno) SetProcLatch(pg_atomic_read_u32(&procno));
 }
 
 }  // namespace evproc

@@ -8,6 +8,8 @@
 //    before each tick's snapshot and sets the marked slots' dirty_tick = that tick.
 //    Commits on partitions no subscription delivers now (paused, breaker open, none)
 //    only mark their slots: the next tick, or one a second, takes those marks.
+//  * Readers of pull subscriptions waiting in evproc_read register their latch in
+//    reader_procno; ticks and lease acknowledgements set it.
 //  * Workers claim a unit only when its position is older than its slot's dirty_tick (or
 //    floor_tick, which covers everything committed before the launcher started), so idle
 //    units cost nothing. Slots are a fixed hash of (topic, partition): a collision only
@@ -29,6 +31,8 @@ namespace evproc {
 
 constexpr int kPartitionSlots = 4096;
 constexpr int kMaxWorkers = 64;
+// Backends waiting in evproc_read for events (lease_wait.hpp); more wait in short slices.
+constexpr int kMaxReaders = 1024;
 constexpr uint32 kNoProc = UINT32_MAX;
 static_assert(metrics::kMaxWorkerSlots == kMaxWorkers, "one status slot per worker");
 
@@ -55,7 +59,8 @@ struct SharedState {
   pg_atomic_uint32 leave_database;      // dropped, renamed or moved: the launcher leaves it
   pg_atomic_uint32 leave_reason;        // why (utility_hook.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
-  pg_atomic_uint32 worker_idle[kMaxWorkers];  // 1: about to look for work, or asleep
+  pg_atomic_uint32 worker_idle[kMaxWorkers];    // 1: about to look for work, or asleep
+  pg_atomic_uint32 reader_procno[kMaxReaders];  // kNoProc: free
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
@@ -74,6 +79,7 @@ void WakeLauncher();
 void NoteWorkerLooking(int index);
 void NoteWorkerBusy(int index);
 int WakeIdleWorkers(int wanted);  // returns how many it woke
+void WakeReaders();               // the waiting readers of pull subscriptions look for work
 void WakeMaintenance();           // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

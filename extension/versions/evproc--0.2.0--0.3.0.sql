@@ -231,6 +231,557 @@ BEGIN
     END;
 END
 $fn$;
+-------------------------------------------------------------------------------
+-- Pull subscriptions and leases (issue 14, extension/lease.sql, docs/consumers.md):
+-- a subscription without a handler is read by consumers outside the database.
+-------------------------------------------------------------------------------
+-- The tables changed below are locked first, all at once, and never waited for long
+-- while holding some: running workers lock them in other orders (a live unit's claim
+-- takes progress before subscription, a replay's claim replay first), so an update that
+-- waited for one while holding another could deadlock with a batch. A lock wait shorter
+-- than deadlock_timeout gives up and tries again.
+DO $lock$
+DECLARE
+    previous text := pg_catalog.current_setting('lock_timeout');
+BEGIN
+    FOR attempt IN 1..3000 LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', '100ms', true);
+            LOCK TABLE evproc.progress, evproc.replay, evproc.subscription IN ACCESS EXCLUSIVE MODE;
+            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_catalog.pg_sleep(0.01);
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'could not lock evproc''s subscription tables for the update'
+        USING ERRCODE = 'lock_not_available', HINT = 'Pause the busiest subscriptions and try again.';
+END
+$lock$;
+ALTER TABLE evproc.subscription ALTER COLUMN handler DROP NOT NULL;
+ALTER TABLE evproc.subscription DROP CONSTRAINT subscription_handler_form_check;
+ALTER TABLE evproc.subscription
+    ADD CONSTRAINT subscription_handler_form_check CHECK (handler_form IN ('batch', 'event', 'pull'));
+ALTER TABLE evproc.subscription ADD COLUMN lease_duration interval NOT NULL DEFAULT '30 seconds';
+ALTER TABLE evproc.subscription
+    ADD CONSTRAINT subscription_pull_check CHECK ((handler IS NULL) = (handler_form = 'pull'));
+ALTER TABLE evproc.subscription
+    ADD CONSTRAINT subscription_lease_duration_check
+        CHECK (lease_duration > interval '0' AND lease_duration <= interval '1 day');
+ALTER TABLE evproc.progress ADD COLUMN lease_id text;
+ALTER TABLE evproc.progress ADD COLUMN leased_until timestamptz;
+ALTER TABLE evproc.replay ADD COLUMN lease_id text;
+ALTER TABLE evproc.replay ADD COLUMN leased_until timestamptz;
+
+-- evproc_subscribe takes lease_duration (and handler NULL): new signatures.
+DROP FUNCTION public.evproc_subscribe(text, text, text, integer, integer, interval, interval,
+                                      interval, text, timestamptz, regrole, real, integer, interval);
+DROP FUNCTION evproc.subscribe(text, text, regprocedure, integer, integer, interval, interval,
+                               interval, text, timestamptz, regrole, real, integer, interval);
+DROP FUNCTION evproc.subscribe_impl(oid, text, text, regprocedure, integer, integer, interval,
+                                    interval, interval, text, timestamptz, regrole, real, integer,
+                                    interval);
+CREATE FUNCTION public.evproc_subscribe(name text, topic text, handler text,
+                                        batch_size integer DEFAULT 100,
+                                        max_attempts integer DEFAULT 10,
+                                        backoff_base interval DEFAULT '1 second',
+                                        backoff_cap interval DEFAULT '10 minutes',
+                                        handler_timeout interval DEFAULT '30 seconds',
+                                        on_dead_letter text DEFAULT 'skip',
+                                        start_from timestamptz DEFAULT NULL,
+                                        run_as regrole DEFAULT NULL,
+                                        failure_budget real DEFAULT 0.5,
+                                        breaker_min_attempts integer DEFAULT 20,
+                                        breaker_cooldown interval DEFAULT '30 seconds',
+                                        lease_duration interval DEFAULT '30 seconds')
+    RETURNS integer LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    IF NOT pg_catalog.has_schema_privilege('evproc', 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for schema evproc, where handlers'' argument type evproc.event lives'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Subscribers (and the roles that own subscriptions) need USAGE on schema evproc.';
+    END IF;
+    -- IS NULL, not an operator: this function runs on the caller's search_path.
+    RETURN evproc.subscribe(name, topic,
+                            CASE WHEN handler IS NULL THEN NULL
+                                 ELSE (evproc.resolve_handler(handler)).fn::pg_catalog.regprocedure END,
+                            batch_size, max_attempts, backoff_base, backoff_cap, handler_timeout,
+                            on_dead_letter, start_from, run_as, failure_budget,
+                            breaker_min_attempts, breaker_cooldown, lease_duration);
+END
+$fn$;
+
+CREATE FUNCTION evproc.subscribe(name text, topic text, handler regprocedure,
+                                 batch_size integer, max_attempts integer,
+                                 backoff_base interval, backoff_cap interval,
+                                 handler_timeout interval, on_dead_letter text,
+                                 start_from timestamptz, run_as regrole, failure_budget real,
+                                 breaker_min_attempts integer, breaker_cooldown interval,
+                                 lease_duration interval DEFAULT '30 seconds')
+    RETURNS integer LANGUAGE c AS 'MODULE_PATHNAME', 'evproc_as_owner';
+
+CREATE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler regprocedure,
+                                      batch_size integer, max_attempts integer,
+                                      backoff_base interval, backoff_cap interval,
+                                      handler_timeout interval, on_dead_letter text,
+                                      start_from timestamptz, run_as regrole, failure_budget real,
+                                      breaker_min_attempts integer, breaker_cooldown interval,
+                                      lease_duration interval DEFAULT '30 seconds')
+    RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t evproc.topic;
+    h record;
+    owner_role regrole := coalesce(run_as, caller::regrole);
+    start_tick bigint;
+    start_snapshot pg_snapshot;
+    new_id integer;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid subscription name "%"', name USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use 1 to 63 characters among letters, digits, "_", ".", ":" and "-", starting with a letter or digit.';
+    END IF;
+    IF topic IS NULL OR topic = '' THEN
+        RAISE EXCEPTION 'topic must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease_duration IS NULL OR lease_duration <= interval '0' OR lease_duration > interval '1 day' THEN
+        RAISE EXCEPTION 'lease_duration must be between 0 and 1 day, got %', coalesce(lease_duration::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- FOR UPDATE, not FOR SHARE: granting 'subscribe' below updates the row.
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = topic FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', topic USING ERRCODE = 'undefined_object';
+    END IF;
+    -- Under the row lock: retention updates the bound with the row locked.
+    IF start_from IS NOT NULL THEN
+        PERFORM evproc.check_history_retained(t.id, start_from);
+    END IF;
+    -- Checked again here, not trusted from evproc.resolve_handler: the caller may call
+    -- evproc.subscribe with any function.
+    -- No handler: a pull subscription, read by consumers (extension/lease.sql).
+    IF handler IS NULL THEN
+        SELECT 'pull' AS form, NULL::text AS signature INTO h;
+    ELSE
+        h := evproc.handler_shape(handler);
+    END IF;
+    PERFORM evproc.check_subscription_settings(batch_size, max_attempts, backoff_base, backoff_cap,
+        handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts, breaker_cooldown);
+    -- Handlers run as the owner, never as a superuser (a handler's code must not gain
+    -- powers by being called from a superuser background worker).
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = owner_role) THEN
+        RAISE EXCEPTION 'subscription owner % is a superuser; handlers never run as a superuser', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Pass run_as => a non-superuser role that may execute the handler.';
+    END IF;
+    IF NOT pg_has_role(caller, owner_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to create a subscription owned by %', owner_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT has_schema_privilege(owner_role, 'evproc', 'USAGE') THEN
+        RAISE EXCEPTION 'role % may not use schema evproc, where the handler''s argument type evproc.event lives', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT USAGE ON SCHEMA evproc TO %s;', owner_role);
+    END IF;
+    IF handler IS NOT NULL AND NOT has_function_privilege(owner_role, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not execute handler %', owner_role, handler
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT evproc.may_subscribe(owner_role, t) THEN
+        IF NOT pg_has_role(caller, t.owner, 'MEMBER') THEN
+            RAISE EXCEPTION 'permission denied to subscribe to topic "%" as %', t.name, owner_role
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Handlers see the topic''s payloads: the subscription''s owner needs the ''subscribe'' privilege on the topic.',
+                      HINT = format('A member of the topic''s owner role grants it: SELECT evproc_grant(%L, %L, ''subscribe'');',
+                                    t.name, owner_role);
+        END IF;
+        UPDATE evproc.topic SET subscribers = subscribers || owner_role WHERE id = t.id;
+    END IF;
+    -- The key-share lock keeps maintenance from deleting the start tick before our
+    -- progress rows commit (maintenance skips locked ticks).
+    SELECT id, snapshot INTO start_tick, start_snapshot FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
+    INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
+        max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
+        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from,
+        lease_duration)
+    VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
+        backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
+        breaker_cooldown, CASE WHEN start_from IS NULL THEN start_snapshot END,
+        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END,
+        lease_duration)
+    RETURNING id INTO new_id;
+    -- From history: the window from tick 0 (sees nothing) holds all retained events.
+    -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
+    INSERT INTO evproc.progress (subscription_id, partition, tick_id, history_from)
+    SELECT new_id, p,
+           CASE WHEN start_from IS NULL THEN start_tick ELSE 0 END,
+           CASE WHEN start_from IS NOT NULL THEN start_from
+                WHEN start_tick = 0 THEN now() END
+      FROM generate_series(0, t.partitions - 1) AS p;
+    IF NOT evproc.preloaded() THEN
+        RAISE WARNING 'evproc is not in shared_preload_libraries: subscription "%" will receive events once it is', name;
+    END IF;
+    PERFORM evproc.subscriptions_changed();
+    RETURN new_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = 'duplicate_object';
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION evproc.subscribe_impl(oid, text, text, regprocedure, integer, integer,
+    interval, interval, interval, text, timestamptz, regrole, real, integer, interval, interval)
+    FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION evproc.subscribe(text, text, regprocedure, integer, integer, interval,
+    interval, interval, text, timestamptz, regrole, real, integer, interval, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evproc.subscribe(text, text, regprocedure, integer, integer, interval,
+    interval, interval, text, timestamptz, regrole, real, integer, interval, interval) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
+    h record;
+BEGIN
+    -- A pull subscription has no handler to re-check.
+    IF s.handler IS NULL THEN
+        SELECT s.handler_form AS form, NULL::text AS signature INTO h;
+    ELSE
+        h := evproc.resolve_handler(s.handler);
+    END IF;
+    UPDATE evproc.subscription
+       SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
+           handler = h.signature, handler_form = h.form
+     WHERE id = s.id;
+    PERFORM evproc.wake_at_commit();
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION evproc.maintain() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
+AS $fn$
+DECLARE
+    newest bigint := (SELECT max(id) FROM evproc.tick);
+    u record;
+BEGIN
+    -- Each step on its own: one that cannot get a lock leaves its work to the next run,
+    -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
+    -- bounds a wait for a table lock (none that an application takes), and is short: the
+    -- units this run moved on stay locked, to workers too, until it commits.
+    -- Expired leases first: their units become free (and may then be moved below).
+    BEGIN
+        PERFORM evproc.expire_leases();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: expiring leases failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
+    BEGIN
+        -- A leased unit is not moved: the ack moves it to where its read left it.
+        FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
+                   FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
+                  WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
+                    AND p.lease_id IS NULL
+                    FOR UPDATE OF p SKIP LOCKED LOOP
+            IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest)) THEN
+                UPDATE evproc.progress SET tick_id = newest
+                 WHERE subscription_id = u.subscription_id AND partition = u.partition;
+            END IF;
+        END LOOP;
+        DELETE FROM evproc.tick
+         WHERE ctid = ANY (ARRAY(
+               SELECT ctid FROM evproc.tick
+                WHERE id > 0 AND id < newest
+                  AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
+                                       FROM evproc.progress), newest)
+                  FOR UPDATE SKIP LOCKED));
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the ticks this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.expire_dedup();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped dedup expiry this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.forget_dropped_grantees();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the grants of dropped roles this time: %', SQLERRM;
+    END;
+    -- Last: a partition drop holds its lock on evproc.log until this commits. Its
+    -- failure must not undo the work above.
+    BEGIN
+        PERFORM evproc.maintain_log();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: log partition maintenance failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- Pull subscriptions and leases (DESIGN §12, docs/consumers.md): consumers outside the
+-- database read a pull subscription (a subscription without a handler) in batches under
+-- a lease, then acknowledge or fail what they read. Appended to the install script by
+-- make, after delivery, operations and replay, before the privileges.
+--
+-- A lease is a row, never session state: read, ack, nack and extend may run on different
+-- connections, behind transaction-mode poolers. A read claims units (subscription,
+-- partition) no live lease holds, exactly as a worker claims one (row lock on the
+-- progress row, SKIP LOCKED), reads their due retries and window events as a worker
+-- reads a batch, records what it handed out in evproc.lease, marks the units leased
+-- (progress.lease_id, leased_until) and returns; the units stay where they were. An ack
+-- writes the outcome as a worker writes a batch's (delivered, or for nacked events the
+-- retry line, backoff and dead letters) and moves the units to where the read left
+-- them. An expired lease is written the same way with every event it handed out failed
+-- ("lease expired"): an expiry is a failed attempt.
+-------------------------------------------------------------------------------
+
+-- One unit a lease holds: where its position was before the read and where the read
+-- left it (the ack moves it there). history_from: the unit's start in the history. A
+-- replay of the subscription (partition -1) is held like a unit: its id and its cursor
+-- before and after, the span of its next read and whether it is done after the read.
+CREATE TYPE evproc.lease_unit AS (
+    partition     integer,
+    tick_before   bigint,
+    window_before bigint,
+    cursor_before bigint,
+    tick_after    bigint,
+    window_after  bigint,
+    cursor_after  bigint,
+    history_from  timestamptz,
+    replay_id     integer,
+    replay_chunk  bigint,
+    replay_done   boolean
+);
+
+-- One event a read took from its units, in the order the outcome is written. handed_out
+-- false: an event of a key parked before the read, which waits behind its key (it joins
+-- the retry line when the lease ends) and was not returned. failed_attempts and
+-- first_failed_at: of a retry, before this delivery. from_replay: read by the replay.
+CREATE TYPE evproc.lease_event AS (
+    event_id        bigint,
+    partition       integer,
+    key             text,
+    from_retry      boolean,
+    failed_attempts integer,
+    first_failed_at timestamptz,
+    enqueued_at     timestamptz,
+    handed_out      boolean,
+    from_replay     boolean
+);
+
+-- A consumer's failure of one event (evproc_nack), written when the lease ends.
+CREATE TYPE evproc.lease_nack AS (
+    event_id    bigint,
+    message     text,
+    retry_after interval,
+    nacked_at   timestamptz
+);
+
+CREATE TABLE evproc.lease (
+    id              text PRIMARY KEY,
+    subscription_id integer NOT NULL REFERENCES evproc.subscription (id) ON DELETE CASCADE,
+    units           evproc.lease_unit[] NOT NULL,
+    events          evproc.lease_event[] NOT NULL,
+    nacks           evproc.lease_nack[] NOT NULL DEFAULT '{}',
+    read_at         timestamptz NOT NULL,
+    expires_at      timestamptz NOT NULL,
+    -- Who read it (application_name and pid of the reading session), for operators.
+    reader          text
+);
+COMMENT ON TABLE evproc.lease IS 'evproc leases of pull subscriptions; change them only through evproc_read/ack/nack/extend';
+-- Reads look for their subscription's expired leases first.
+CREATE INDEX lease_expiry_idx ON evproc.lease (subscription_id, expires_at);
+SELECT pg_catalog.pg_extension_config_dump('evproc.lease', '');
+
+-- The pull subscription a consumer acts on, not locked (a read may wait for events, and
+-- must not keep pause, resume or unsubscribe waiting meanwhile): 22023 for a null or
+-- empty name, 42704 when unknown, 42501 unless the caller is a member of its owner role
+-- (superusers are), 42809 when it has a handler (the workers deliver it).
+CREATE FUNCTION evproc.consumer_subscription(caller oid, name text) RETURNS evproc.subscription
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO s FROM evproc.subscription AS sb WHERE sb.name = consumer_subscription.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT pg_has_role(caller, s.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied for subscription "%"', name USING ERRCODE = 'insufficient_privilege',
+            DETAIL = format('Only members of its owner role %s may act on it.', s.owner);
+    END IF;
+    IF s.handler_form <> 'pull' THEN
+        RAISE EXCEPTION 'subscription "%" has a handler: only pull subscriptions are read by consumers', name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Subscribe with handler NULL to make a pull subscription.';
+    END IF;
+    RETURN s;
+END
+$fn$;
+
+-- The caller's live lease, locked: EV001 when it is unknown (acknowledged, taken over
+-- after it expired, of another subscription, or never read) or expired. The lock orders
+-- an ack against the read that would take the lease over once it expired: whichever
+-- locks the row first wins, the other finds it gone.
+CREATE FUNCTION evproc.lease_checked(caller oid, subscription text, lease text, action text)
+    RETURNS evproc.lease LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.consumer_subscription(caller, subscription);
+    l evproc.lease;
+BEGIN
+    IF lease IS NULL OR lease = '' THEN
+        RAISE EXCEPTION 'lease must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO l FROM evproc.lease AS ls
+     WHERE ls.id = lease_checked.lease AND ls.subscription_id = s.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cannot % lease "%" of subscription "%": it is unknown', action, lease, subscription
+            USING ERRCODE = 'EV001',
+                  DETAIL = 'It was acknowledged already, or expired and its units were read again, or was never read from this subscription.',
+                  HINT = 'Treat its events as redelivered: a later read hands out again what was not acknowledged, with attempt + 1.';
+    END IF;
+    IF l.expires_at <= clock_timestamp() THEN
+        RAISE EXCEPTION 'cannot % lease "%" of subscription "%": it expired at %', action, lease, subscription, l.expires_at
+            USING ERRCODE = 'EV001',
+                  DETAIL = 'An expired lease counts as a failed attempt of each of its events.',
+                  HINT = 'Treat its events as redelivered: a later read hands them out again with attempt + 1. Read fewer events or extend the lease (evproc_extend) for slow work.';
+    END IF;
+    RETURN l;
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- The consumer API: trampolines (src/api_trampoline.cpp) into the implementations.
+-------------------------------------------------------------------------------
+-- The next events of the subscription under a new lease, at most max_events, in per-key
+-- commit order, due retries first; every row carries the lease's id. lease: how long it
+-- lasts (default: the subscription's lease_duration). wait: when nothing is there,
+-- how long to wait for events to commit (woken at commit, not by polling); the answer
+-- may come back empty before that (a retry falls due or a lease expires meanwhile).
+CREATE FUNCTION public.evproc_read(subscription text, max_events integer DEFAULT 100,
+                                   lease interval DEFAULT NULL, wait interval DEFAULT '0')
+    RETURNS TABLE (lease text, id bigint, key text, type text, payload jsonb, headers jsonb,
+                   enqueued_at timestamptz, attempt integer, replay boolean)
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.read_impl(caller oid, subscription text, max_events integer,
+                                 lease interval, wait interval)
+    RETURNS TABLE (lease text, id bigint, key text, type text, payload jsonb, headers jsonb,
+                   enqueued_at timestamptz, attempt integer, replay boolean)
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'evproc_lease_read';
+COMMENT ON FUNCTION public.evproc_read(text, integer, interval, interval) IS
+    'the next events of a pull subscription under a lease (one lease per call); '
+    'acknowledge them with evproc_ack, fail one with evproc_nack';
+
+-- Ends the lease: every event it handed out is delivered, except nacked ones and the
+-- later events of their keys in the lease, which take the retry line in order. Returns
+-- how many were delivered. In the consumer's own transaction, with its own writes, for
+-- exactly-once effects in this database.
+CREATE FUNCTION public.evproc_ack(subscription text, lease text) RETURNS integer
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.ack_impl(caller oid, subscription text, lease text) RETURNS integer
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'evproc_lease_ack';
+COMMENT ON FUNCTION public.evproc_ack(text, text) IS
+    'ends a lease: its events are delivered, except nacked ones (retry line, dead letters)';
+
+-- Fails one event of a live lease with the consumer's error; written when the lease
+-- ends (evproc_ack, or its expiry): the event's key parks with backoff (or retry_after),
+-- or after max_attempts the event is a dead letter with the error as its message.
+CREATE FUNCTION public.evproc_nack(subscription text, lease text, event_id bigint, error text,
+                                   retry_after interval DEFAULT NULL) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.nack_impl(caller oid, subscription text, lease text, event_id bigint,
+                                 error text, retry_after interval)
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    l evproc.lease := evproc.lease_checked(caller, subscription, lease, 'nack');
+BEGIN
+    IF event_id IS NULL THEN
+        RAISE EXCEPTION 'event_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF retry_after < interval '0' OR retry_after > interval '1 day' THEN
+        RAISE EXCEPTION 'retry_after must be between 0 and 1 day, got %', retry_after
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM unnest(l.events) e
+                    WHERE e.event_id = nack_impl.event_id AND e.handed_out) THEN
+        RAISE EXCEPTION 'event % is not in lease "%"', event_id, lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A second nack of the same event replaces the first.
+    UPDATE evproc.lease
+       SET nacks = ARRAY(SELECT n FROM unnest(nacks) n WHERE n.event_id <> nack_impl.event_id)
+                   || ROW(event_id, coalesce(error, 'nacked by consumer'), retry_after,
+                          clock_timestamp())::evproc.lease_nack
+     WHERE id = l.id;
+END
+$fn$;
+COMMENT ON FUNCTION public.evproc_nack(text, text, bigint, text, interval) IS
+    'fails one event of a lease with the consumer''s error (retry with backoff or retry_after, '
+    'dead letter after max_attempts), written when the lease ends';
+
+-- Pushes a live lease's expiry to now + lease; returns the new expiry.
+CREATE FUNCTION public.evproc_extend(subscription text, lease text, lease_for interval)
+    RETURNS timestamptz LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_as_owner';
+CREATE FUNCTION evproc.extend_impl(caller oid, subscription text, lease text, lease_for interval)
+    RETURNS timestamptz LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    l evproc.lease := evproc.lease_checked(caller, subscription, lease, 'extend');
+    until timestamptz;
+BEGIN
+    IF lease_for IS NULL OR lease_for <= interval '0' OR lease_for > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be between 0 and 1 day, got %', coalesce(lease_for::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    until := clock_timestamp() + lease_for;
+    UPDATE evproc.lease SET expires_at = until WHERE id = l.id;
+    UPDATE evproc.progress SET leased_until = until
+     WHERE subscription_id = l.subscription_id AND lease_id = l.id;
+    RETURN until;
+END
+$fn$;
+COMMENT ON FUNCTION public.evproc_extend(text, text, interval) IS
+    'pushes a live lease''s expiry out (slow work); returns the new expiry';
+
+-- Expired leases of every pull subscription are written off by the launcher's
+-- maintenance too (reads do it for their own subscription first), so that event status,
+-- lag and dead letters do not wait for the next read. Returns how many.
+CREATE FUNCTION evproc.expire_leases() RETURNS integer
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'evproc_expire_leases';
+
+-- Live leases of the caller's subscriptions (superusers: all), for operators.
+CREATE VIEW public.evproc_leases WITH (security_barrier) AS
+SELECT s.name AS subscription, l.id AS lease,
+       ARRAY(SELECT u.partition FROM unnest(l.units) u WHERE u.partition >= 0
+              ORDER BY u.partition) AS partitions,
+       (SELECT u.replay_id FROM unnest(l.units) u WHERE u.partition < 0) AS replay,
+       (SELECT count(*) FROM unnest(l.events) e WHERE e.handed_out) AS events,
+       pg_catalog.cardinality(l.nacks) AS nacked,
+       l.read_at, l.expires_at, l.expires_at <= pg_catalog.clock_timestamp() AS expired, l.reader
+  FROM evproc.lease l JOIN evproc.subscription s ON s.id = l.subscription_id
+ WHERE pg_catalog.pg_has_role(s.owner::oid, 'MEMBER');
+
+REVOKE EXECUTE ON FUNCTION evproc.consumer_subscription(oid, text),
+                           evproc.lease_checked(oid, text, text, text),
+                           evproc.read_impl(oid, text, integer, interval, interval),
+                           evproc.ack_impl(oid, text, text),
+                           evproc.nack_impl(oid, text, text, bigint, text, interval),
+                           evproc.extend_impl(oid, text, text, interval),
+                           evproc.expire_leases()
+    FROM PUBLIC;
+GRANT SELECT ON public.evproc_leases TO PUBLIC;
 
 -- Commits on topics that no subscription delivers now (paused, breaker open, none) do
 -- not wake the launcher (issue 13): evproc.sync_stats() tells them which topics some
@@ -257,8 +808,14 @@ CREATE OR REPLACE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS voi
 AS $fn$
 DECLARE
     s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
-    h record := evproc.resolve_handler(s.handler);
+    h record;
 BEGIN
+    -- A pull subscription has no handler to re-check.
+    IF s.handler IS NULL THEN
+        SELECT s.handler_form AS form, NULL::text AS signature INTO h;
+    ELSE
+        h := evproc.resolve_handler(s.handler);
+    END IF;
     UPDATE evproc.subscription
        SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
            handler = h.signature, handler_form = h.form

@@ -170,6 +170,11 @@ CREATE FUNCTION evproc.wake_at_commit() RETURNS void
 -- once.
 CREATE FUNCTION evproc.subscriptions_changed() RETURNS void
     AS 'MODULE_PATHNAME', 'evproc_subscriptions_changed' LANGUAGE C STRICT VOLATILE;
+-- The topics some subscription delivers now, with their partition counts (set by
+-- evproc.sync_stats()): a commit on another topic does not wake the launcher, whose
+-- next tick, or one a second, takes its partitions (src/commit_wake.cpp).
+CREATE FUNCTION evproc.set_deliverable(topic_ids integer[], partitions integer[]) RETURNS void
+    AS 'MODULE_PATHNAME', 'evproc_set_deliverable' LANGUAGE C VOLATILE;
 
 -- One batch of delivery in the calling transaction (see src/manual_delivery.cpp).
 CREATE FUNCTION evproc.deliver_batch(OUT worked boolean, OUT subscription text,
@@ -509,6 +514,7 @@ DECLARE
 BEGIN
     UPDATE evproc.subscription SET paused = true, paused_reason = coalesce(reason, 'paused by operator')
      WHERE id = s.id;
+    PERFORM evproc.subscriptions_changed();  -- its topic's commits stop waking the launcher
 END
 $fn$;
 
@@ -535,7 +541,7 @@ BEGIN
            handler = h.signature, handler_form = h.form, handler_oid = h.fn,
            handler_bound_in = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc')
      WHERE id = s.id;
-    PERFORM evproc.wake_at_commit();
+    PERFORM evproc.subscriptions_changed();  -- its topic's commits wake the launcher again
 END
 $fn$;
 

@@ -66,8 +66,10 @@ SELECT coalesce((SELECT sum(c.n)
 $fn$;
 
 -- Keeps the shared-memory registry in step with evproc.subscription and counts the
--- backlog of newly registered subscriptions. The maintenance worker runs it every second; tests
--- run it by hand. Returns how many subscriptions were counted.
+-- backlog of newly registered subscriptions, and tells commits which topics some
+-- subscription delivers now (evproc.set_deliverable). The maintenance worker runs it
+-- every second and when subscriptions change; tests run it by hand. Returns how many
+-- subscriptions were counted.
 CREATE FUNCTION evproc.sync_stats() RETURNS integer
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -84,6 +86,11 @@ BEGIN
             counted := counted + 1;
         END IF;
     END LOOP;
+    PERFORM evproc.set_deliverable(coalesce(array_agg(t.id), '{}'), coalesce(array_agg(t.partitions), '{}'))
+       FROM evproc.topic t
+      WHERE EXISTS (SELECT 1 FROM evproc.subscription s
+                     WHERE s.topic_id = t.id AND NOT s.paused
+                       AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now()));
     RETURN counted;
 END
 $fn$;

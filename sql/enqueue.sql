@@ -118,6 +118,50 @@ SELECT pg_temp.try($$SELECT evproc_enqueue_batch('orders', '[{"payload": {}}, {"
 RESET evproc.max_batch_events;
 SELECT count(*) = :before AS nothing_written FROM evproc.log;
 
+-- Events go straight into the log partition that holds their transaction's xid, with
+-- their index entries (src/log_insert.cpp): found there through the window index.
+BEGIN;
+SELECT evproc_enqueue('orders', 'direct-1', '{}') AS direct_id \gset
+SELECT evproc_enqueue_batch('orders', '[{"key": "direct-2", "payload": {}},
+                                        {"key": "direct-3", "payload": {}}]') AS direct_ids \gset
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+SELECT count(*) AS via_window_index,
+       bool_and(e.tableoid::regclass::text = format('evproc.%I', p.name)) AS in_xid_partition
+  FROM evproc.log e
+  JOIN evproc.log_partition p ON e.xid >= p.xid_from AND e.xid < p.xid_to
+ WHERE e.topic_id = (SELECT id FROM evproc.topic WHERE name = 'orders')
+   AND e.partition IN (SELECT partition FROM evproc.log WHERE key LIKE 'direct-%')
+   AND e.xid = pg_current_xact_id()
+   AND e.id IN (:direct_id, (:'direct_ids'::bigint[])[1], (:'direct_ids'::bigint[])[2]);
+COMMIT;
+
+-- Triggers and constraints on the log keep an INSERT's semantics: a row trigger sees
+-- each event, single or batch, and a CHECK constraint refuses a row (naming the
+-- partition, as an INSERT routed there does). This section takes ten event ids: later
+-- files deliver keyless events, whose partition is their id's residue.
+CREATE TABLE enqueue_seen (id bigint, key text);
+CREATE FUNCTION enqueue_seen() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  INSERT INTO public.enqueue_seen VALUES (NEW.id, NEW.key);
+  RETURN NEW;
+END $fn$;
+CREATE TRIGGER enqueue_seen AFTER INSERT ON evproc.log FOR EACH ROW EXECUTE FUNCTION enqueue_seen();
+SELECT evproc_enqueue('orders', 'seen-1', '{}') > 0 AS enqueued;
+SELECT cardinality(evproc_enqueue_batch('orders', '[{"key": "seen-2", "payload": {}},
+                                                    {"key": "seen-3", "payload": {}},
+                                                    {"key": "seen-4", "payload": {}}]')) AS enqueued;
+SELECT key FROM enqueue_seen ORDER BY id;
+DROP TRIGGER enqueue_seen ON evproc.log;
+DROP FUNCTION enqueue_seen();
+DROP TABLE enqueue_seen;
+ALTER TABLE evproc.log ADD CONSTRAINT enqueue_no_forbidden CHECK (key IS DISTINCT FROM 'forbidden');
+SELECT pg_temp.try($$SELECT evproc_enqueue('orders', 'forbidden', '{}')$$);
+SELECT pg_temp.try($$SELECT evproc_enqueue_batch('orders', '[{"key": "fine", "payload": {}},
+                                                            {"key": "forbidden", "payload": {}}]')$$);
+SELECT count(*) AS forbidden_or_fine FROM evproc.log WHERE key IN ('forbidden', 'fine');
+ALTER TABLE evproc.log DROP CONSTRAINT enqueue_no_forbidden;
+
 -- The window index serves the snapshot-window scan of DESIGN §3 with literal bounds,
 -- on the one log partition that holds those xids (the first, made by sql/install.sql
 -- above the xids in use then, at least 100,000 xids wide).

@@ -348,6 +348,7 @@ SELECT pg_temp.try($$SELECT evproc.maintain()$$);
 SELECT pg_temp.try($$SELECT evproc.sync_stats()$$);
 SELECT pg_temp.try($$SELECT evproc.wake_at_commit()$$);
 SELECT pg_temp.try($$SELECT evproc.dirty_tick(1, 0)$$);
+SELECT pg_temp.try($$SELECT evproc.set_deliverable('{1}', '{1}')$$);
 SELECT pg_temp.try($$SELECT evproc.expire_dedup()$$);
 SELECT pg_temp.try($$SELECT evproc.maintain_log()$$);
 SELECT pg_temp.try($$SELECT evproc.reset_retry_due(1, '{0}')$$);

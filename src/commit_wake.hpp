@@ -14,4 +14,13 @@ void WakeAtCommit();                  // wake the launcher at commit, no partiti
 void WakeReadersAtCommit();           // wake waiting readers at commit (units were freed)
 void SubscriptionsChangedAtCommit();  // and the maintenance worker, to sync the registry
 
+// The launcher's side (the protocol is described in commit_wake.cpp):
+// Commits marked slots since the last tick; with lazy_due, also those of commits no
+// subscription awaits now (the launcher passes it once a second).
+bool TickRequested(bool lazy_due);
+int TakeCommittedSlots(int *slots);             // before a tick's snapshot: the marked slots
+void CommittedSlotsTicked();                    // the tick that listed them is recorded
+int AwaitedSlots(const int *slots, int count);  // how many some subscription delivers
+bool TakeWorkersWanted();                       // subscriptions changed: every worker looks
+
 }  // namespace evproc

@@ -9,6 +9,7 @@
 
 #include "api_trampoline.hpp"
 #include "commit_wake.hpp"
+#include "log_insert.hpp"
 #include "metrics.hpp"
 #include "metrics_local.hpp"
 #include "core/partition_hash.hpp"
@@ -42,8 +43,6 @@ struct EventInput {
   text *dedup_id;
 };
 
-SPIPlanPtr insert_plan = nullptr;
-SPIPlanPtr insert_many_plan = nullptr;
 SPIPlanPtr dedup_claim_plan = nullptr;
 SPIPlanPtr dedup_lookup_plan = nullptr;
 
@@ -218,40 +217,17 @@ int64 ClaimDedupId(const TopicInfo *topic, text *dedup_id, int64 new_id, Timesta
   return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-Datum NullableDatum(const void *value) { return PointerGetDatum(value); }
-char NullFlag(const void *value) { return value == nullptr ? 'n' : ' '; }
-
+// Appends one event (src/log_insert.cpp: a direct insert into its log partition).
 void InsertOne(const TopicInfo *topic, const EventInput *event, int64 id, TimestampTz now) {
-  static const Oid types[9] = {INT8OID,  INT4OID,  INT4OID, TEXTOID,       TEXTOID,
-                               JSONBOID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
-  SPIPlanPtr plan = PrepareOnce(
-      &insert_plan,
-      "INSERT INTO evproc.log (id, topic_id, partition, key, type, payload, headers, dedup_id, "
-      "enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-      9, types);
-  Datum args[9] = {Int64GetDatum(id),
-                   Int32GetDatum(topic->id),
-                   Int32GetDatum(PartitionOf(topic, event->key, id)),
-                   NullableDatum(event->key),
-                   NullableDatum(event->type),
-                   NullableDatum(event->payload),
-                   NullableDatum(event->headers),
-                   NullableDatum(event->dedup_id),
-                   TimestampTzGetDatum(now)};
-  char nulls[10] = {' ',
-                    ' ',
-                    ' ',
-                    NullFlag(event->key),
-                    NullFlag(event->type),
-                    ' ',
-                    NullFlag(event->headers),
-                    NullFlag(event->dedup_id),
-                    ' ',
-                    '\0'};
-  int rc = SPI_execute_plan(plan, args, nulls, false, 0);
-  if (rc != SPI_OK_INSERT)
-    elog(ERROR, "evproc: event insert failed: %s", SPI_result_code_string(rc));
-  NoteEnqueued(topic->id, DatumGetInt32(args[2]));
+  LogRow row{id,
+             PartitionOf(topic, event->key, id),
+             event->key,
+             event->type,
+             event->payload,
+             event->headers,
+             event->dedup_id};
+  AppendToLog(topic->id, &row, 1, now);
+  NoteEnqueued(topic->id, row.partition);
   metrics::NotePublished(topic->id, 1);
 }
 
@@ -321,69 +297,23 @@ void ReadBatchEvent(JsonbContainer *array, int index, EventInput *event) {
   event->headers = BatchJson(object, "headers", index);
 }
 
-ArrayType *BuildArray(Datum *values, bool *nulls, int count, Oid element_type) {
-  int16 typlen = 0;
-  bool typbyval = false;
-  char typalign = 0;
-  get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
-  int dims[1] = {count};
-  int lower_bounds[1] = {1};
-  return construct_md_array(values, nulls, 1, dims, lower_bounds, element_type, typlen, typbyval,
-                            typalign);
-}
-
-// Appends the fresh events of a batch with one statement, so a batch of N costs one
-// executor run rather than N.
+// Appends the fresh events of a batch in one pass (one multi-row heap insert).
 void InsertMany(const TopicInfo *topic, const EventInput *events, const int64 *ids,
                 const bool *fresh, int count, TimestampTz now) {
-  constexpr int kColumns = 7;  // id, partition, key, type, payload, headers, dedup_id
-  static const Oid element_types[kColumns] = {INT8OID,  INT4OID,  TEXTOID, TEXTOID,
-                                              JSONBOID, JSONBOID, TEXTOID};
-  static const Oid types[kColumns + 2] = {INT4OID,       INT8ARRAYOID, INT4ARRAYOID,
-                                          TEXTARRAYOID,  TEXTARRAYOID, JSONBARRAYOID,
-                                          JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
-  auto **values = static_cast<Datum **>(palloc(sizeof(Datum *) * kColumns));
-  auto **nulls = static_cast<bool **>(palloc(sizeof(bool *) * kColumns));
-  for (int c = 0; c < kColumns; ++c) {
-    values[c] = static_cast<Datum *>(palloc(sizeof(Datum) * count));
-    nulls[c] = static_cast<bool *>(palloc(sizeof(bool) * count));
-  }
-  int rows = 0;
+  auto *rows = static_cast<LogRow *>(palloc(sizeof(LogRow) * (count + 1)));
+  int fresh_count = 0;
   for (int i = 0; i < count; ++i) {
     if (!fresh[i]) continue;
     const EventInput &event = events[i];
-    const void *column_values[kColumns] = {nullptr,       nullptr,       event.key,     event.type,
-                                           event.payload, event.headers, event.dedup_id};
-    values[0][rows] = Int64GetDatum(ids[i]);
-    nulls[0][rows] = false;
-    values[1][rows] = Int32GetDatum(PartitionOf(topic, event.key, ids[i]));
-    nulls[1][rows] = false;
-    NoteEnqueued(topic->id, DatumGetInt32(values[1][rows]));
-    for (int c = 2; c < kColumns; ++c) {
-      values[c][rows] = PointerGetDatum(column_values[c]);
-      nulls[c][rows] = column_values[c] == nullptr;
-    }
-    ++rows;
+    rows[fresh_count++] = LogRow{ids[i],        PartitionOf(topic, event.key, ids[i]),
+                                 event.key,     event.type,
+                                 event.payload, event.headers,
+                                 event.dedup_id};
   }
-  if (rows == 0) return;
-  SPIPlanPtr plan = PrepareOnce(
-      &insert_many_plan,
-      "INSERT INTO evproc.log (id, topic_id, partition, key, type, payload, headers, dedup_id, "
-      "enqueued_at) SELECT u.id, $1, u.partition, u.key, u.type, u.payload, u.headers, "
-      "u.dedup_id, $9 FROM unnest($2, $3, $4, $5, $6, $7, $8) "
-      "AS u(id, partition, key, type, payload, headers, dedup_id)",
-      kColumns + 2, types);
-  Datum args[kColumns + 2];
-  args[0] = Int32GetDatum(topic->id);
-  for (int c = 0; c < kColumns; ++c) {
-    args[c + 1] = PointerGetDatum(BuildArray(values[c], nulls[c], rows, element_types[c]));
-  }
-  args[kColumns + 1] = TimestampTzGetDatum(now);
-  int rc = SPI_execute_plan(plan, args, nullptr, false, 0);
-  if (rc != SPI_OK_INSERT || SPI_processed != static_cast<uint64>(rows)) {
-    elog(ERROR, "evproc: batch insert failed: %s", SPI_result_code_string(rc));
-  }
-  metrics::NotePublished(topic->id, rows);
+  if (fresh_count == 0) return;
+  AppendToLog(topic->id, rows, fresh_count, now);
+  for (int i = 0; i < fresh_count; ++i) NoteEnqueued(topic->id, rows[i].partition);
+  metrics::NotePublished(topic->id, fresh_count);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 // The launcher: one static background worker per server (docs/design.md "Processes").
 //
-//  * Ticks: when a commit woke it (shared commit_seq moved), it records a snapshot in
-//    evproc.tick, at most every evproc.tick_interval, marks the partitions that got
-//    events, and wakes the workers.
+//  * Ticks: when a commit asked for one (src/commit_wake.cpp), it records a snapshot in
+//    evproc.tick, listing the partitions that got events, and wakes as many idle workers
+//    as partitions a subscription awaits. Ticks are at least evproc.tick_interval apart,
+//    further under load (core/tick_pace.hpp); commits nobody awaits get one a second.
 //  * Supervision: keeps the maintenance worker (maintenance_worker.cpp: the metrics
 //    registry and evproc.maintain()) and evproc.workers delivery workers running,
 //    restarts any that die (with a pause, so a worker that dies at once does not spin),
@@ -20,11 +21,14 @@
 #include <cstring>
 
 #include "background.hpp"
+#include "commit_wake.hpp"
+#include "core/tick_pace.hpp"
 #include "core/version.hpp"
 #include "database_check.hpp"
 #include "extension_gate.hpp"
 #include "pg_compat.hpp"
 #include "shared_state.hpp"
+#include "spi_plan.hpp"
 #include "utility_hook.hpp"
 
 extern "C" {
@@ -70,6 +74,8 @@ using evproc::ExtensionGate;
 constexpr long kNoExtensionWaitMs = 2000;
 constexpr long kGateBusyWaitMs = 200;
 constexpr long kSuperviseWaitMs = 1000;
+// Commits no subscription awaits (commit_wake.cpp) get a tick this often.
+constexpr long kLazyTickMs = 1000;
 constexpr int64 kRestartPauseUs = INT64CONST(1000000);
 // Registering a worker when no slot is free costs a scan of the slot array: looking
 // every 2 seconds starts the missing workers soon after a slot frees up.
@@ -286,18 +292,6 @@ long Supervise() {
   return next_look;
 }
 
-// The slots stamped after `since`: the partitions that may have new commits, collected
-// once per tick (before its snapshot) for both the tick's dirty list and the marks. Any
-// slot whose stamp the launcher's seq read covers is in it; a slot stamped later is in
-// the next tick's list, whose snapshot sees its commit.
-int CollectDirtySlots(uint64 since, int *slots) {
-  int count = 0;
-  for (int i = 0; i < evproc::kPartitionSlots; ++i) {
-    if (pg_atomic_read_u64(&evproc::Shared()->slots[i].last_commit_seq) > since) slots[count++] = i;
-  }
-  return count;
-}
-
 constexpr int kMostListedSlots = 1024;  // beyond: NULL, every unit looks
 
 // The tick's dirty list, or nullptr (NULL: any partition may have commits).
@@ -308,18 +302,26 @@ ArrayType *DirtyList(const int *slots, int count, bool every_slot) {
   return construct_array(values, count, INT4OID, 4, true, TYPALIGN_INT);
 }
 
+// The statement that records a tick, prepared once (the plan cache re-plans it when
+// evproc.tick is re-created): no parse and plan per tick. What evproc.take_tick() does.
+SPIPlanPtr tick_plan = nullptr;
+
 // Takes a tick in its own transaction. Returns its id, or -1 when the extension gate
 // was closed.
 int64 TakeTick(const int *slots, int count, bool every_slot) {
   if (!BeginGated()) return -1;
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
+  static const Oid types[] = {INT4ARRAYOID};
+  SPIPlanPtr plan = evproc::PrepareOnce(
+      &tick_plan,
+      "INSERT INTO evproc.tick (snapshot, dirty) VALUES (pg_catalog.pg_current_snapshot(), $1) "
+      "RETURNING id",
+      1, types);
   ArrayType *dirty = DirtyList(slots, count, every_slot);
-  Oid types[] = {INT4ARRAYOID};
   Datum args[] = {PointerGetDatum(dirty)};
   char nulls[] = {dirty == nullptr ? 'n' : ' ', '\0'};
-  if (SPI_execute_with_args("SELECT evproc.take_tick($1)", 1, types, args, nulls, false, 1) !=
-          SPI_OK_SELECT ||
+  if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_INSERT_RETURNING ||
       SPI_processed != 1) {
     elog(ERROR, "evproc launcher: could not take a tick");
   }
@@ -420,11 +422,12 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
 
   // Plain locals live across the longjmp below: they are only written before it or are
   // re-derived after it, so none needs volatile.
-  static uint64 ticked_seq = 0;
   static bool ticked_once = false;
   static TimestampTz last_tick_at = 0;
   static TimestampTz next_extension_check = 0;
   static ExtensionState extension_state = ExtensionState::kUnknown;
+  // Ticks' spacing: evproc.tick_interval at low rates, wider under load (up to 25 ms).
+  static evproc::core::TickPace pace(evproc::tick_interval_ms, 25);
 
   sigjmp_buf recover;
   if (sigsetjmp(recover, 1) != 0) {
@@ -442,6 +445,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       ConfigReloadPending = false;
       int workers_before = evproc::worker_count;
       ProcessConfigFile(PGC_SIGHUP);
+      pace.SetFloor(evproc::tick_interval_ms);
       ReportWorkerCount(workers_before);
     }
     TimestampTz now = GetCurrentTimestamp();
@@ -495,31 +499,54 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
     long wait = Supervise();
     if (wait < 0) wait = kSuperviseWaitMs * 10;
 
-    uint64 seq = pg_atomic_read_u64(&state->commit_seq);
-    if (seq != ticked_seq || !ticked_once) {
-      long since_tick = TimestampDifferenceMilliseconds(last_tick_at, now);
-      if (!ticked_once || since_tick >= evproc::tick_interval_ms) {
-        // seq is read before the tick's snapshot: every commit counted in it is visible.
-        // The first tick after a start lists nothing (NULL): every unit looks once.
+    // Commits that no subscription awaits (paused, breaker open, none) only mark their
+    // slots, without setting our latch: we look at least once a second, and one tick a
+    // second takes those marks.
+    if (ticked_once && wait > kLazyTickMs) wait = kLazyTickMs;
+    long since_tick = TimestampDifferenceMilliseconds(last_tick_at, now);
+    bool requested = evproc::TickRequested(false);
+    if (!requested && ticked_once && evproc::TickRequested(true)) {
+      if (since_tick >= kLazyTickMs) {
+        requested = true;
+      } else if (kLazyTickMs - since_tick < wait) {
+        wait = kLazyTickMs - since_tick;
+      }
+    }
+    if (!ticked_once || requested) {
+      long interval = static_cast<long>(pace.IntervalMs());
+      if (!ticked_once || since_tick >= interval) {
+        TimestampTz tick_start = GetCurrentTimestamp();
+        // The marks are taken before the tick's snapshot (commit_wake.cpp says why no
+        // commit is missed). The first tick after a start lists nothing (NULL): every
+        // unit looks once.
         static int dirty_slots[evproc::kPartitionSlots];
-        int dirty_count = CollectDirtySlots(ticked_seq, dirty_slots);
+        int dirty_count = evproc::TakeCommittedSlots(dirty_slots);
         int64 tick = TakeTick(dirty_slots, dirty_count, !ticked_once);
         if (tick < 0) {
           next_extension_check = 0;
           continue;
         }
+        evproc::CommittedSlotsTicked();
         MarkDirty(dirty_slots, dirty_count, tick);
+        bool every_worker = !ticked_once || evproc::TakeWorkersWanted();
         if (!ticked_once) {
           pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));
           pg_atomic_write_u32(&state->launcher_database, MyDatabaseId);
         }
-        ticked_seq = seq;
         ticked_once = true;
         last_tick_at = now;
-        evproc::WakeWorkers();
+        // Straight to the workers that will take the units: as many idle ones as slots
+        // a subscription awaits (every one after a start or a subscription change). A
+        // tick whose work no idle worker could take finds every worker busy: the next
+        // one waits longer (core/tick_pace.hpp).
+        int awaited = every_worker ? kMaxWorkers : evproc::AwaitedSlots(dirty_slots, dirty_count);
+        int woken = evproc::WakeIdleWorkers(awaited);
+        if (awaited > 0) evproc::WakeReaders();  // pull subscriptions' waiting readers
+        pace.Ticked(static_cast<double>(GetCurrentTimestamp() - tick_start) / 1000.0,
+                    awaited == 0 || woken > 0);
         continue;  // commits may have come in meanwhile
       }
-      long remaining = evproc::tick_interval_ms - since_tick;
+      long remaining = interval - since_tick;
       if (remaining < wait) wait = remaining < 1 ? 1 : remaining;
     }
     evproc::SleepOnLatch(wait);

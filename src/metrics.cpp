@@ -269,6 +269,7 @@ void WorkerStopped(int /*index*/) {
 }
 
 void WorkerBusy(int32 subscription_id, int32 partition, bool replay) {
+  NoteWorkerBusy(my_worker_index);  // a unit claimed: ticks need not wake this worker
   TimestampTz now = GetCurrentTimestamp();
   UpdateWorker([&](WorkerStatus &w) {
     w.state = replay ? WorkerState::kReplaying : WorkerState::kDelivering;

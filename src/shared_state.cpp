@@ -27,7 +27,11 @@ void StartupHook() {
   bool found = false;
   shared = static_cast<SharedState *>(ShmemInitStruct("evproc", sizeof(SharedState), &found));
   if (!found) {
-    pg_atomic_init_u64(&shared->commit_seq, 0);
+    pg_atomic_init_u32(&shared->tick_requested, 0);
+    pg_atomic_init_u32(&shared->lazy_marks, 0);
+    pg_atomic_init_u32(&shared->workers_wanted, 0);
+    pg_atomic_init_u32(&shared->deliverable_known, 0);
+    for (auto &word : shared->deliverable) pg_atomic_init_u64(&word, 0);
     pg_atomic_init_u64(&shared->floor_tick, 0);
     pg_atomic_init_u64(&shared->registry_seq, 0);
     pg_atomic_init_u32(&shared->launcher_procno, kNoProc);
@@ -38,9 +42,10 @@ void StartupHook() {
     pg_atomic_init_u32(&shared->leave_database, InvalidOid);
     pg_atomic_init_u32(&shared->leave_reason, 0);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
+    for (auto &idle : shared->worker_idle) pg_atomic_init_u32(&idle, 0);
     for (auto &procno : shared->reader_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &slot : shared->slots) {
-      pg_atomic_init_u64(&slot.last_commit_seq, 0);
+      pg_atomic_init_u32(&slot.committed, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
     }
     metrics::InitMetrics(&shared->metrics);
@@ -82,10 +87,30 @@ void WakeMaintenance() {
   if (shared != nullptr) SetProcLatch(pg_atomic_read_u32(&shared->maintenance_procno));
 }
 
-void WakeWorkers() {
-  if (shared == nullptr) return;
-  for (auto &procno : shared->worker_procno) SetProcLatch(pg_atomic_read_u32(&procno));
-  WakeReaders();
+void NoteWorkerLooking(int index) {
+  if (shared == nullptr || index < 0 || index >= kMaxWorkers) return;
+  pg_atomic_write_u32(&shared->worker_idle[index], 1);
+  pg_memory_barrier();  // before the look at the ticks and dirty slots
+}
+
+void NoteWorkerBusy(int index) {
+  if (shared == nullptr || index < 0 || index >= kMaxWorkers) return;
+  pg_atomic_write_u32(&shared->worker_idle[index], 0);
+}
+
+// After the tick committed and its slots were marked dirty (the barrier orders those
+// writes before the reads of the idle flags).
+int WakeIdleWorkers(int wanted) {
+  if (shared == nullptr) return 0;
+  pg_memory_barrier();
+  int woken = 0;
+  for (int i = 0; i < kMaxWorkers && woken < wanted; ++i) {
+    if (pg_atomic_read_u32(&shared->worker_idle[i]) == 0) continue;
+    if (pg_atomic_exchange_u32(&shared->worker_idle[i], 0) == 0) continue;
+    SetProcLatch(pg_atomic_read_u32(&shared->worker_procno[i]));
+    ++woken;
+  }
+  return woken;
 }
 
 void WakeReaders() {

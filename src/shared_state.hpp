@@ -1,10 +1,13 @@
 // evproc's shared memory (docs/design.md "Processes"): what committers, the launcher and the
 // workers tell each other without touching a table.
 //
-//  * Commit wake: a transaction that enqueued bumps commit_seq and stamps the slots of the
-//    (topic, partition) pairs it wrote, after its commit became visible, then sets the
-//    launcher's latch. The launcher turns stamps newer than its previous tick into
-//    dirty_tick = the tick it just took.
+//  * Commit wake (src/commit_wake.cpp, where the protocol and why it loses nothing are
+//    described): a transaction that enqueued marks the slots of the (topic, partition)
+//    pairs it wrote, after its commit became visible, and asks for a tick, setting the
+//    launcher's latch only when no tick was asked for yet. The launcher takes the marks
+//    before each tick's snapshot and sets the marked slots' dirty_tick = that tick.
+//    Commits on partitions no subscription delivers now (paused, breaker open, none)
+//    only mark their slots: the next tick, or one a second, takes those marks.
 //  * Readers of pull subscriptions waiting in evproc_read register their latch in
 //    reader_procno; ticks and lease acknowledgements set it.
 //  * Workers claim a unit only when its position is older than its slot's dirty_tick (or
@@ -34,12 +37,18 @@ constexpr uint32 kNoProc = UINT32_MAX;
 static_assert(metrics::kMaxWorkerSlots == kMaxWorkers, "one status slot per worker");
 
 struct PartitionSlot {
-  pg_atomic_uint64 last_commit_seq;  // commit_seq of the newest commit that wrote here
-  pg_atomic_uint64 dirty_tick;       // newest tick that may hold events of this slot
+  pg_atomic_uint32 committed;   // 1: a commit wrote here since the launcher looked
+  pg_atomic_uint64 dirty_tick;  // newest tick that may hold events of this slot
 };
 
 struct SharedState {
-  pg_atomic_uint64 commit_seq;
+  pg_atomic_uint32 tick_requested;  // 1: slots were marked since the launcher last looked
+  pg_atomic_uint32 lazy_marks;      // 1: marked by commits that no subscription awaits now
+  pg_atomic_uint32 workers_wanted;  // 1: a commit changed subscriptions: wake every worker
+  // Slots of the (topic, partition) pairs some subscription delivers now (not paused,
+  // breaker closed), set by evproc.sync_stats(); until deliverable_known, all of them.
+  pg_atomic_uint32 deliverable_known;
+  pg_atomic_uint64 deliverable[kPartitionSlots / 64];
   pg_atomic_uint64 floor_tick;          // every unit older than this may have work
   pg_atomic_uint64 registry_seq;        // bumped by commits that (un)subscribed
   pg_atomic_uint32 launcher_procno;     // kNoProc when no launcher runs
@@ -50,6 +59,7 @@ struct SharedState {
   pg_atomic_uint32 leave_database;      // dropped, renamed or moved: the launcher leaves it
   pg_atomic_uint32 leave_reason;        // why (utility_hook.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
+  pg_atomic_uint32 worker_idle[kMaxWorkers];    // 1: about to look for work, or asleep
   pg_atomic_uint32 reader_procno[kMaxReaders];  // kNoProc: free
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
@@ -63,8 +73,13 @@ LWLock *SharedLock();       // guards claiming and freeing metrics slots
 int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();
-void WakeWorkers();  // and the waiting readers: both look for work after a tick
-void WakeReaders();
-void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
+// A worker about to look for a unit raises its idle flag first, and lowers it when it
+// got one: a worker that looks after a tick's marks sees them, one that looked before
+// is idle and is woken. Wakes up to `wanted` idle workers (lowering their flags).
+void NoteWorkerLooking(int index);
+void NoteWorkerBusy(int index);
+int WakeIdleWorkers(int wanted);  // returns how many it woke
+void WakeReaders();               // the waiting readers of pull subscriptions look for work
+void WakeMaintenance();           // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

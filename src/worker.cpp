@@ -37,6 +37,7 @@ constexpr long kHeldElsewhereWaitMs = 1000;
 int worker_index = -1;
 
 void ForgetWorkerSlot(int /*code*/, Datum /*arg*/) {
+  evproc::NoteWorkerBusy(worker_index);  // gone: not among the idle ones ticks wake
   evproc::metrics::WorkerStopped(worker_index);
   if (evproc::Shared() != nullptr && worker_index >= 0) {
     pg_atomic_write_u32(&evproc::Shared()->worker_procno[worker_index], evproc::kNoProc);
@@ -132,6 +133,8 @@ extern "C" void evproc_worker_main(Datum main_arg) {
       ProcessConfigFile(PGC_SIGHUP);
       ApplyCommitSetting();
     }
+    // Raised before the look: a tick marked after it finds this worker idle and wakes it.
+    evproc::NoteWorkerLooking(worker_index);
     GuardedBatch batch{};
     RunBatch(&batch);
     if (batch.error != nullptr) {

@@ -1,0 +1,33 @@
+// How far apart the launcher's ticks are (issue 13.1): pure C++, unit-tested.
+//
+// At low rates a tick follows each commit (the floor, evproc.tick_interval, is the only
+// wait), so a quiet system delivers within about one commit's time. Under load ticks
+// space out, so each one opens a larger window and the cost of ticking and claiming is
+// paid per batch rather than per commit:
+//  * a tick never takes more than a fifth of the launcher's time: the interval is at
+//    least five times what recent ticks took (ticks slow down when CPUs are busy);
+//  * while every worker is busy when a tick is due, there is no one to take a new
+//    window at once: the interval doubles, up to the ceiling; it falls back to the
+//    floor as soon as a tick finds a worker idle.
+#pragma once
+
+namespace evproc::core {
+
+class TickPace {
+ public:
+  TickPace(double floor_ms, double ceiling_ms);
+
+  // After a tick that took `took_ms`, taken while `worker_idle` (some worker waited).
+  void Ticked(double took_ms, bool worker_idle);
+  // The wait from one tick to the next.
+  [[nodiscard]] double IntervalMs() const;
+  void SetFloor(double floor_ms);  // evproc.tick_interval changed
+
+ private:
+  double floor_ms_;
+  double ceiling_ms_;
+  double took_ms_ = 0;    // a moving average of what ticks took
+  double backoff_ = 1.0;  // doubles while every worker is busy
+};
+
+}  // namespace evproc::core

@@ -6,13 +6,15 @@ EXTVERSION = 0.3.0
 MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
-            src/core/version.o
+            src/core/version.o src/core/stream_naming.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
           src/lifecycle.o src/manual_delivery.o src/metrics.o src/metrics_local.o src/metrics_sql.o \
-          src/api_trampoline.o
-OBJS = $(PG_OBJS) $(CORE_OBJS)
+          src/api_trampoline.o src/stream_origin.o
+# The stream sinks (docs/streams.md): NATS JetStream with libnats, Kafka with librdkafka.
+STREAM_OBJS = src/sink/stream_options.o src/sink/nats_transport.o src/sink/kafka_transport.o
+OBJS = $(PG_OBJS) $(CORE_OBJS) $(STREAM_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts and the update scripts between versions: never edited once
@@ -27,7 +29,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -fno-omit-frame-pointer
 PG_CFLAGS = -Wall -Wextra -Werror
-SHLIB_LINK = -lstdc++
+SHLIB_LINK = -lstdc++ -lnats -lrdkafka
 
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.
@@ -55,7 +57,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies: every object depends on every header.
-$(OBJS): $(wildcard src/*.hpp src/core/*.hpp)
+$(OBJS): $(wildcard src/*.hpp src/core/*.hpp src/sink/*.hpp)
 
 # The install script: topics and enqueue, delivery, dead-letter operations, replay,
 # storage and retention, monitoring, and last the privileges (they revoke EXECUTE on

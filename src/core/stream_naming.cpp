@@ -83,7 +83,7 @@ std::optional<SubjectTemplate> SubjectTemplate::Parse(std::string_view text, std
       ++i;
     } else {
       *error = std::string("has a character not allowed in a subject: \"") + c +
-               "\" (literal text: letters, digits, \"_\", \":\" and \"-\"; no wildcards)";
+               R"(" (literal text: letters, digits, "_", ":" and "-"; no wildcards))";
       return std::nullopt;
     }
   }

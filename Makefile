@@ -6,7 +6,11 @@ EXTVERSION = 0.3.0
 MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
-            src/core/version.o src/core/stream_naming.o
+            src/core/version.o src/core/destination.o src/core/webhook_answer.o \
+            src/core/webhook_signature.o src/core/stream_naming.o
+# The sink framework and its transports (plain C++, src/sink/) and the sink workers.
+SINK_OBJS = src/sink/registry.o src/sink/webhook_options.o src/sink/webhook_transport.o \
+            src/sink_worker.o src/sink_lease.o src/sink_sql.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/delivery.o src/worker.o src/launcher.o src/background_common.o \
@@ -14,7 +18,7 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o \
           src/api_trampoline.o src/stream_origin.o
 # The stream sinks (docs/streams.md): NATS JetStream with libnats, Kafka with librdkafka.
 STREAM_OBJS = src/sink/stream_options.o src/sink/nats_transport.o src/sink/kafka_transport.o
-OBJS = $(PG_OBJS) $(CORE_OBJS) $(STREAM_OBJS)
+OBJS = $(PG_OBJS) $(CORE_OBJS) $(SINK_OBJS) $(STREAM_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts and the update scripts between versions: never edited once
@@ -29,7 +33,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -fno-omit-frame-pointer
 PG_CFLAGS = -Wall -Wextra -Werror
-SHLIB_LINK = -lstdc++ -lnats -lrdkafka
+SHLIB_LINK = -lstdc++ -lcurl -lcrypto -lnats -lrdkafka
 
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.
@@ -64,7 +68,7 @@ $(OBJS): $(wildcard src/*.hpp src/core/*.hpp src/sink/*.hpp)
 # everything in schema evproc defined before them).
 $(DATA_built): extension/$(EXTENSION).sql extension/delivery.sql extension/operations.sql \
                extension/replay.sql extension/retention.sql extension/monitoring.sql \
-               extension/privileges.sql
+               extension/privileges.sql extension/sink.sql
 	cat $^ > $@
 
 .PHONY: unit format format-check lint fuzz
@@ -73,13 +77,14 @@ unit:
 	cmake --build build -j2
 	ctest --test-dir build --output-on-failure
 
-SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp test/unit/*.cpp test/fuzz/*.cpp)
+SOURCES = $(wildcard src/*.cpp src/*.hpp src/core/*.cpp src/core/*.hpp src/sink/*.cpp src/sink/*.hpp \
+                    test/unit/*.cpp test/fuzz/*.cpp)
 format:
 	clang-format -i $(SOURCES)
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 lint: unit
-	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp)
+	clang-tidy -p build --quiet $(wildcard src/*.cpp src/core/*.cpp src/sink/*.cpp)
 
 # libFuzzer over the schema validator (test/fuzz/schema_fuzzer.cpp): pure C++, built with
 # clang apart from the PGXS objects. Runs FUZZ_SECONDS from the seed corpus; new inputs

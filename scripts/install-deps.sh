@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   nlohmann-json3-dev g++ make cmake googletest libgtest-dev libipc-run-perl
+  libcurl4-openssl-dev libssl-dev  # webhook sinks: libcurl (multi), HMAC-SHA256 (libcrypto)
   clang-format clang-tidy
   libnats-dev librdkafka-dev nats-server  # stream sinks (docs/streams.md); tests run nats-server
   clang libclang-rt-14-dev  # make fuzz: clang++ -fsanitize=fuzzer,address,undefined

@@ -7,6 +7,7 @@
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "shared_state.hpp"
+#include "sink_worker.hpp"
 #include "topic_cache.hpp"
 
 extern "C" {
@@ -33,6 +34,7 @@ void DefineSettings() {
       "evproc.max_batch_events", "Most events accepted by one evproc_enqueue_batch call.", nullptr,
       &max_batch_events, 10000, 1, 1000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
   DefineBackgroundSettings();
+  DefineSinkSettings();
   MarkGUCPrefixReserved("evproc");
 }
 
@@ -49,6 +51,7 @@ void _PG_init(void) {
   if (process_shared_preload_libraries_in_progress) {
     evproc::RequestSharedState();
     evproc::RegisterLauncher();
+    evproc::RegisterSinkWorkers();
     evproc::RegisterLifecycleHook();
   }
 }

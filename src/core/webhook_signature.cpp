@@ -69,12 +69,13 @@ std::optional<std::string> Base64Decode(std::string_view text) {
 
 std::optional<std::string> WebhookKey(std::string_view secret) {
   constexpr std::string_view kPrefix = "whsec_";
-  if (secret.substr(0, kPrefix.size()) == kPrefix) return Base64Decode(secret.substr(kPrefix.size()));
+  if (secret.substr(0, kPrefix.size()) == kPrefix)
+    return Base64Decode(secret.substr(kPrefix.size()));
   return std::string(secret);
 }
 
-std::string WebhookSignature(std::string_view key, std::string_view id,
-                             std::string_view timestamp, std::string_view body) {
+std::string WebhookSignature(std::string_view key, std::string_view id, std::string_view timestamp,
+                             std::string_view body) {
   std::string content;
   content.reserve(id.size() + timestamp.size() + body.size() + 2);
   content.append(id).append(".").append(timestamp).append(".").append(body);

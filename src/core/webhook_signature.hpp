@@ -18,7 +18,7 @@ std::optional<std::string> Base64Decode(std::string_view text);
 std::optional<std::string> WebhookKey(std::string_view secret);
 
 // The webhook-signature header's value ("v1,<base64>").
-std::string WebhookSignature(std::string_view key, std::string_view id,
-                             std::string_view timestamp, std::string_view body);
+std::string WebhookSignature(std::string_view key, std::string_view id, std::string_view timestamp,
+                             std::string_view body);
 
 }  // namespace evproc::core

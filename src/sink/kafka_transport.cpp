@@ -173,7 +173,7 @@ class KafkaTransport final : public Transport {
 
   [[nodiscard]] int InFlight() const override { return static_cast<int>(batches_.size()); }
 
-  [[nodiscard]] int64_t LeaseMs(const Subscription &subscription, size_t messages) const {
+  [[nodiscard]] int64_t LeaseMs(const Subscription &subscription, size_t messages) const override {
     KafkaOptions options;
     int64_t timeout = 30000;
     if (!ParseKafkaOptions(nlohmann::json::parse(subscription.options, nullptr, false), &options)) {

@@ -283,7 +283,7 @@ class NatsTransport final : public Transport {
 
   [[nodiscard]] int InFlight() const override { return static_cast<int>(batches_.size()); }
 
-  [[nodiscard]] int64_t LeaseMs(const Subscription &subscription, size_t messages) const {
+  [[nodiscard]] int64_t LeaseMs(const Subscription &subscription, size_t messages) const override {
     // Worst case: every message of one key, each waiting for its whole timeout, after a
     // connect. Bounded: a lease that long is a stuck destination anyway.
     NatsOptions options;

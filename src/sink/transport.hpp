@@ -122,7 +122,7 @@ struct WaitSocket {
 // The superuser's limits every transport enforces (see destination.hpp): where it may
 // connect, and bounds. Given again after each SIGHUP.
 struct Limits {
-  std::string allowed_destinations;  // evproc.sink_allowed_destinations
+  std::string allowed_destinations;   // evproc.sink_allowed_destinations
   int max_in_flight_per_worker = 64;  // requests (or publishes) in flight in this process
 };
 
@@ -150,6 +150,14 @@ class Transport {
   // What to wait on before the next Poll(): sockets (replacing *sockets' content) and the
   // longest wait in milliseconds (-1: none; 0: call Poll() at once).
   virtual void Interest(std::vector<WaitSocket> *sockets, long *timeout_ms) = 0;
+
+  // How long a lease of this many messages must last for the transport to finish them in
+  // the worst case (every request taking its full timeout); the worker leases for this
+  // long (a lease that expires first is a failed attempt of each of its events).
+  [[nodiscard]] virtual int64_t LeaseMs(const Subscription & /*subscription*/,
+                                        size_t /*messages*/) const {
+    return 5 * 60 * 1000;
+  }
 
   // Batches started and not yet reported.
   [[nodiscard]] virtual int InFlight() const = 0;

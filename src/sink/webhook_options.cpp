@@ -23,13 +23,13 @@ bool Reserved(std::string name) {
 bool Token(const std::string &name) {
   if (name.empty() || name.size() > 128) return false;
   return std::all_of(name.begin(), name.end(), [](unsigned char c) {
-    return std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
-                                  std::string_view::npos;
+    return std::isalnum(c) ||
+           std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
   });
 }
 
-std::optional<OptionProblem> Integer(const nlohmann::json &options, const char *name,
-                                     int64_t least, int64_t most, int64_t *out) {
+std::optional<OptionProblem> Integer(const nlohmann::json &options, const char *name, int64_t least,
+                                     int64_t most, int64_t *out) {
   auto it = options.find(name);
   if (it == options.end()) return std::nullopt;
   if (!it->is_number_integer() || it->get<int64_t>() < least || it->get<int64_t>() > most) {
@@ -41,8 +41,7 @@ std::optional<OptionProblem> Integer(const nlohmann::json &options, const char *
   return std::nullopt;
 }
 
-std::optional<OptionProblem> Boolean(const nlohmann::json &options, const char *name,
-                                     bool *out) {
+std::optional<OptionProblem> Boolean(const nlohmann::json &options, const char *name, bool *out) {
   auto it = options.find(name);
   if (it == options.end()) return std::nullopt;
   if (!it->is_boolean()) {
@@ -79,11 +78,16 @@ std::string UrlHost(const std::string &url) {
 
 std::optional<OptionProblem> ParseWebhookOptions(const nlohmann::json &options,
                                                  WebhookOptions *out) {
-  static const char *const kKnown[] = {"type",          "url",
-                                       "mode",          "headers",
-                                       "secret",        "timeout_ms",
-                                       "connect_timeout_ms", "max_in_flight",
-                                       "retry_after_cap_ms", "follow_redirects",
+  static const char *const kKnown[] = {"type",
+                                       "url",
+                                       "mode",
+                                       "headers",
+                                       "secret",
+                                       "timeout_ms",
+                                       "connect_timeout_ms",
+                                       "max_in_flight",
+                                       "retry_after_cap_ms",
+                                       "follow_redirects",
                                        "tls_verify"};
   for (const auto &item : options.items()) {
     if (std::none_of(std::begin(kKnown), std::end(kKnown),
@@ -100,8 +104,9 @@ std::optional<OptionProblem> ParseWebhookOptions(const nlohmann::json &options,
   bool control = std::any_of(out->url.begin(), out->url.end(),
                              [](unsigned char c) { return c <= ' ' || c == 0x7f; });
   if (out->host.empty() || control || out->url.size() > 2048) {
-    return OptionProblem{"url", "sink option \"url\" must be an http or https URL with a host, "
-                                "without credentials or spaces, at most 2048 bytes"};
+    return OptionProblem{"url",
+                         "sink option \"url\" must be an http or https URL with a host, "
+                         "without credentials or spaces, at most 2048 bytes"};
   }
   if (auto mode = options.find("mode"); mode != options.end()) {
     if (!mode->is_string() || (*mode != "event" && *mode != "batch")) {
@@ -111,8 +116,9 @@ std::optional<OptionProblem> ParseWebhookOptions(const nlohmann::json &options,
   }
   if (auto headers = options.find("headers"); headers != options.end()) {
     if (!headers->is_object() || headers->size() > 32) {
-      return OptionProblem{"headers", "sink option \"headers\" must be an object of at most 32 "
-                                      "header names and string values"};
+      return OptionProblem{"headers",
+                           "sink option \"headers\" must be an object of at most 32 "
+                           "header names and string values"};
     }
     for (const auto &item : headers->items()) {
       std::string option = "headers." + item.key();
@@ -129,8 +135,8 @@ std::optional<OptionProblem> ParseWebhookOptions(const nlohmann::json &options,
       if (value.size() > 8192 || std::any_of(value.begin(), value.end(), [](unsigned char c) {
             return c == '\r' || c == '\n' || c == 0;
           })) {
-        return OptionProblem{option, "header \"" + item.key() +
-                                         "\" must be at most 8192 bytes without line breaks"};
+        return OptionProblem{
+            option, "header \"" + item.key() + "\" must be at most 8192 bytes without line breaks"};
       }
       out->headers.emplace_back(item.key(), value);
     }
@@ -139,8 +145,9 @@ std::optional<OptionProblem> ParseWebhookOptions(const nlohmann::json &options,
     std::optional<std::string> key;
     if (secret->is_string()) key = core::WebhookKey(secret->get<std::string>());
     if (!key || key->size() < 16 || key->size() > 1024) {
-      return OptionProblem{"secret", "sink option \"secret\" must be \"whsec_\" followed by the "
-                                     "base64 of a key, or a string, of 16 to 1024 bytes"};
+      return OptionProblem{"secret",
+                           "sink option \"secret\" must be \"whsec_\" followed by the "
+                           "base64 of a key, or a string, of 16 to 1024 bytes"};
     }
     out->key = *key;
   }

@@ -231,6 +231,24 @@ class WebhookTransport final : public Transport {
     }
   }
 
+  [[nodiscard]] int64_t LeaseMs(const Subscription &subscription, size_t messages) const override {
+    std::string problem;
+    auto found = options_.find(subscription.id);
+    WebhookOptions defaults;
+    const WebhookOptions &options =
+        (found != options_.end() && found->second.second) ? *found->second.second : defaults;
+    // Sequential rounds in the worst case: event mode, messages / max_in_flight (one key
+    // throughout); batch mode, a bisection down to one message and back.
+    int64_t rounds = 1;
+    if (options.batch) {
+      for (size_t n = messages; n > 1; n /= 2) rounds += 2;
+    } else {
+      rounds = static_cast<int64_t>(messages);  // one key: strictly one after another
+    }
+    int64_t per_request = options.timeout_ms + options.connect_timeout_ms;
+    return std::min<int64_t>(rounds * per_request + 30000, INT64_C(86400000));
+  }
+
   [[nodiscard]] int InFlight() const override { return static_cast<int>(batches_.size()); }
 
   void Abort() override {
@@ -447,8 +465,10 @@ class WebhookTransport final : public Transport {
       id += "-" + std::to_string(state->batch.messages[request->indexes.back()].event_id);
     }
     std::string timestamp = std::to_string(static_cast<long long>(std::time(nullptr)));
-    std::vector<std::string> lines = {"Content-Type: application/json", "Expect:",
-                                      "webhook-id: " + id, "webhook-timestamp: " + timestamp,
+    std::vector<std::string> lines = {"Content-Type: application/json",
+                                      "Expect:",
+                                      "webhook-id: " + id,
+                                      "webhook-timestamp: " + timestamp,
                                       "evproc-subscription: " + HeaderSafe(subscription.name),
                                       "evproc-topic: " + HeaderSafe(subscription.topic)};
     if (!options.key.empty()) {
@@ -569,8 +589,8 @@ class WebhookTransport final : public Transport {
           break;
         case core::AnswerClass::kRetryAfter:
           outcome.verdict = Verdict::kRetry;
-          outcome.retry_after_ms =
-              core::RetryAfterMs(request->retry_after, std::time(nullptr), options.retry_after_cap_ms);
+          outcome.retry_after_ms = core::RetryAfterMs(request->retry_after, std::time(nullptr),
+                                                      options.retry_after_cap_ms);
           outcome.error = head;
           state->stop = true;
           break;

@@ -88,9 +88,9 @@ const sockaddr *At(const sockaddr_storage &storage) {
 TEST(Destination, ParsesAndRefusesGarbage) {
   std::string error;
   EXPECT_TRUE(DestinationList::Parse("", &error)->empty());
-  EXPECT_TRUE(DestinationList::Parse(" hooks.example.com , *.corp.example, 10.0.0.0/8, ::1 ",
-                                     &error)
-                  .has_value());
+  EXPECT_TRUE(
+      DestinationList::Parse(" hooks.example.com , *.corp.example, 10.0.0.0/8, ::1 ", &error)
+          .has_value());
   EXPECT_FALSE(DestinationList::Parse("10.0.0.0/33", &error).has_value());
   EXPECT_NE(error.find("10.0.0.0/33"), std::string::npos);
   EXPECT_FALSE(DestinationList::Parse("http://x", &error).has_value());

@@ -1,0 +1,438 @@
+// A sink worker (sink_worker.hpp): the loop that leases, sends and acknowledges.
+//
+// One iteration (Step): poll the transports for finished batches and write each
+// finished lease's outcomes (a short transaction per lease); then, in one short
+// transaction, reload this worker's sink subscriptions and lease a batch for each active
+// one whose transport has room; after the commit, start sending those batches. Then the
+// worker waits (WaitEventSet) on its latch, postmaster death and the sockets its
+// transports asked for, at most until the nearest transport timeout: never a busy poll,
+// never a transaction open while a request is in flight.
+//
+// The C++ state (transports, batches in flight) lives on the heap for the life of the
+// process; Step is noexcept and hands PostgreSQL errors back to the C loop, which
+// re-throws them there (no C++ frame is unwound by a longjmp). A failed step loses at
+// most the outcomes of the lease it was writing: that lease expires and its events come
+// again (an expiry counts as a failed attempt).
+#include <algorithm>
+#include <csetjmp>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+// nlohmann/json before PostgreSQL's headers (which redefine snprintf).
+#include "sink/registry.hpp"
+
+#include "background.hpp"
+#include "core/latency.hpp"
+#include "error_boundary.hpp"
+#include "lifecycle.hpp"
+#include "sink_lease.hpp"
+#include "sink_worker.hpp"
+
+extern "C" {
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+}
+
+namespace evproc {
+
+char *sink_allowed_destinations = nullptr;
+int sink_worker_count = 1;
+int sink_max_in_flight = 64;
+
+void DefineSinkSettings() {
+  DefineCustomStringVariable(
+      "evproc.sink_allowed_destinations",
+      "Where sinks may connect: host names, *.domain, addresses and CIDR blocks, comma-separated.",
+      "Loopback and link-local addresses are refused unless listed by address or block. "
+      "Checked when subscribing and on each address a sink connects to.",
+      &sink_allowed_destinations, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("evproc.sink_workers", "Sink worker processes (0: sinks are not run).",
+                          nullptr, &sink_worker_count, 1, 0, 32, PGC_POSTMASTER, 0, nullptr,
+                          nullptr, nullptr);
+  DefineCustomIntVariable("evproc.sink_max_in_flight",
+                          "Requests a sink worker keeps in flight at most, over all its sinks.",
+                          nullptr, &sink_max_in_flight, 64, 1, 4096, PGC_SIGHUP, 0, nullptr,
+                          nullptr, nullptr);
+}
+
+void RegisterSinkWorkers() {
+  for (int index = 0; index < sink_worker_count; ++index) {
+    BackgroundWorker worker{};
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = 5;
+    std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
+    std::strncpy(worker.bgw_function_name, "evproc_sink_main", BGW_MAXLEN - 1);
+    snprintf(worker.bgw_name, BGW_MAXLEN, "evproc sink %d", index);
+    std::strncpy(worker.bgw_type, "evproc sink", BGW_MAXLEN - 1);
+    worker.bgw_main_arg = Int32GetDatum(index);
+    RegisterBackgroundWorker(&worker);
+  }
+}
+
+}  // namespace evproc
+
+namespace {
+
+namespace sink = evproc::sink;
+namespace sinkdb = evproc::sinkdb;
+
+constexpr long kIdleWaitMs = 1000;  // when nothing is in flight: ticks are not signalled to us
+constexpr long kErrorPauseMs = 1000;
+constexpr int kMaxSockets = 64;
+
+int sink_index = -1;
+
+// A sink subscription as this worker keeps it between transactions.
+struct Unit {
+  std::shared_ptr<sink::Subscription> spec;
+  std::string type;
+  Oid owner = InvalidOid;
+  int batch_size = 100;
+  bool active = false;
+  bool leased = false;  // a batch of it is in flight
+  bool seen = false;
+};
+
+struct InFlight {
+  std::shared_ptr<sink::Subscription> spec;
+  Oid owner = InvalidOid;
+  std::string lease;
+  std::vector<int64_t> ids;
+  std::vector<std::string> keys;
+  std::vector<bool> has_key;
+};
+
+struct State {
+  std::map<std::string, std::unique_ptr<sink::Transport>> transports;
+  std::map<int32_t, Unit> units;
+  std::map<uint64_t, InFlight> in_flight;
+  std::vector<sink::Completion> finished;
+  uint64_t next_token = 1;
+  bool released = false;
+  bool configured = false;
+  // What to wait on next (filled by Step).
+  sink::WaitSocket sockets[kMaxSockets];
+  int socket_count = 0;
+  long timeout_ms = kIdleWaitMs;
+};
+
+State *state = nullptr;
+
+struct StepResult {
+  ErrorData *error;
+  bool other_failure;
+  char message[256];
+};
+
+sink::Limits CurrentLimits() {
+  sink::Limits limits;
+  limits.allowed_destinations =
+      evproc::sink_allowed_destinations != nullptr ? evproc::sink_allowed_destinations : "";
+  limits.max_in_flight_per_worker = evproc::sink_max_in_flight;
+  return limits;
+}
+
+sink::Transport *TransportFor(const std::string &type) {
+  auto found = state->transports.find(type);
+  if (found != state->transports.end()) return found->second.get();
+  const sink::SinkType *known = sink::FindSinkType(type);
+  if (known == nullptr) return nullptr;
+  auto made = known->make();
+  made->Configure(CurrentLimits());
+  sink::Transport *transport = made.get();
+  state->transports.emplace(type, std::move(made));
+  return transport;
+}
+
+std::string TypeOf(const std::string &sink_text) {
+  nlohmann::json sink = nlohmann::json::parse(sink_text, nullptr, false);
+  if (!sink.is_object()) return "";
+  auto type = sink.find("type");
+  return type != sink.end() && type->is_string() ? type->get<std::string>() : "";
+}
+
+sinkdb::Fate FateOf(sink::Verdict verdict) {
+  switch (verdict) {
+    case sink::Verdict::kDelivered:
+      return sinkdb::Fate::kDelivered;
+    case sink::Verdict::kRetry:
+      return sinkdb::Fate::kRetry;
+    case sink::Verdict::kRefused:
+      return sinkdb::Fate::kDead;
+    case sink::Verdict::kFatal:
+      return sinkdb::Fate::kPause;
+    case sink::Verdict::kHeld:
+      return sinkdb::Fate::kHeld;
+  }
+  return sinkdb::Fate::kRetry;
+}
+
+// Writes one finished lease's outcomes in its own transaction.
+void EndOne(const InFlight &lease, const sink::Completion &completion) {
+  size_t count = lease.ids.size();
+  std::vector<sinkdb::EventOutcome> outcomes(count);
+  for (size_t i = 0; i < count; ++i) {
+    const sink::Outcome *outcome =
+        i < completion.outcomes.size() ? &completion.outcomes[i] : nullptr;
+    sinkdb::EventOutcome &out = outcomes[i];
+    out.event_id = lease.ids[i];
+    out.key = lease.has_key[i] ? lease.keys[i].c_str() : nullptr;
+    out.fate = outcome != nullptr ? FateOf(outcome->verdict) : sinkdb::Fate::kRetry;
+    out.retry_after_ms = outcome != nullptr ? outcome->retry_after_ms : -1;
+    out.error = outcome != nullptr && !outcome->error.empty() ? outcome->error.c_str() : nullptr;
+    out.context =
+        outcome != nullptr && !outcome->context.empty() ? outcome->context.c_str() : nullptr;
+  }
+  std::vector<int64> buckets(evproc::core::kLatencyBuckets, 0);
+  for (int64_t latency : completion.stats.latencies_us) {
+    ++buckets[evproc::core::LatencyBucket(latency)];
+  }
+  sinkdb::BatchStats stats{};
+  stats.requests = completion.stats.requests;
+  stats.answers_2xx = completion.stats.answers_2xx;
+  stats.answers_3xx = completion.stats.answers_3xx;
+  stats.answers_4xx = completion.stats.answers_4xx;
+  stats.answers_5xx = completion.stats.answers_5xx;
+  stats.transport_errors = completion.stats.transport_errors;
+  stats.bytes_sent = completion.stats.bytes_sent;
+  stats.bytes_received = completion.stats.bytes_received;
+  stats.latency_buckets = buckets.data();
+  stats.last_error =
+      completion.stats.last_error.empty() ? nullptr : completion.stats.last_error.c_str();
+  sinkdb::SinkSubscription subscription{};
+  subscription.id = lease.spec->id;
+  subscription.name = lease.spec->name.c_str();
+  subscription.topic = lease.spec->topic.c_str();
+  subscription.owner = lease.owner;
+  const sinkdb::EventOutcome *data = outcomes.data();
+  int n = static_cast<int>(count);
+  const char *lease_id = lease.lease.c_str();
+  bool open = evproc::pg::CallPostgres([] { return sinkdb::Begin(); });
+  if (!open) return;  // the extension is gone: the lease goes with it
+  evproc::pg::CallPostgres([&] {
+    sinkdb::EndLease(subscription, lease_id, n, data, stats);
+    sinkdb::Commit();
+  });
+}
+
+// Reloads the subscriptions and leases what may be sent; starts it after the commit.
+void LeaseAndStart() {
+  if (!evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) return;
+  if (!state->released) {
+    evproc::pg::CallPostgres(
+        [] { sinkdb::ReleaseStaleLeases(sink_index, evproc::sink_worker_count); });
+  }
+  sinkdb::SinkSubscription *rows = nullptr;
+  int count = evproc::pg::CallPostgres(
+      [&rows] { return sinkdb::LoadSubscriptions(sink_index, evproc::sink_worker_count, &rows); });
+  for (auto &[id, unit] : state->units) unit.seen = false;
+  for (int i = 0; i < count; ++i) {
+    const sinkdb::SinkSubscription &row = rows[i];
+    Unit &unit = state->units[row.id];
+    unit.seen = true;
+    if (!unit.spec || unit.spec->options != row.sink || unit.spec->name != row.name) {
+      auto spec = std::make_shared<sink::Subscription>();
+      spec->id = row.id;
+      spec->name = row.name;
+      spec->topic = row.topic;
+      spec->options = row.sink;
+      spec->options_version = unit.spec ? unit.spec->options_version + 1 : 1;
+      unit.spec = std::move(spec);
+      unit.type = TypeOf(row.sink);
+    }
+    unit.owner = row.owner;
+    unit.batch_size = row.batch_size;
+    unit.active = row.active;
+  }
+  for (auto it = state->units.begin(); it != state->units.end();) {
+    it = (!it->second.seen && !it->second.leased) ? state->units.erase(it) : std::next(it);
+  }
+  std::vector<sink::Batch> batches;
+  std::vector<InFlight> records;
+  for (auto &[id, unit] : state->units) {
+    if (!unit.seen || !unit.active || unit.leased) continue;
+    sink::Transport *transport = TransportFor(unit.type);
+    if (transport == nullptr || !transport->HasRoom(*unit.spec)) continue;
+    int64 lease_ms = transport->LeaseMs(*unit.spec, static_cast<size_t>(unit.batch_size));
+    sinkdb::SinkSubscription row{};
+    row.id = unit.spec->id;
+    row.name = unit.spec->name.c_str();
+    row.topic = unit.spec->topic.c_str();
+    row.owner = unit.owner;
+    int batch_size = unit.batch_size;
+    sinkdb::LeaseResult leased = evproc::pg::CallPostgres(
+        [&row, batch_size, lease_ms] { return sinkdb::Lease(row, batch_size, lease_ms); });
+    if (leased.lease == nullptr || leased.count == 0) continue;
+    sink::Batch batch;
+    batch.token = state->next_token++;
+    batch.subscription = unit.spec;
+    InFlight record;
+    record.spec = unit.spec;
+    record.owner = unit.owner;
+    record.lease = leased.lease;
+    for (int i = 0; i < leased.count; ++i) {
+      const sinkdb::LeasedEvent &event = leased.events[i];
+      sink::Message message;
+      message.event_id = event.id;
+      message.has_key = event.key != nullptr;
+      message.key = event.key != nullptr ? event.key : "";
+      message.has_type = event.type != nullptr;
+      message.type = event.type != nullptr ? event.type : "";
+      message.payload = event.payload != nullptr ? event.payload : "null";
+      message.headers = event.headers != nullptr ? event.headers : "";
+      message.enqueued_at = event.enqueued_at != nullptr ? event.enqueued_at : "";
+      message.attempt = event.attempt;
+      message.replay = event.replay;
+      record.ids.push_back(message.event_id);
+      record.keys.push_back(message.key);
+      record.has_key.push_back(message.has_key);
+      batch.messages.push_back(std::move(message));
+    }
+    records.push_back(std::move(record));
+    batches.push_back(std::move(batch));
+  }
+  evproc::pg::CallPostgres([] { sinkdb::Commit(); });
+  state->released = true;
+  // Committed: the leases exist; only now does anything leave the database.
+  for (size_t i = 0; i < batches.size(); ++i) {
+    state->units[batches[i].subscription->id].leased = true;
+    state->in_flight.emplace(batches[i].token, std::move(records[i]));
+  }
+  for (sink::Batch &batch : batches) {
+    const std::string &type = state->units[batch.subscription->id].type;
+    TransportFor(type)->Start(std::move(batch));
+  }
+}
+
+void StepBody() {
+  if (state == nullptr) state = new State();
+  if (!state->configured) {
+    for (auto &[type, transport] : state->transports) transport->Configure(CurrentLimits());
+    state->configured = true;
+  }
+  for (auto &[type, transport] : state->transports) transport->Poll(&state->finished);
+  // Each finished lease is written in its own transaction, and forgotten before: if
+  // writing it fails, it expires instead of failing again and again.
+  while (!state->finished.empty()) {
+    sink::Completion completion = std::move(state->finished.back());
+    state->finished.pop_back();
+    auto found = state->in_flight.find(completion.token);
+    if (found == state->in_flight.end()) continue;
+    InFlight lease = std::move(found->second);
+    state->in_flight.erase(found);
+    auto unit = state->units.find(lease.spec->id);
+    if (unit != state->units.end()) unit->second.leased = false;
+    EndOne(lease, completion);
+  }
+  LeaseAndStart();
+  // What to wait on.
+  state->socket_count = 0;
+  long timeout = kIdleWaitMs;
+  std::vector<sink::WaitSocket> sockets;
+  for (auto &[type, transport] : state->transports) {
+    long wanted = -1;
+    transport->Interest(&sockets, &wanted);
+    if (wanted >= 0 && wanted < timeout) timeout = wanted;
+    for (const sink::WaitSocket &socket : sockets) {
+      if (state->socket_count < kMaxSockets) state->sockets[state->socket_count++] = socket;
+    }
+  }
+  state->timeout_ms = timeout;
+}
+
+void Step(StepResult *out) noexcept {
+  out->error = nullptr;
+  out->other_failure = false;
+  try {
+    StepBody();
+  } catch (const evproc::pg::PgError &error) {
+    out->error = error.data();
+  } catch (const std::bad_alloc &) {
+    out->other_failure = true;
+    std::strncpy(out->message, "out of memory", sizeof(out->message) - 1);
+  } catch (const std::exception &error) {
+    out->other_failure = true;
+    std::strncpy(out->message, error.what(), sizeof(out->message) - 1);
+  }
+}
+
+void Reconfigure() noexcept {
+  if (state != nullptr) state->configured = false;
+}
+
+// Waits on the latch, postmaster death and the transports' sockets (PostgreSQL code).
+void Wait() {
+  long timeout = state != nullptr ? state->timeout_ms : kIdleWaitMs;
+  int sockets = state != nullptr ? state->socket_count : 0;
+  long stats_due = evproc::ReportStats();
+  if (stats_due > 0 && stats_due < timeout) timeout = stats_due;
+  WaitEventSet *set = CreateWaitEventSet(TopMemoryContext, sockets + 2);
+  AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+  AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+  for (int i = 0; i < sockets; ++i) {
+    uint32 events = 0;
+    if (state->sockets[i].readable) events |= WL_SOCKET_READABLE;
+    if (state->sockets[i].writable) events |= WL_SOCKET_WRITEABLE;
+    if (events != 0) AddWaitEventToSet(set, events, state->sockets[i].fd, nullptr, nullptr);
+  }
+  WaitEvent event;
+  (void)WaitEventSetWait(set, timeout, &event, 1, PG_WAIT_EXTENSION);
+  FreeWaitEventSet(set);
+  ResetLatch(MyLatch);
+}
+
+}  // namespace
+
+extern "C" void evproc_sink_main(Datum main_arg) {
+  sink_index = DatumGetInt32(main_arg);
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+  BackgroundWorkerUnblockSignals();
+  evproc::WaitForDatabase();
+  BackgroundWorkerInitializeConnection(evproc::database_name, nullptr, 0);
+  pgstat_report_appname("evproc sink");
+  ereport(LOG, (errmsg("evproc sink %d started", sink_index)));
+
+  MemoryContext loop_context =
+      AllocSetContextCreate(TopMemoryContext, "evproc sink loop", ALLOCSET_DEFAULT_SIZES);
+  sigjmp_buf recover;
+  if (sigsetjmp(recover, 1) != 0) {
+    evproc::RecoverFromError();
+    evproc::SleepOnLatch(kErrorPauseMs);
+  }
+  PG_exception_stack = &recover;
+
+  for (;;) {
+    CHECK_FOR_INTERRUPTS();
+    if (ShutdownRequestPending) {
+      // Batches in flight are dropped: their leases are ended by the next start of this
+      // worker (or expire), and their events come again.
+      ereport(LOG, (errmsg("evproc sink %d stopped", sink_index)));
+      proc_exit(0);
+    }
+    if (ConfigReloadPending) {
+      ConfigReloadPending = false;
+      ProcessConfigFile(PGC_SIGHUP);
+      Reconfigure();
+    }
+    MemoryContextReset(loop_context);
+    MemoryContextSwitchTo(loop_context);
+    StepResult step{};
+    Step(&step);
+    if (step.error != nullptr) ReThrowError(step.error);
+    if (step.other_failure) elog(ERROR, "evproc sink %d: %s", sink_index, step.message);
+    Wait();
+  }
+}

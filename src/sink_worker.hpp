@@ -1,0 +1,25 @@
+// The sink workers (DESIGN §12, docs/sinks.md): "evproc sink N" background processes,
+// static (registered at preload, started and restarted by the postmaster, connected to
+// evproc.database), evproc.sink_workers of them. Each serves the sink subscriptions
+// whose id modulo evproc.sink_workers is its index: leases a batch in a short
+// transaction, sends it through the subscription's transport (src/sink/transport.hpp)
+// with no transaction open, and acknowledges or fails the lease in another short one.
+// Apart from the delivery workers, so a slow endpoint never slows a SQL handler.
+#pragma once
+
+#include "pg_headers.hpp"
+
+extern "C" {
+PGDLLEXPORT void evproc_sink_main(Datum main_arg);
+}
+
+namespace evproc {
+
+extern char *sink_allowed_destinations;  // evproc.sink_allowed_destinations
+extern int sink_worker_count;            // evproc.sink_workers
+extern int sink_max_in_flight;           // evproc.sink_max_in_flight (per worker)
+
+void DefineSinkSettings();
+void RegisterSinkWorkers();  // from _PG_init, preload only
+
+}  // namespace evproc

@@ -648,7 +648,11 @@ class NatsTransport final : public Transport {
       return;
     }
     // Refused before it left (too large for the server's max_payload) or the connection
-    // is closed.
+    // is closed. A closed connection does not come back by itself: the link is rebuilt
+    // for the next batch.
+    if (status == NATS_CONNECTION_CLOSED) {
+      Fail(link, core::StreamFailure::kRetry, "connection closed");
+    }
     state->Sent(index);
     Event event;
     event.status = status;

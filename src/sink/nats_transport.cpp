@@ -583,10 +583,20 @@ class NatsTransport final : public Transport {
       }
       return;
     }
+    // While libnats is reconnecting, a publish would only wait in its reconnect buffer
+    // for the acknowledgement timeout: fail at once instead, so the breaker hears of the
+    // outage without delay and the lease ends early (the key retries with backoff).
+    bool connected = natsConnection_Status(link->connection) == NATS_CONN_STATUS_CONNECTED;
     for (size_t i = 0; i < state->state.size(); ++i) {
       if (state->state[i] != 0) continue;
       int ready = state->Ready(i);
       if (ready <= 0) continue;
+      if (!connected) {
+        state->stop = true;
+        ++state->stats.transport_errors;
+        state->Decide(i, Verdict::kRetry, "NATS: not connected to any server (reconnecting)");
+        continue;
+      }
       if (static_cast<int>(link->pending.size()) >= link->options.max_in_flight ||
           publishes_ >= limits_.max_in_flight_per_worker) {
         break;

@@ -2,8 +2,11 @@
  * A small JetStream client for evproc's stream sink tests (t/04x_*.pl), built by the test
  * from Debian's libnats-dev:  cc -o nats_reader nats_reader.c -lnats
  *
- *   nats_reader URLS add-stream NAME SUBJECT REPLICAS   create a file-storage stream
+ *   nats_reader URLS add-stream NAME SUBJECT REPLICAS [MAX_MSG_SIZE]
+ *                                                       create a file-storage stream with
+ *                                                       a 10-minute duplicate window
  *                                                       (retries while a cluster forms)
+ *   nats_reader URLS leader NAME                        the stream's leader server
  *   nats_reader URLS count NAME                         messages in the stream
  *   nats_reader URLS dump NAME                          one line per message, in stream
  *                                                       order: seq, Nats-Msg-Id,
@@ -42,7 +45,19 @@ int main(int argc, char **argv)
         return 2;
     }
     natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, argv[1]);
+    {
+        /* Comma-separated URLs: the client may use any of them. */
+        const char *servers[16];
+        int count = 0;
+        char *list = strdup(argv[1]);
+        char *url = strtok(list, ",");
+        while (url != NULL && count < 16)
+        {
+            servers[count++] = url;
+            url = strtok(NULL, ",");
+        }
+        natsOptions_SetServers(opts, servers, count);
+    }
     natsOptions_SetTimeout(opts, 2000);
     for (attempt = 0; attempt < 60; attempt++)
     {
@@ -73,6 +88,8 @@ int main(int argc, char **argv)
         cfg.Storage = js_FileStorage;
         cfg.Replicas = atoi(argv[5]);
         cfg.Duplicates = (int64_t) 600 * 1000 * 1000 * 1000; /* 10 minutes, in ns */
+        if (argc >= 7)
+            cfg.MaxMsgSize = atoi(argv[6]);
         /* A cluster forming has no JetStream leader yet: retry for up to 60 s. */
         for (attempt = 0; attempt < 120; attempt++)
         {
@@ -89,6 +106,18 @@ int main(int argc, char **argv)
         }
         jsStreamInfo_Destroy(si);
         printf("ok\n");
+    }
+    else if (strcmp(argv[2], "leader") == 0)
+    {
+        jsStreamInfo *si = NULL;
+        s = js_GetStreamInfo(&si, js, argv[3], NULL, &code);
+        if (s != NATS_OK || si->Cluster == NULL || si->Cluster->Leader == NULL)
+        {
+            fprintf(stderr, "no leader: %s (%d)\n", natsStatus_GetText(s), (int) code);
+            return 1;
+        }
+        printf("%s\n", si->Cluster->Leader);
+        jsStreamInfo_Destroy(si);
     }
     else if (strcmp(argv[2], "count") == 0 || strcmp(argv[2], "dump") == 0)
     {

@@ -1,5 +1,5 @@
 # NATS JetStream servers and librdkafka's mock Kafka cluster for the stream sink tests
-# (t/04x_*.pl): build the small clients in t/stream/ with Debian's libnats-dev and
+# (t/045-047): build the small clients in t/stream/ with Debian's libnats-dev and
 # librdkafka-dev, start nats-server (one, or a three-node JetStream cluster) on free
 # 127.0.0.1 ports with their stores in the test's temporary directory, kill and restart
 # them, and read back what a stream or topic holds.

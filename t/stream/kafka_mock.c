@@ -1,5 +1,5 @@
 /*
- * librdkafka's mock Kafka cluster for evproc's Kafka sink test (t/043_kafka_mock.pl):
+ * librdkafka's mock Kafka cluster for evproc's Kafka sink test (t/047_kafka_mock.pl):
  * Debian packages no Kafka broker, so the test runs the mock cluster that librdkafka
  * builds in (rdkafka_mock.h). A mock cluster lives inside a client process: this one.
  * Built by the test:  cc -o kafka_mock kafka_mock.c -lrdkafka

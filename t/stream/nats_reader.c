@@ -1,5 +1,5 @@
 /*
- * A small JetStream client for evproc's stream sink tests (t/04x_*.pl), built by the test
+ * A small JetStream client for evproc's stream sink tests (t/045-047), built by the test
  * from Debian's libnats-dev:  cc -o nats_reader nats_reader.c -lnats
  *
  *   nats_reader URLS add-stream NAME SUBJECT REPLICAS [MAX_MSG_SIZE]

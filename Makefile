@@ -7,7 +7,8 @@ MODULE_big = evproc
 
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
             src/core/version.o src/core/breaker.o src/core/replay_step.o src/core/destination.o \
-            src/core/webhook_answer.o src/core/webhook_signature.o src/core/tick_pace.o
+            src/core/webhook_answer.o src/core/webhook_signature.o src/core/tick_pace.o \
+            src/core/stream_naming.o
 # The sink framework and its transports (plain C++, src/sink/) and the sink workers.
 SINK_OBJS = src/sink/registry.o src/sink/webhook_options.o src/sink/webhook_transport.o \
             src/sink_worker.o src/sink_lease.o src/sink_sql.o
@@ -19,8 +20,10 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o src/
           src/extension_gate.o src/database_check.o src/utility_hook.o src/settings.o \
           src/maintenance_worker.o src/manual_delivery.o src/metrics.o src/metrics_local.o \
           src/metrics_sql.o src/api_trampoline.o src/statement_sql.o src/lease_wait.o \
-          src/lease_plans.o src/lease_read.o src/lease_end.o
-OBJS = $(PG_OBJS) $(CORE_OBJS) $(SINK_OBJS)
+          src/lease_plans.o src/lease_read.o src/lease_end.o src/stream_origin.o
+# The stream sinks (docs/streams.md): NATS JetStream with libnats, Kafka with librdkafka.
+STREAM_OBJS = src/sink/stream_options.o src/sink/nats_transport.o src/sink/kafka_transport.o
+OBJS = $(PG_OBJS) $(CORE_OBJS) $(SINK_OBJS) $(STREAM_OBJS)
 
 DATA_built = extension/$(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts and the update scripts between versions: never edited once
@@ -44,7 +47,7 @@ ifeq ($(WERROR),1)
 PG_CXXFLAGS += -Werror
 PG_CFLAGS += -Werror
 endif
-SHLIB_LINK = -lstdc++ -lcurl -lcrypto
+SHLIB_LINK = -lstdc++ -lcurl -lcrypto -lnats -lrdkafka
 
 # Tests: pg_regress and the isolation tester each start a private server with
 # evproc preloaded (test/evproc.conf), so `make installcheck` needs no running cluster.

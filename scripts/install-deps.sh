@@ -8,6 +8,7 @@ packages=(
   nlohmann-json3-dev g++ make cmake googletest libgtest-dev libipc-run-perl
   libcurl4-openssl-dev libssl-dev  # webhook sinks: libcurl (multi), HMAC-SHA256 (libcrypto)
   clang-format clang-tidy
+  libnats-dev librdkafka-dev nats-server  # stream sinks (docs/streams.md); tests run nats-server
   clang libclang-rt-14-dev  # make fuzz: clang++ -fsanitize=fuzzer,address,undefined
   # The example consumers and their tests (t/030, t/031): psycopg 3, a PgBouncer to
   # run them through in transaction mode.

@@ -1,6 +1,7 @@
 // The table of sink types and the checks common to all of them.
 #include "sink/registry.hpp"
 
+#include "sink/stream.hpp"
 #include "sink/webhook.hpp"
 
 namespace evproc::sink {
@@ -10,6 +11,8 @@ namespace {
 // One line per sink type.
 const SinkType kSinkTypes[] = {
     {"webhook", ValidateWebhook, MaskWebhook, MakeWebhookTransport},
+    {"nats", ValidateNats, MaskNats, MakeNatsTransport},
+    {"kafka", ValidateKafka, MaskKafka, MakeKafkaTransport},
 };
 
 }  // namespace

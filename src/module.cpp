@@ -26,8 +26,6 @@ void _PG_init(void);
 // Loaded without shared_preload_libraries, evproc still publishes (and its functions
 // work), but no launcher runs and nothing is delivered; evproc_subscribe warns.
 void _PG_init(void) {
-  // Before DefineSettings, which reserves the "evproc" prefix once preloaded.
-  evproc::DefineSinkSettings();
   evproc::DefineSettings();
   evproc::NoteServerSearchPath();
   evproc::RegisterTopicCacheInvalidation();

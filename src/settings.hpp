@@ -29,6 +29,11 @@ extern int partition_interval_s;        // evproc.partition_interval (read by SQ
 extern int max_handler_timeout_ms;  // evproc.max_handler_timeout: caps handler_timeout
 extern int handler_grace_ms;        // evproc.handler_grace: then the worker ends itself
 
+// Sinks (docs/sinks.md).
+extern char *sink_allowed_destinations;  // evproc.sink_allowed_destinations
+extern int sink_worker_count;            // evproc.sink_workers
+extern int sink_max_in_flight;           // evproc.sink_max_in_flight (per worker)
+
 // From _PG_init.
 void DefineSettings();
 

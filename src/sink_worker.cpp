@@ -48,30 +48,7 @@ extern "C" {
 
 namespace evproc {
 
-char *sink_allowed_destinations = nullptr;
-int sink_worker_count = 0;
-int sink_max_in_flight = 64;
 bool in_sink_worker = false;
-
-void DefineSinkSettings() {
-  DefineCustomStringVariable(
-      "evproc.sink_allowed_destinations",
-      "Where sinks may connect: host names, *.domain, addresses and CIDR blocks, comma-separated.",
-      "Loopback and link-local addresses are refused unless listed by address or block. "
-      "Checked when subscribing and on each address a sink connects to.",
-      &sink_allowed_destinations, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-  // PGC_POSTMASTER: defined only while the postmaster preloads the library (defined by a
-  // backend loading evproc later, PostgreSQL would end the session).
-  if (process_shared_preload_libraries_in_progress) {
-    DefineCustomIntVariable("evproc.sink_workers", "Sink worker processes (0: sinks are not run).",
-                            nullptr, &sink_worker_count, 0, 0, 32, PGC_POSTMASTER, 0, nullptr,
-                            nullptr, nullptr);
-  }
-  DefineCustomIntVariable("evproc.sink_max_in_flight",
-                          "Requests a sink worker keeps in flight at most, over all its sinks.",
-                          nullptr, &sink_max_in_flight, 64, 1, 4096, PGC_SIGHUP, 0, nullptr,
-                          nullptr, nullptr);
-}
 
 void RegisterSinkWorkers() {
   for (int index = 0; index < sink_worker_count; ++index) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "pg_headers.hpp"
+#include "settings.hpp"
 
 extern "C" {
 PGDLLEXPORT void evproc_sink_main(Datum main_arg);
@@ -15,12 +16,7 @@ PGDLLEXPORT void evproc_sink_main(Datum main_arg);
 
 namespace evproc {
 
-extern char *sink_allowed_destinations;  // evproc.sink_allowed_destinations
-extern int sink_worker_count;            // evproc.sink_workers
-extern int sink_max_in_flight;           // evproc.sink_max_in_flight (per worker)
-extern bool in_sink_worker;              // this process is a sink worker
-
-void DefineSinkSettings();
+extern bool in_sink_worker;  // this process is a sink worker
 void RegisterSinkWorkers();  // from _PG_init, preload only
 
 }  // namespace evproc

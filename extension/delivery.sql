@@ -1,6 +1,6 @@
 
 -------------------------------------------------------------------------------
--- Delivery (DESIGN §4, §5): subscriptions, progress per unit, retries, dead letters.
+-- Delivery (docs/design.md): subscriptions, progress per unit, retries, dead letters.
 -- Appended to evproc.sql by make to form the install script.
 -------------------------------------------------------------------------------
 

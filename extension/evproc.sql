@@ -37,7 +37,7 @@ CREATE SEQUENCE evproc.event_id_seq AS bigint;
 -- No primary key: ids come from evproc.event_id_seq and are unique by construction,
 -- and a second btree would be maintained on every enqueue. Lookups by id go through a
 -- BRIN index, which suits ids that grow with the physical position of rows.
--- Partitioned by xid so that retention drops whole partitions (DESIGN §6): the
+-- Partitioned by xid so that retention drops whole partitions (docs/design.md): the
 -- partitions, the default partition and their upkeep are in extension/retention.sql.
 CREATE TABLE evproc.log (
     id          bigint NOT NULL,
@@ -52,7 +52,7 @@ CREATE TABLE evproc.log (
     xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 ) PARTITION BY RANGE (xid);
 ALTER SEQUENCE evproc.event_id_seq OWNED BY evproc.log.id;
--- The snapshot-window index (DESIGN §3) (topic_id, partition, xid, id): a unit (topic,
+-- The snapshot-window index (docs/design.md) (topic_id, partition, xid, id): a unit (topic,
 -- partition) reads exactly the rows whose xid falls in a window; id orders the rows
 -- inside one transaction. And a BRIN index on id. Both exist on each partition only
 -- (log_pN_window_idx, log_pN_id_brin, made with it; log_default_*), not on evproc.log:
@@ -305,7 +305,7 @@ SELECT t.name, t.partitions, t.retention, t.dedup_window, t.max_pending,
   FROM evproc.topic t;
 
 -------------------------------------------------------------------------------
--- Snapshot windows (DESIGN §3): the groundwork of delivery.
+-- Snapshot windows (docs/design.md): the groundwork of delivery.
 --
 -- A tick is a pg_snapshot. The window between ticks A and B holds exactly the events
 -- whose xid is visible in B and not in A: xid in xip(A) and visible in B, or xid in

@@ -1,6 +1,6 @@
 
 -------------------------------------------------------------------------------
--- Pull subscriptions and leases (DESIGN §12, docs/consumers.md): consumers outside the
+-- Pull subscriptions and leases (docs/design.md, docs/consumers.md): consumers outside the
 -- database read a pull subscription (a subscription without a handler) in batches under
 -- a lease, then acknowledge or fail what they read. Appended to the install script by
 -- make, after delivery, operations and replay, before the privileges.

@@ -1,6 +1,6 @@
 
 -------------------------------------------------------------------------------
--- Monitoring (DESIGN §5, §7): views over shared-memory counters, rates and latency
+-- Monitoring (docs/design.md): views over shared-memory counters, rates and latency
 -- histograms (src/metrics.hpp), never a count over the event log.
 -- Appended after delivery.sql by make to form the install script.
 -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 
 -------------------------------------------------------------------------------
--- Replay (DESIGN §7): re-deliver retained history to one subscription, in id order
+-- Replay (docs/design.md): re-deliver retained history to one subscription, in id order
 -- (per-key commit order), flagged `replay` in the handler's input and counted apart in
 -- the metrics. Appended after delivery.sql by make to form the install script.
 --

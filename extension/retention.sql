@@ -1,6 +1,6 @@
 
 -------------------------------------------------------------------------------
--- Storage and retention (DESIGN §6). Appended after delivery.sql by make.
+-- Storage and retention (docs/design.md). Appended after delivery.sql by make.
 --
 -- evproc.log is partitioned by RANGE (xid), one partition per span of xids, each recorded
 -- in evproc.log_partition. evproc.maintain() (the maintenance worker, every

@@ -1,6 +1,6 @@
 
 -------------------------------------------------------------------------------
--- Sinks (DESIGN §12, docs/sinks.md): a subscription whose events the sink workers
+-- Sinks (docs/design.md, docs/sinks.md): a subscription whose events the sink workers
 -- ("evproc sink N" background processes, src/sink_worker.cpp) deliver outside the
 -- database — an HTTP endpoint (webhook), a broker — instead of a SQL handler. Appended
 -- to the install script by make before the privileges.

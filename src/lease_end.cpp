@@ -1,4 +1,4 @@
-// The end of a lease (DESIGN §12, extension/lease.sql): evproc_ack (evproc.ack_impl) and
+// The end of a lease (docs/design.md, extension/lease.sql): evproc_ack (evproc.ack_impl) and
 // expiry (at the next read of the subscription, and evproc.expire_leases() in the
 // launcher's maintenance). The lease's events take exactly the path a worker's batch
 // takes once its handler returned: delivered, or failed (a nack, an expiry) into the

@@ -1,5 +1,5 @@
 // evproc_read (evproc.read_impl): the next events of a pull subscription under a lease
-// (DESIGN §12, extension/lease.sql). A read claims units as a worker claims one, reads
+// (docs/design.md, extension/lease.sql). A read claims units as a worker claims one, reads
 // each as a worker reads a batch (due retries first, then its snapshot windows; events
 // of keys parked before the read wait behind them), records the lease and marks the
 // units leased, so that no other read gets their events until the lease ends. Nothing

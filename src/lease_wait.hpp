@@ -1,4 +1,4 @@
-// Waiting readers (DESIGN §12): an evproc_read that found nothing waits on its latch,
+// Waiting readers (docs/design.md): an evproc_read that found nothing waits on its latch,
 // registered in shared memory, until a tick (events committed), an acknowledgement
 // (units freed) or its own deadline; no polling.
 #pragma once

@@ -1,4 +1,4 @@
-// The sink workers (DESIGN §12, docs/sinks.md): "evproc sink N" background processes,
+// The sink workers (docs/design.md, docs/sinks.md): "evproc sink N" background processes,
 // static (registered at preload, started and restarted by the postmaster, connected to
 // evproc.database), evproc.sink_workers of them. Each serves the sink subscriptions
 // whose id modulo evproc.sink_workers is its index: leases a batch in a short

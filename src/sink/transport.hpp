@@ -1,4 +1,4 @@
-// The sink framework's transport interface (DESIGN §12): what a sink type — webhook,
+// The sink framework's transport interface (docs/design.md): what a sink type — webhook,
 // NATS JetStream, Kafka — implements so that the sink workers (src/sink/sink_worker.cpp)
 // can deliver a subscription's events to it.
 //

@@ -18,18 +18,18 @@ Plans plans;
 // Generic plans from the first execution: the plans do not depend on the values (the
 // window read is an index range scan whatever its bounds), and re-planning each batch
 // would cost more than running it.
-namespace {
-
 SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
   SPIPlanPtr plan =
       SPI_prepare_cursor(text, nargs, const_cast<Oid *>(types), CURSOR_OPT_GENERIC_PLAN);
   if (plan == nullptr) {
-    elog(ERROR, "evproc: could not prepare a delivery statement: %s",
+    elog(ERROR, "evproc: could not prepare a delivery or lease statement: %s",
          SPI_result_code_string(SPI_result));
   }
   SPI_keepplan(plan);
   return plan;
 }
+
+namespace {
 
 void FreePlans() {
   SPIPlanPtr *all[] = {

@@ -40,6 +40,10 @@ struct Plans {
 
 extern Plans plans;
 
+// PostgreSQL code (inside SPI): prepares and keeps a statement with a generic plan;
+// delivery's and the leases' statements are prepared alike.
+SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types);
+
 // Prepares the plans if the extension was (re-)created since. Returns false when the
 // extension is not installed.
 bool EnsurePlans();

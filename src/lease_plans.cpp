@@ -12,20 +12,11 @@ extern "C" {
 
 namespace evproc::lease {
 
+using delivery::Prepare;  // kept generic plans, as delivery's
+
 Plans plans;
 
 namespace {
-
-SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
-  SPIPlanPtr plan =
-      SPI_prepare_cursor(text, nargs, const_cast<Oid *>(types), CURSOR_OPT_GENERIC_PLAN);
-  if (plan == nullptr) {
-    elog(ERROR, "evproc: could not prepare a lease statement: %s",
-         SPI_result_code_string(SPI_result));
-  }
-  SPI_keepplan(plan);
-  return plan;
-}
 
 void FreePlans() {
   SPIPlanPtr *all[] = {&plans.consumer_subscription,

@@ -8,8 +8,10 @@
  * prints "bootstrap HOST:PORT,..." and then reads commands on stdin, one per line:
  *   errors CODE...   the next Produce requests fail with these error codes, in order
  *                    (rd_kafka_mock_push_request_errors)
- *   dump EXPECT      consumes TOPIC from the beginning until EXPECT messages were read or
- *                    10 s passed, prints "msg KEY EVENT_ID MESSAGE_ID PARTITION" per
+ *   dump EXPECT      consumes TOPIC from the beginning until at least EXPECT messages were
+ *                    read and every partition is at its end (copies from a new producer
+ *                    session count towards EXPECT but must not stop the read before the
+ *                    last message), or 10 s passed; prints "msg KEY EVENT_ID MESSAGE_ID PARTITION" per
  *                    message (tab-separated) and then "end COUNT"
  *   quit
  */
@@ -30,8 +32,11 @@ static void header(rd_kafka_headers_t *headers, const char *name, char *out, siz
         snprintf(out, size, "%.*s", (int) length, (const char *) value);
 }
 
+static int partitions;
+
 static void dump(const char *bootstrap, const char *topic, int expect, int round)
 {
+    int at_end[256] = {0}, ends = 0;
     char error[512], group[64];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *consumer;
@@ -44,21 +49,33 @@ static void dump(const char *bootstrap, const char *topic, int expect, int round
     rd_kafka_conf_set(conf, "group.id", group, error, sizeof error);
     rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", error, sizeof error);
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", error, sizeof error);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", error, sizeof error);
     consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof error);
     rd_kafka_poll_set_consumer(consumer);
     topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_subscribe(consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
-    while (count < expect && time(NULL) < deadline)
+    while ((count < expect || ends < partitions) && time(NULL) < deadline)
     {
         rd_kafka_message_t *message = rd_kafka_consumer_poll(consumer, 200);
         rd_kafka_headers_t *headers = NULL;
         char id[64], message_id[256];
         if (message == NULL)
             continue;
+        if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && message->partition >= 0 &&
+            message->partition < 256 && !at_end[message->partition])
+        {
+            at_end[message->partition] = 1;
+            ends++;
+        }
         if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR)
         {
+            if (message->partition >= 0 && message->partition < 256 && at_end[message->partition])
+            {
+                at_end[message->partition] = 0;
+                ends--;
+            }
             rd_kafka_message_headers(message, &headers);
             header(headers, "evproc-event-id", id, sizeof id);
             header(headers, "evproc-message-id", message_id, sizeof message_id);
@@ -104,6 +121,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "mock cluster failed\n");
         return 1;
     }
+    partitions = atoi(argv[2]);
     bootstrap = rd_kafka_mock_cluster_bootstraps(cluster);
     printf("bootstrap\t%s\n", bootstrap);
     fflush(stdout);

@@ -626,6 +626,7 @@ AS $fn$
 DECLARE
     newest bigint := (SELECT max(id) FROM evproc.tick);
     u record;
+    looked boolean := false;
 BEGIN
     -- Each step on its own: one that cannot get a lock leaves its work to the next run,
     -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
@@ -639,12 +640,19 @@ BEGIN
             USING DETAIL = format('SQLSTATE %s', SQLSTATE);
     END;
     BEGIN
-        -- A leased unit is not moved: the ack moves it to where its read left it.
+        -- A leased unit is not moved: the ack moves it to where its read left it. A unit
+        -- looked at here stays locked until this run commits, and a worker that finds it
+        -- locked skips it and may go to sleep: so at most 64 units a run, least advanced
+        -- first, and the workers look again when this commits (docs/design.md, "Idle units
+        -- cost nothing"). Before, every idle unit was locked at once, and events committed
+        -- meanwhile waited for the next commit on their partition.
         FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
                    FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
                   WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
                     AND p.lease_id IS NULL
+                  ORDER BY p.tick_id LIMIT 64
                     FOR UPDATE OF p SKIP LOCKED LOOP
+            looked := true;
             -- One event is enough to know: its first (reading the whole backlog would hold
             -- the unit's lock for as long).
             IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest, 1)) THEN
@@ -652,6 +660,9 @@ BEGIN
                  WHERE subscription_id = u.subscription_id AND partition = u.partition;
             END IF;
         END LOOP;
+        IF looked THEN
+            PERFORM evproc.wake_at_commit();
+        END IF;
         DELETE FROM evproc.tick
          WHERE ctid = ANY (ARRAY(
                SELECT ctid FROM evproc.tick

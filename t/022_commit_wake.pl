@@ -1,13 +1,16 @@
 # No lost wake-up (issue 12.8): many publishers commit single events on rarely used
-# partitions while the launcher ticks; every event must be delivered within a second of
-# its enqueue.
+# partitions while the launcher ticks; every event must be delivered, each within five
+# seconds of its enqueue (half the time until its partition's next event).
 #
 # The commit wake protocol (src/commit_wake.cpp) must never leave a commit's partition
 # unlisted by every tick that sees it: the unit would not be claimed until the next
 # commit on the same partition. Here a partition gets an event only every few seconds
 # (keyless events go to partition id % partitions, so consecutive ids rotate through
-# all of them), so such a loss shows as an event delivered seconds late, or, for the
-# last round of events, never.
+# all of them: at 100 events a second over 1,024 partitions, every 10 s), so such a
+# loss shows as an event delivered about 10 s late, or, for the last round of events,
+# never. The bound is not a latency target (bench/latency measures that): it sits
+# halfway between a delivery on a loaded 2-core machine (well under a second) and a
+# delivery that waited for the partition's next commit.
 #
 # Knobs: EVPROC_WAKE_SECONDS (publishing time, default 20), EVPROC_WAKE_RATE (events a
 # second over all publishers, default 100), EVPROC_WAKE_CLIENTS (publishers, default 8).
@@ -33,8 +36,8 @@ my $seconds = knob('EVPROC_WAKE_SECONDS', 20);
 my $rate = knob('EVPROC_WAKE_RATE', 100);
 my $clients = knob('EVPROC_WAKE_CLIENTS', 8);
 # At $rate events a second, a partition gets its next event after $partitions / $rate
-# seconds: well above the one second allowed.
-my $partitions = 256;
+# seconds: twice the five seconds allowed.
+my $partitions = 1024;
 
 my $node = evproc_node('wake', "max_connections = 60\n");
 $node->safe_psql(
@@ -50,6 +53,13 @@ CREATE FUNCTION wake_record(events evproc.event[]) RETURNS void LANGUAGE sql AS 
 GRANT EXECUTE ON FUNCTION wake_record(evproc.event[]) TO app;
 SELECT evproc_subscribe('wake', 'quiet', 'wake_record(evproc.event[])', run_as => 'app');
 });
+
+# One event first, delivered before the publishers start: at start-up the workers come
+# only after the maintenance worker's first count of the backlog, and the events that
+# wait for them would be late for that reason, not for a lost wake-up.
+$node->safe_psql('postgres', q{SELECT evproc_enqueue('quiet', NULL, '{"n": 0}')});
+ok(wait_until($node, 'SELECT count(*) = 1 FROM wake_seen', timeout => 60),
+	'the workers run');
 
 # Publishers: single-event transactions, paced so that partitions stay quiet.
 my $script = $node->basedir . '/publish.sql';
@@ -74,8 +84,8 @@ ok( wait_until(
 	"all $published events delivered");
 
 my $late = sql_value($node,
-	"SELECT count(*) FROM wake_seen WHERE seen_at - enqueued_at >= interval '1 second'");
-is($late, 0, 'every event delivered within one second of its enqueue')
+	"SELECT count(*) FROM wake_seen WHERE seen_at - enqueued_at >= interval '5 seconds'");
+is($late, 0, 'no event waited for its partition\'s next commit (delivered within 5 s)')
   or diag sql_value($node,
 	"SELECT s.id, l.partition, s.seen_at - s.enqueued_at FROM wake_seen s "
 	  . "JOIN evproc.log l ON l.id = s.id ORDER BY s.seen_at - s.enqueued_at DESC LIMIT 20");

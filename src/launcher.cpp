@@ -513,7 +513,9 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       }
     }
     if (!ticked_once || requested) {
-      long interval = static_cast<long>(pace.IntervalMs());
+      // A worker asleep with nothing to do takes the window at once: the interval busy
+      // workers widened is not for it (it wakes us when it lies down, shared_state.hpp).
+      long interval = static_cast<long>(pace.IntervalMs(evproc::AnyWorkerAsleep()));
       if (!ticked_once || since_tick >= interval) {
         TimestampTz tick_start = GetCurrentTimestamp();
         // The marks are taken before the tick's snapshot (commit_wake.cpp says why no

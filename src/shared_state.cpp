@@ -43,6 +43,7 @@ void StartupHook() {
     pg_atomic_init_u32(&shared->leave_reason, 0);
     for (auto &procno : shared->worker_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &idle : shared->worker_idle) pg_atomic_init_u32(&idle, 0);
+    for (auto &asleep : shared->worker_asleep) pg_atomic_init_u32(&asleep, 0);
     for (auto &procno : shared->reader_procno) pg_atomic_init_u32(&procno, kNoProc);
     for (auto &slot : shared->slots) {
       pg_atomic_init_u32(&slot.committed, 0);
@@ -96,6 +97,24 @@ void NoteWorkerLooking(int index) {
 void NoteWorkerBusy(int index) {
   if (shared == nullptr || index < 0 || index >= kMaxWorkers) return;
   pg_atomic_write_u32(&shared->worker_idle[index], 0);
+  pg_atomic_write_u32(&shared->worker_asleep[index], 0);
+}
+
+void NoteWorkerAsleep(int index, bool asleep) {
+  if (shared == nullptr || index < 0 || index >= kMaxWorkers) return;
+  pg_atomic_write_u32(&shared->worker_asleep[index], asleep ? 1 : 0);
+  if (!asleep) return;
+  pg_memory_barrier();  // the flag before the look at the request (the launcher reads
+                        // the flags after it took the request)
+  if (pg_atomic_read_u32(&shared->tick_requested) != 0) WakeLauncher();
+}
+
+bool AnyWorkerAsleep() {
+  if (shared == nullptr) return false;
+  for (auto &asleep : shared->worker_asleep) {
+    if (pg_atomic_read_u32(&asleep) != 0) return true;
+  }
+  return false;
 }
 
 // After the tick committed and its slots were marked dirty (the barrier orders those

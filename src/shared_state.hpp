@@ -60,6 +60,7 @@ struct SharedState {
   pg_atomic_uint32 leave_reason;        // why (utility_hook.hpp LeaveReason)
   pg_atomic_uint32 worker_procno[kMaxWorkers];
   pg_atomic_uint32 worker_idle[kMaxWorkers];    // 1: about to look for work, or asleep
+  pg_atomic_uint32 worker_asleep[kMaxWorkers];  // 1: found no work, waits on its latch
   pg_atomic_uint32 reader_procno[kMaxReaders];  // kNoProc: free
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
@@ -73,13 +74,18 @@ LWLock *SharedLock();       // guards claiming and freeing metrics slots
 int SlotOf(int32 topic_id, int32 partition);
 void SetProcLatch(uint32 procno);
 void WakeLauncher();
-// A worker about to look for a unit raises its idle flag first, and lowers it when it
-// got one: a worker that looks after a tick's marks sees them, one that looked before
-// is idle and is woken. Wakes up to `wanted` idle workers (lowering their flags).
+// A worker about to look for a unit raises its idle flag first (a tick's wake lowers
+// it): a worker that looks after a tick's marks sees them, one that looked before is
+// idle and is woken. Wakes up to `wanted` idle workers (lowering their flags).
 void NoteWorkerLooking(int index);
 void NoteWorkerBusy(int index);
 int WakeIdleWorkers(int wanted);  // returns how many it woke
-void WakeReaders();               // the waiting readers of pull subscriptions look for work
-void WakeMaintenance();           // the metrics registry must follow (un)subscribing at once
+// A worker that found no work and goes to sleep says so, and wakes the launcher if
+// commits await a tick: while a worker waits, ticks do not wait for the interval that
+// busy workers widened (core/tick_pace.hpp). Cleared when it wakes.
+void NoteWorkerAsleep(int index, bool asleep);
+bool AnyWorkerAsleep();
+void WakeReaders();      // the waiting readers of pull subscriptions look for work
+void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
 
 }  // namespace evproc

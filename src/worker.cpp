@@ -150,6 +150,8 @@ extern "C" void evproc_worker_main(Datum main_arg) {
       continue;
     }
     evproc::metrics::WorkerIdle();
+    evproc::NoteWorkerAsleep(worker_index, true);
     evproc::SleepOnLatch(MillisecondsUntil(batch.result.next_due));
+    evproc::NoteWorkerAsleep(worker_index, false);
   }
 }

@@ -18,8 +18,9 @@ void TickPace::Ticked(double took_ms, bool worker_idle) {
   backoff_ = worker_idle ? 1.0 : std::min(backoff_ * 2, ceiling_ms_ / floor_ms_);
 }
 
-double TickPace::IntervalMs() const {
-  return std::clamp(std::max(floor_ms_ * backoff_, kTickShare * took_ms_), floor_ms_, ceiling_ms_);
+double TickPace::IntervalMs(bool worker_waiting) const {
+  double backoff = worker_waiting ? 1.0 : backoff_;
+  return std::clamp(std::max(floor_ms_ * backoff, kTickShare * took_ms_), floor_ms_, ceiling_ms_);
 }
 
 void TickPace::SetFloor(double floor_ms) {

@@ -33,6 +33,15 @@ TEST(TickPace, BusyWorkersDoubleTheIntervalUpToTheCeiling) {
   EXPECT_DOUBLE_EQ(pace.IntervalMs(), 2);
 }
 
+TEST(TickPace, AWaitingWorkerIsNotMadeToWaitForTheWidenedInterval) {
+  TickPace pace(2, 25);
+  for (int i = 0; i < 10; ++i) pace.Ticked(0.1, false);
+  EXPECT_DOUBLE_EQ(pace.IntervalMs(), 25);
+  EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 2);  // a worker waits now: the floor
+  for (int i = 0; i < 100; ++i) pace.Ticked(1.0, false);
+  EXPECT_NEAR(pace.IntervalMs(true), 5.0, 0.01);  // still at most 1/5 of the launcher's time
+}
+
 TEST(TickPace, FloorFollowsTheSetting) {
   TickPace pace(2, 25);
   pace.Ticked(0.1, false);

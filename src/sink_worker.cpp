@@ -27,7 +27,6 @@
 
 #include "background.hpp"
 #include "core/latency.hpp"
-#include "database_check.hpp"
 #include "error_boundary.hpp"
 #include "lease_wait.hpp"
 #include "settings.hpp"
@@ -50,21 +49,6 @@ namespace evproc {
 
 bool in_sink_worker = false;
 
-void RegisterSinkWorkers() {
-  for (int index = 0; index < sink_worker_count; ++index) {
-    BackgroundWorker worker{};
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = 5;
-    std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
-    std::strncpy(worker.bgw_function_name, "evproc_sink_main", BGW_MAXLEN - 1);
-    snprintf(worker.bgw_name, BGW_MAXLEN, "evproc sink %d", index);
-    std::strncpy(worker.bgw_type, "evproc sink", BGW_MAXLEN - 1);
-    worker.bgw_main_arg = Int32GetDatum(index);
-    RegisterBackgroundWorker(&worker);
-  }
-}
-
 }  // namespace evproc
 
 namespace {
@@ -72,9 +56,13 @@ namespace {
 namespace sink = evproc::sink;
 namespace sinkdb = evproc::sinkdb;
 
-// When nothing is in flight: ticks wake us (ReaderRegistration); this bounds how late a
-// retry falling due or a resumed or new subscription is noticed.
+// When nothing is in flight: ticks wake us (ReaderRegistration: the launcher sets our
+// latch with the pull consumers' readers at each tick that has work, and at a change of
+// subscriptions); this bounds how late a retry falling due or a breaker closing is
+// noticed while this worker has sink subscriptions. Without any, only a new
+// subscription (which wakes us) can give it work: it sleeps longer.
 constexpr long kIdleWaitMs = 1000;
+constexpr long kNoSubscriptionsWaitMs = 60000;
 constexpr long kErrorPauseMs = 1000;
 constexpr int kMaxSockets = 64;
 
@@ -344,7 +332,7 @@ void StepBody() {
   LeaseAndStart();
   // What to wait on.
   state->socket_count = 0;
-  long timeout = kIdleWaitMs;
+  long timeout = state->units.empty() ? kNoSubscriptionsWaitMs : kIdleWaitMs;
   std::vector<sink::WaitSocket> sockets;
   for (auto &[type, transport] : state->transports) {
     long wanted = -1;
@@ -403,11 +391,13 @@ void Wait() {
 extern "C" void evproc_sink_main(Datum main_arg) {
   sink_index = DatumGetInt32(main_arg);
   evproc::in_sink_worker = true;
+  // Started by the launcher (sink_supervisor.hpp) for the database it serves.
+  Oid database = InvalidOid;
+  std::memcpy(&database, MyBgworkerEntry->bgw_extra, sizeof(Oid));
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
-  pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+  pqsignal(SIGTERM, die);  // the latch is set: a wait on the network ends at once
   BackgroundWorkerUnblockSignals();
-  evproc::WaitForDatabase();
-  BackgroundWorkerInitializeConnection(evproc::database_name, nullptr, 0);
+  BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
   pgstat_report_appname("evproc sink");
   ereport(LOG, (errmsg("evproc sink %d started", sink_index)));
 
@@ -421,13 +411,20 @@ extern "C" void evproc_sink_main(Datum main_arg) {
   PG_exception_stack = &recover;
 
   for (;;) {
-    CHECK_FOR_INTERRUPTS();
-    if (ShutdownRequestPending) {
-      // Batches in flight are dropped: their leases are ended by the next start of this
-      // worker (or expire), and their events come again.
+    // SIGTERM (the launcher stopping its workers: extension dropped, database dropped,
+    // renamed or moved, server shutdown) between two steps: no transaction is open, so a
+    // plain line and exit code 0 instead of die()'s FATAL. Batches in flight are dropped:
+    // their leases are ended by the next start of this worker (or expire), and their
+    // events come again. Inside a step, die() aborts its transaction at the next
+    // interrupt check, as a delivery worker's.
+    if (ProcDiePending) {
+      // Held: ereport and the exit callbacks check for interrupts, and the pending die()
+      // would turn the exit into a FATAL.
+      HOLD_INTERRUPTS();
       ereport(LOG, (errmsg("evproc sink %d stopped", sink_index)));
       proc_exit(0);
     }
+    CHECK_FOR_INTERRUPTS();
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);

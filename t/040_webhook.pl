@@ -18,7 +18,6 @@ my $secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 my $recv = start_receiver(secret => $secret);
 my $node = evproc_node('webhook', qq{
 evproc.sink_allowed_destinations = '127.0.0.1'
-evproc.sink_workers = 1
 });
 
 $node->safe_psql('postgres', q{

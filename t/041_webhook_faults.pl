@@ -19,7 +19,6 @@ my $secret = 'evproc-test-secret-0123456789';
 my $recv = start_receiver(secret => $secret);
 my $node = evproc_node('webhook_faults', qq{
 evproc.sink_allowed_destinations = '127.0.0.1'
-evproc.sink_workers = 1
 restart_after_crash = on
 });
 

@@ -206,6 +206,15 @@ Written WriteItems(const Unit &unit, const ItemList &items) {
         }
         break;
       }
+      case Outcome::kHeld:
+        // Never sent: the head of its key's retry line (later events of its key park
+        // behind it), due now, with the attempts it had: none is counted, no error, and
+        // the breaker does not hear of it. As if it had not been read, except that its
+        // key's order is kept by the line rather than by the unit's position.
+        CallPostgres(
+            [&] { Park(unit, item, true, false, item.failed_attempts, now, nullptr, now); });
+        parked_in(item);
+        break;
       case Outcome::kPending:
         break;  // a retry held back behind its key's new failure: stays in line
     }

@@ -223,5 +223,52 @@ my $check_out = `bash $check -h @{[ $node->host ]} -p @{[ $node->port ]} -d post
 is($? >> 8, 0, 'examples/monitoring/postgres_exporter.yml matches evproc_sinks') or diag $check_out;
 like($check_out, qr/evproc_sink: \d+ columns \(3 labels\), [1-9]\d* rows/, 'the sink query returned rows');
 
+# 6. Held events are not charged an attempt. Per event, one request in flight: when a
+# request fails (500), the transport sends no more of its batch, and the events it leased
+# but did not send are held (delivery_types.hpp Outcome::kHeld). They return at once
+# without an attempt counted, so each event's attempts equal the requests the receiver
+# got for it. Had held events been failed like the one that failed, nine of the ten
+# would be at attempt 1 after a single request, with an hour's backoff. (An hour's
+# backoff: a failed event is not tried again during the test; ten keys, ten failures,
+# stay under breaker_min_attempts.)
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET evproc.sink_allowed_destinations = '127.0.0.1';
+SELECT pg_reload_conf();});
+sleep 1;
+$node->safe_psql('postgres', qq{
+SELECT evproc_create_topic('held');
+SELECT evproc_grant('held', 'app', 'subscribe');
+SET ROLE app;
+SELECT evproc_subscribe('hook_held', 'held', NULL,
+    sink => '{"type": "webhook", "url": "$recv->{url}", "max_in_flight": 1}',
+    batch_size => 10, max_attempts => 3, backoff_base => '1 hour', backoff_cap => '1 hour',
+    breaker_min_attempts => 1000);
+});
+control_receiver($recv, { mode => '500' });
+$node->safe_psql('postgres', q{
+SELECT count(evproc_enqueue('held', 'h:k' || k, jsonb_build_object('seq', 1, 'run', 'h')))
+  FROM generate_series(1, 10) AS k});
+ok($node->poll_query_until('postgres', q{
+SELECT count(*) = 10 AND bool_and(attempt = 1)
+  FROM evproc.retry r JOIN evproc.subscription s ON s.id = r.subscription_id
+ WHERE s.name = 'hook_held'}),
+	'run h: each of the 10 events failed once, one after the other');
+my %sent;
+for my $request (@{ received_requests($recv) })
+{
+	next unless $request->{status} == 500;
+	for my $event (@{ $request->{events} })
+	{
+		next unless ref $event->{payload} eq 'HASH' && ($event->{payload}{run} // '') eq 'h';
+		++$sent{ $event->{webhook_id} };
+	}
+}
+is(scalar(keys %sent), 10, 'run h: a request was sent for every event');
+is(scalar(grep { $_ != 1 } values %sent), 0, 'run h: one request per attempt counted');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM evproc_dead_letters WHERE subscription = 'hook_held'}), '0',
+	'run h: no dead letter');
+control_receiver($recv, { mode => 'ok' });
+
 stop_receiver($recv);
 done_testing();

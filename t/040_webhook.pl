@@ -140,6 +140,13 @@ ok(wait_delivered('b', 90, 'hook_batches'), 'run b: the 90 events of other keys 
 ok($node->poll_query_until('postgres',
 	q{SELECT count(*) = 10 FROM evproc_dead_letters WHERE subscription = 'hook_batches'}),
 	'run b: the 10 refused events are dead letters');
+# Counted in the shared metrics as delivery's dead letters are: dead = 10, and nothing
+# of run b left in the lag (lag = published - delivered - dead).
+ok($node->poll_query_until('postgres', q{
+SELECT dead = 10 AND dead_letters = 10 AND lag_events = 0
+  FROM evproc_subscription_stats WHERE subscription = 'hook_batches'}),
+	'run b: the sink\'s dead letters counted in the metrics (dead = 10, lag 0)')
+  or diag($node->safe_psql('postgres', q{SELECT * FROM evproc_subscription_stats WHERE subscription = 'hook_batches'}));
 my ($first_b) = delivered('b', 'hook_batches');
 is(scalar(grep { $_->{key} eq 'b:k1' } @$first_b), 0, 'run b: no refused event counted as delivered');
 check_order('b', 9, 10, [ grep { $_->{key} ne 'b:k1' } @$first_b ]);

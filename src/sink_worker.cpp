@@ -75,7 +75,7 @@ struct Unit {
   Oid owner = InvalidOid;
   int batch_size = 100;
   bool active = false;
-  bool leased = false;  // a batch of it is in flight
+  int in_flight = 0;  // its batches in flight (up to its transport's Room())
   bool seen = false;
 };
 
@@ -206,6 +206,50 @@ void EndOne(const InFlight &lease, const sink::Completion &completion) {
   });
 }
 
+// Leases one batch of the unit's subscription (in the open transaction) and adds it to
+// what starts after the commit; false when there was nothing to lease.
+bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Batch> *batches,
+              std::vector<InFlight> *records) {
+  int64 lease_ms = transport->LeaseMs(*unit.spec, static_cast<size_t>(unit.batch_size));
+  sinkdb::SinkSubscription row{};
+  row.id = unit.spec->id;
+  row.name = unit.spec->name.c_str();
+  row.topic = unit.spec->topic.c_str();
+  row.owner = unit.owner;
+  int batch_size = unit.batch_size;
+  sinkdb::LeaseResult leased = evproc::pg::CallPostgres(
+      [&row, batch_size, lease_ms] { return sinkdb::Lease(row, batch_size, lease_ms); });
+  if (leased.lease == nullptr || leased.count == 0) return false;
+  sink::Batch batch;
+  batch.token = state->next_token++;
+  batch.subscription = unit.spec;
+  InFlight record;
+  record.spec = unit.spec;
+  record.owner = unit.owner;
+  record.lease = leased.lease;
+  for (int i = 0; i < leased.count; ++i) {
+    const sinkdb::LeasedEvent &event = leased.events[i];
+    sink::Message message;
+    message.event_id = event.id;
+    message.has_key = event.key != nullptr;
+    message.key = event.key != nullptr ? event.key : "";
+    message.has_type = event.type != nullptr;
+    message.type = event.type != nullptr ? event.type : "";
+    message.payload = event.payload != nullptr ? event.payload : "null";
+    message.headers = event.headers != nullptr ? event.headers : "";
+    message.enqueued_at = event.enqueued_at != nullptr ? event.enqueued_at : "";
+    message.attempt = event.attempt;
+    message.replay = event.replay;
+    record.ids.push_back(message.event_id);
+    record.keys.push_back(message.key);
+    record.has_key.push_back(message.has_key);
+    batch.messages.push_back(std::move(message));
+  }
+  records->push_back(std::move(record));
+  batches->push_back(std::move(batch));
+  return true;
+}
+
 // Reloads the subscriptions and leases what may be sent; starts it after the commit.
 void LeaseAndStart() {
   if (!evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) return;
@@ -236,57 +280,27 @@ void LeaseAndStart() {
     unit.active = row.active;
   }
   for (auto it = state->units.begin(); it != state->units.end();) {
-    it = (!it->second.seen && !it->second.leased) ? state->units.erase(it) : std::next(it);
+    it = (!it->second.seen && it->second.in_flight == 0) ? state->units.erase(it) : std::next(it);
   }
   std::vector<sink::Batch> batches;
   std::vector<InFlight> records;
   for (auto &[id, unit] : state->units) {
-    if (!unit.seen || !unit.active || unit.leased) continue;
+    if (!unit.seen || !unit.active) continue;
     sink::Transport *transport = TransportFor(unit.type);
     if (transport == nullptr || !transport->HasRoom(*unit.spec)) continue;
-    int64 lease_ms = transport->LeaseMs(*unit.spec, static_cast<size_t>(unit.batch_size));
-    sinkdb::SinkSubscription row{};
-    row.id = unit.spec->id;
-    row.name = unit.spec->name.c_str();
-    row.topic = unit.spec->topic.c_str();
-    row.owner = unit.owner;
-    int batch_size = unit.batch_size;
-    sinkdb::LeaseResult leased = evproc::pg::CallPostgres(
-        [&row, batch_size, lease_ms] { return sinkdb::Lease(row, batch_size, lease_ms); });
-    if (leased.lease == nullptr || leased.count == 0) continue;
-    sink::Batch batch;
-    batch.token = state->next_token++;
-    batch.subscription = unit.spec;
-    InFlight record;
-    record.spec = unit.spec;
-    record.owner = unit.owner;
-    record.lease = leased.lease;
-    for (int i = 0; i < leased.count; ++i) {
-      const sinkdb::LeasedEvent &event = leased.events[i];
-      sink::Message message;
-      message.event_id = event.id;
-      message.has_key = event.key != nullptr;
-      message.key = event.key != nullptr ? event.key : "";
-      message.has_type = event.type != nullptr;
-      message.type = event.type != nullptr ? event.type : "";
-      message.payload = event.payload != nullptr ? event.payload : "null";
-      message.headers = event.headers != nullptr ? event.headers : "";
-      message.enqueued_at = event.enqueued_at != nullptr ? event.enqueued_at : "";
-      message.attempt = event.attempt;
-      message.replay = event.replay;
-      record.ids.push_back(message.event_id);
-      record.keys.push_back(message.key);
-      record.has_key.push_back(message.has_key);
-      batch.messages.push_back(std::move(message));
+    // Several batches of one subscription at once (transport.hpp Room()): each lease
+    // takes units no other lease holds, so they never share a key. Until a read finds
+    // nothing more.
+    int room = transport->Room(*unit.spec) - unit.in_flight;
+    for (int taken = 0; taken < room; ++taken) {
+      if (!LeaseOne(unit, transport, &batches, &records)) break;
     }
-    records.push_back(std::move(record));
-    batches.push_back(std::move(batch));
   }
   evproc::pg::CallPostgres([] { sinkdb::Commit(); });
   state->released = true;
   // Committed: the leases exist; only now does anything leave the database.
   for (size_t i = 0; i < batches.size(); ++i) {
-    state->units[batches[i].subscription->id].leased = true;
+    ++state->units[batches[i].subscription->id].in_flight;
     state->in_flight.emplace(batches[i].token, std::move(records[i]));
   }
   for (sink::Batch &batch : batches) {
@@ -324,7 +338,7 @@ void StepBody() {
     InFlight lease = std::move(found->second);
     state->in_flight.erase(found);
     auto unit = state->units.find(lease.spec->id);
-    if (unit != state->units.end()) unit->second.leased = false;
+    if (unit != state->units.end() && unit->second.in_flight > 0) --unit->second.in_flight;
     state->failed_leases.push_back(lease.lease);
     EndOne(lease, completion);
     state->failed_leases.pop_back();

@@ -277,5 +277,33 @@ SELECT count(*) FROM evproc_dead_letters WHERE subscription = 'hook_held'}), '0'
 	'run h: no dead letter');
 control_receiver($recv, { mode => 'ok' });
 
+# 7. Several batches of one subscription in flight at once (transport.hpp Room(): up to
+# min(max_in_flight, 8) for webhooks), each a lease of other partitions, so never two of
+# one key. One event per lease (batch_size 1), answered after 1 s: the sink worker holds
+# several leases of the subscription at a time, and per key the order holds.
+$node->safe_psql('postgres', qq{
+SELECT evproc_create_topic('multi', partitions => 8);
+SELECT evproc_grant('multi', 'app', 'subscribe');
+SET ROLE app;
+SELECT evproc_subscribe('hook_multi', 'multi', NULL,
+    sink => '{"type": "webhook", "url": "$recv->{url}", "mode": "batch", "max_in_flight": 8}',
+    batch_size => 1);
+});
+control_receiver($recv, { mode => 'slow', seconds => 1 });
+for my $seq (1 .. 3)
+{
+	$node->safe_psql('postgres', qq{
+SELECT count(evproc_enqueue('multi', 'm:k' || k, jsonb_build_object('seq', $seq, 'run', 'm')))
+  FROM generate_series(1, 8) AS k});
+}
+ok($node->poll_query_until('postgres', q{
+SELECT count(*) >= 2 FROM evproc.lease l JOIN evproc.subscription s ON s.id = l.subscription_id
+ WHERE s.name = 'hook_multi'}),
+	'run m: several leases of one subscription in flight at once');
+control_receiver($recv, { mode => 'ok' });
+ok(wait_delivered('m', 24, 'hook_multi'), 'run m: all 24 events delivered');
+my ($first_m) = delivered('m', 'hook_multi');
+check_order('m', 8, 3, $first_m);
+
 stop_receiver($recv);
 done_testing();

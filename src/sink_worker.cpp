@@ -413,6 +413,11 @@ extern "C" void evproc_sink_main(Datum main_arg) {
   BackgroundWorkerUnblockSignals();
   BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
   pgstat_report_appname("evproc sink");
+  // Its commits need not wait for a WAL flush: a lease or an acknowledgement lost in a
+  // crash only makes its events come again, and they are sent again (receivers
+  // deduplicate by webhook-id, streams by message id); nothing is acknowledged before
+  // the destination took it. A flush per commit was most of a step's time under load.
+  SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
   ereport(LOG, (errmsg("evproc sink %d started", sink_index)));
 
   MemoryContext loop_context =

@@ -375,6 +375,28 @@ void Step(StepResult *out) noexcept {
   }
 }
 
+// Stopping (SIGTERM) with batches in flight: their leases end at once with every event
+// held, so they come again after the restart without an attempt counted (whether a
+// request in flight reached its destination is unknown; receivers deduplicate). Each
+// in its own short transaction; any error gives up (the leases then expire, counted).
+// Runs with interrupts held.
+void ReturnInFlight() noexcept {
+  if (state == nullptr) return;
+  try {
+    while (!state->in_flight.empty()) {
+      auto first = state->in_flight.begin();
+      InFlight lease = std::move(first->second);
+      state->in_flight.erase(first);
+      sink::Completion completion;
+      completion.outcomes.resize(lease.ids.size());
+      for (sink::Outcome &outcome : completion.outcomes) outcome.verdict = sink::Verdict::kHeld;
+      EndOne(lease, completion);
+    }
+  } catch (const std::exception &) {
+    // Leaving anyway: proc_exit aborts a transaction left open.
+  }
+}
+
 void Reconfigure() noexcept {
   if (state != nullptr) state->configured = false;
 }
@@ -432,14 +454,15 @@ extern "C" void evproc_sink_main(Datum main_arg) {
   for (;;) {
     // SIGTERM (the launcher stopping its workers: extension dropped, database dropped,
     // renamed or moved, server shutdown) between two steps: no transaction is open, so a
-    // plain line and exit code 0 instead of die()'s FATAL. Batches in flight are dropped:
-    // their leases are ended by the next start of this worker (or expire), and their
-    // events come again. Inside a step, die() aborts its transaction at the next
+    // plain line and exit code 0 instead of die()'s FATAL. Batches in flight are
+    // returned, their events held (ReturnInFlight): they come again with no attempt
+    // counted. Inside a step, die() aborts its transaction at the next
     // interrupt check, as a delivery worker's.
     if (ProcDiePending) {
       // Held: ereport and the exit callbacks check for interrupts, and the pending die()
       // would turn the exit into a FATAL.
       HOLD_INTERRUPTS();
+      ReturnInFlight();
       ereport(LOG, (errmsg("evproc sink %d stopped", sink_index)));
       proc_exit(0);
     }

@@ -115,8 +115,12 @@ control_receiver($recv, { mode => 'slow', seconds => 0.05 });
 publish('kill', 1, 5);
 my $pid = sink_pid();
 ok($pid =~ /^\d+$/, "sink worker running (pid $pid)");
+my $crash_offset = -s $node->logfile;
 kill 'KILL', $pid;
 # The postmaster restarts the server (crash recovery): publish again once it is back.
+# Polled only once it has ended every process: a psql connected just before would lose
+# its connection mid-query (EPIPE), which IPC::Run turns into a die.
+$node->wait_for_log(qr/all server processes terminated; reinitializing/, $crash_offset);
 $node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'evproc sink'})
   or die 'no sink worker after the crash';
 publish('kill', 6, 10);

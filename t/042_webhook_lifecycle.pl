@@ -7,7 +7,7 @@
 # (c) DROP DATABASE is not kept waiting by it (the drop succeeds), and it starts again
 #     in the database created anew;
 # (d) a server restart (fast) in the middle of a stream to a slow receiver loses
-#     nothing.
+#     nothing, and counts no attempt for the requests in flight at the stop.
 # Counted at the receiver each time: every committed event delivered, exactly once by
 # webhook-id (the first receipt of each), per key in commit order.
 use strict;
@@ -192,6 +192,14 @@ ok($node->poll_query_until('evdb', $sink_running), 'after the restart the sink w
 publish('e', 10, 2);
 check_run('d', 10, 10);
 check_run('e', 10, 2);
+# Stopped with requests in flight, the sink worker returned its leases with their events
+# held: sent again after the restart, they carry attempt 1 still (an expired lease would
+# have counted an attempt: 2).
+my @attempts_d = map { $_->{attempt} } grep {
+	ref $_->{payload} eq 'HASH' && ($_->{payload}{run} // '') eq 'd'
+} @{ received_events($recv) };
+is(scalar(grep { $_ != 1 } @attempts_d), 0,
+	'run d: no attempt counted for the requests in flight at the stop');
 is(log_count($node, qr/ERROR:|FATAL:/, $offset), 0, 'no ERROR, no FATAL since the restart');
 
 stop_receiver($recv);

@@ -11,7 +11,7 @@ CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/
             src/core/stream_naming.o
 # The sink framework and its transports (plain C++, src/sink/) and the sink workers.
 SINK_OBJS = src/sink/registry.o src/sink/webhook_options.o src/sink/webhook_transport.o \
-            src/sink_worker.o src/sink_lease.o src/sink_sql.o
+            src/sink_worker.o src/sink_supervisor.o src/sink_lease.o src/sink_sql.o
 PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o src/log_insert.o \
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/handler_watch.o src/delivery.o src/delivery_plans.o \

@@ -121,8 +121,8 @@ Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
 }
 
 // The batch's counts and end-to-end latencies, applied to shared memory at commit. A
-// replayed event that failed joins the retry line (or the dead letters): it counts as
-// pending again, like a re-driven dead letter.
+// replayed event that failed (or was held, never sent) joins the retry line (or the dead
+// letters): it counts as pending again, like a re-driven dead letter.
 void CountOutcome(const Unit &unit, const ItemList &items, const Tally &tally) {
   CallPostgres([&] {
     metrics::NoteDelivered(unit.subscription_id, tally.delivered, unit.replay);
@@ -133,7 +133,10 @@ void CountOutcome(const Unit &unit, const ItemList &items, const Tally &tally) {
     for (int i = 0; i < items.count; ++i) {
       const Item &item = items.items[i];
       if (unit.replay) {
-        if (item.outcome == Outcome::kParked || item.outcome == Outcome::kFailed) ++requeued;
+        if (item.outcome == Outcome::kParked || item.outcome == Outcome::kFailed ||
+            item.outcome == Outcome::kHeld) {
+          ++requeued;
+        }
       } else if (item.outcome == Outcome::kDelivered) {
         metrics::NoteLatency(unit.subscription_id, now - item.enqueued_at);
       }
@@ -206,6 +209,15 @@ Written WriteItems(const Unit &unit, const ItemList &items) {
         }
         break;
       }
+      case Outcome::kHeld:
+        // Never sent: the head of its key's retry line (later events of its key park
+        // behind it), due now, with the attempts it had: none is counted, no error, and
+        // the breaker does not hear of it. As if it had not been read, except that its
+        // key's order is kept by the line rather than by the unit's position.
+        CallPostgres(
+            [&] { Park(unit, item, true, false, item.failed_attempts, now, nullptr, now); });
+        parked_in(item);
+        break;
       case Outcome::kPending:
         break;  // a retry held back behind its key's new failure: stays in line
     }

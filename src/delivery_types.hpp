@@ -59,7 +59,10 @@ struct Unit {
   char *replay_key;  // nullptr: every key
 };
 
-enum class Outcome { kPending, kDelivered, kFailed, kParked };
+// kHeld: leased by a sink worker that never sent it (its transport had no room, the
+// destination failed earlier in the batch, the worker was stopping): back in line, due
+// at once, with no attempt counted (lease_end.cpp).
+enum class Outcome { kPending, kDelivered, kFailed, kParked, kHeld };
 
 struct Item {
   int64 event_id;

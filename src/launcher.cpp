@@ -5,7 +5,8 @@
 //    as partitions a subscription awaits. Ticks are at least evproc.tick_interval apart,
 //    further under load (core/tick_pace.hpp); commits nobody awaits get one a second.
 //  * Supervision: keeps the maintenance worker (maintenance_worker.cpp: the metrics
-//    registry and evproc.maintain()) and evproc.workers delivery workers running,
+//    registry and evproc.maintain()), evproc.workers delivery workers and
+//    evproc.sink_workers sink workers (sink_supervisor.hpp) running,
 //    restarts any that die (with a pause, so a worker that dies at once does not spin),
 //    and stops extra ones when the setting is lowered. Delivery workers start once the
 //    maintenance worker registered the subscriptions (their backlog counted before any
@@ -28,6 +29,7 @@
 #include "extension_gate.hpp"
 #include "pg_compat.hpp"
 #include "shared_state.hpp"
+#include "sink_supervisor.hpp"
 #include "spi_plan.hpp"
 #include "utility_hook.hpp"
 
@@ -172,9 +174,10 @@ void StopWorker(int index) {
   pool.handles[index] = nullptr;
 }
 
-// The delivery workers and the maintenance worker.
+// The delivery workers, the maintenance worker and the sink workers.
 void StopWorkers() {
   for (int i = 0; i < kMembers; ++i) StopWorker(i);
+  evproc::StopSinkWorkers();
   if (evproc::Shared() != nullptr) {
     pg_atomic_write_u32(&evproc::Shared()->registry_database, InvalidOid);
   }
@@ -497,6 +500,8 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       next_extension_check = now + USECS_PER_SEC;
     }
     long wait = Supervise();
+    long sink_wait = evproc::SuperviseSinkWorkers();
+    if (sink_wait >= 0 && (wait < 0 || sink_wait < wait)) wait = sink_wait;
     if (wait < 0) wait = kSuperviseWaitMs * 10;
 
     // Commits that no subscription awaits (paused, breaker open, none) only mark their

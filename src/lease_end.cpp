@@ -158,7 +158,10 @@ void LoadEvents(const Unit &unit, ItemList *items, MemoryContext context) {
   std::vector<Datum> log_ids;
   for (int i = 0; i < items->count; ++i) {
     const Item &item = items->items[i];
-    if (item.outcome != Outcome::kFailed && item.outcome != Outcome::kParked) continue;
+    if (item.outcome != Outcome::kFailed && item.outcome != Outcome::kParked &&
+        item.outcome != Outcome::kHeld) {
+      continue;
+    }
     (item.from_retry ? retry_ids : log_ids).push_back(Int64GetDatum(item.event_id));
   }
   std::unordered_map<int64, Datum> events;
@@ -184,7 +187,10 @@ void LoadEvents(const Unit &unit, ItemList *items, MemoryContext context) {
   load(plans.log_events, log_ids, true);
   for (int i = 0; i < items->count; ++i) {
     Item &item = items->items[i];
-    if (item.outcome != Outcome::kFailed && item.outcome != Outcome::kParked) continue;
+    if (item.outcome != Outcome::kFailed && item.outcome != Outcome::kParked &&
+        item.outcome != Outcome::kHeld) {
+      continue;
+    }
     auto found = events.find(item.event_id);
     if (found == events.end()) {
       CallPostgres([&] {
@@ -203,7 +209,7 @@ void JudgeBreaker(const Unit &unit, const dl::Tally &tally) {
 
 }  // namespace
 
-int64 EndLease(const char *id, bool expired) {
+int64 EndLease(const char *id, bool expired, const int64 *held, int held_count) {
   MemoryContext context = CallPostgres([] {
     return AllocSetContextCreate(CurrentMemoryContext, "evproc lease", ALLOCSET_DEFAULT_SIZES);
   });
@@ -248,11 +254,20 @@ int64 EndLease(const char *id, bool expired) {
   const char *nack_detail =
       CallPostgres([&] { return psprintf("failed by a consumer (evproc_nack, lease %s)", id); });
   std::unordered_set<std::string> failed_keys;
+  std::unordered_set<int64> held_ids(held, held + held_count);
   for (int i = 0; i < items.count; ++i) {
     Item &item = items.items[i];
     if (item.outcome == Outcome::kParked) continue;
     if (item.key != nullptr && failed_keys.count(item.key) != 0) {
       item.outcome = item.from_retry ? Outcome::kPending : Outcome::kParked;
+      continue;
+    }
+    // Never sent (a sink worker's held events): no attempt. A retry stays in line as it
+    // was; an event read from the log heads its key's line, due now. Either way its
+    // key's later events of the lease wait behind it, as behind a failure.
+    if (!expired && held_ids.count(item.event_id) != 0) {
+      item.outcome = item.from_retry ? Outcome::kPending : Outcome::kHeld;
+      if (item.key != nullptr) failed_keys.emplace(item.key);
       continue;
     }
     const Failure &failure = failures[i];
@@ -316,7 +331,7 @@ int64 ExpireLeases(SPIPlanPtr plan, const Datum *args) {
     for (uint64 row = 0; row < rows; ++row) ids[row] = dl::CopiedText(row, 1, context);
     return rows;
   });
-  for (uint64 i = 0; i < count; ++i) EndLease(ids[i], true);
+  for (uint64 i = 0; i < count; ++i) EndLease(ids[i], true, nullptr, 0);
   return static_cast<int64>(count);
 }
 
@@ -334,10 +349,29 @@ EVPROC_CPP_FUNCTION(evproc_lease_ack) {
     evproc::delivery::Run(evproc::lease::plans.checked_lease, args, nullptr, false, SPI_OK_SELECT);
     return evproc::delivery::CopiedText(0, 1, CurrentMemoryContext);
   });
-  int64 delivered = evproc::lease::EndLease(id, false);
+  int64 delivered = evproc::lease::EndLease(id, false, nullptr, 0);
   CallPostgres([] { SPI_finish(); });
   return Int32GetDatum(static_cast<int32>(delivered));
 }
+
+namespace evproc::lease {
+
+int64 AckHolding(Oid caller, const char *subscription, const char *lease, const int64 *held,
+                 int held_count) {
+  const char *id = CallPostgres([&] {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
+    EnsurePlans();
+    Datum args[] = {ObjectIdGetDatum(caller), CStringGetTextDatum(subscription),
+                    CStringGetTextDatum(lease)};
+    delivery::Run(plans.checked_lease, args, nullptr, false, SPI_OK_SELECT);
+    return delivery::CopiedText(0, 1, CurrentMemoryContext);
+  });
+  int64 delivered = EndLease(id, false, held, held_count);
+  CallPostgres([] { SPI_finish(); });
+  return delivered;
+}
+
+}  // namespace evproc::lease
 
 // evproc.expire_leases(): the launcher's maintenance ends every expired lease.
 EVPROC_CPP_FUNCTION(evproc_expire_leases) {

@@ -53,7 +53,14 @@ int64 ExpireLeases(SPIPlanPtr plan, const Datum *args);
 
 // Ends the locked lease `id`: writes every event's outcome as a worker writes a batch's
 // and moves its units to where the read left them. expired: every event it handed out
-// failed (nacked ones with their own error). Returns the events delivered.
-int64 EndLease(const char *id, bool expired);
+// failed (nacked ones with their own error). held (held_count ids, or nullptr): events
+// the consumer never sent, which return without an attempt counted (delivery_types.hpp
+// Outcome::kHeld). Returns the events delivered.
+int64 EndLease(const char *id, bool expired, const int64 *held, int held_count);
+
+// A sink worker's evproc_ack: the checks of evproc.ack_impl (the caller may act for the
+// subscription, the lease is live), then EndLease with the events it never sent.
+int64 AckHolding(Oid caller, const char *subscription, const char *lease, const int64 *held,
+                 int held_count);
 
 }  // namespace evproc::lease

@@ -288,6 +288,14 @@ EVPROC_CPP_FUNCTION(evproc_note_requeued) {
   PG_RETURN_VOID();
 }
 
+// evproc.note_dead(subscription_id, events): a sink's refused events became dead letters
+// (evproc.sink_dead_now), counted once the calling transaction commits.
+EVPROC_CPP_FUNCTION(evproc_note_dead) {
+  if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) PG_RETURN_VOID();
+  NoteDead(PG_GETARG_INT32(0), PG_GETARG_INT64(1));
+  PG_RETURN_VOID();
+}
+
 // evproc.forget_stats(): frees every metrics slot of this database. Run by CREATE
 // EXTENSION: a re-created extension numbers its topics and subscriptions from 1 again,
 // and must not inherit the counters of the ones dropped with the old one.

@@ -9,7 +9,6 @@
 #include "pg_headers.hpp"
 #include "settings.hpp"
 #include "shared_state.hpp"
-#include "sink_worker.hpp"
 #include "topic_cache.hpp"
 #include "utility_hook.hpp"
 
@@ -35,7 +34,6 @@ void _PG_init(void) {
     evproc::RequestSharedState();
     evproc::RequestHandlerWatch();
     evproc::RegisterLauncher();
-    evproc::RegisterSinkWorkers();
     evproc::RegisterUtilityHook();
   }
 }

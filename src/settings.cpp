@@ -22,7 +22,7 @@ int partition_interval_s = 3600;
 int max_handler_timeout_ms = 10 * 60 * 1000;
 int handler_grace_ms = 5000;
 char *sink_allowed_destinations = nullptr;
-int sink_worker_count = 0;
+int sink_worker_count = 1;
 int sink_max_in_flight = 64;
 
 namespace {
@@ -99,7 +99,7 @@ void DefineSinkSettings() {
   // backend loading evproc later, PostgreSQL would end the session).
   if (process_shared_preload_libraries_in_progress) {
     DefineCustomIntVariable("evproc.sink_workers", "Sink worker processes (0: sinks are not run).",
-                            nullptr, &sink_worker_count, 0, 0, 32, PGC_POSTMASTER, 0, nullptr,
+                            nullptr, &sink_worker_count, 1, 0, 32, PGC_POSTMASTER, 0, nullptr,
                             nullptr, nullptr);
   }
   DefineCustomIntVariable("evproc.sink_max_in_flight",

@@ -1,15 +1,18 @@
 // The sink worker's statements (sink_lease.hpp). Leases are the pull consumers' (issue
 // 14, extension/lease.sql): a sink subscription is a pull subscription whose consumer is
 // a sink worker. Read with evproc.read_impl, failures written with evproc.nack_impl, the
-// lease ended with evproc.ack_impl, all called as the subscription's owner (the caller
-// argument) from the worker's own short transactions. What leases cannot say themselves
+// lease ended as evproc.ack_impl ends it (lease::AckHolding, which also takes the events
+// never sent), all as the subscription's owner (the caller argument) from the worker's
+// own short transactions. What leases cannot say themselves
 // is done here after the ack: a refused event goes to the dead letters at once
 // (evproc.sink_dead_now), a fatal answer pauses the subscription.
-// PostgreSQL code only (called through CallPostgres): no C++ objects with destructors.
+// PostgreSQL code only (called through CallPostgres): no C++ objects with destructors
+// (lease::AckHolding is C++ behind its own boundary: a PgError it throws passes through).
 #include <cstring>
 
 #include "core/latency.hpp"
 #include "extension_gate.hpp"
+#include "lease_plans.hpp"
 #include "sink_lease.hpp"
 #include "spi_plan.hpp"
 
@@ -33,7 +36,6 @@ SPIPlanPtr release_plan = nullptr;
 SPIPlanPtr read_plan = nullptr;
 SPIPlanPtr expire_plan = nullptr;
 SPIPlanPtr nack_plan = nullptr;
-SPIPlanPtr ack_plan = nullptr;
 SPIPlanPtr dead_plan = nullptr;
 SPIPlanPtr pause_plan = nullptr;
 SPIPlanPtr stats_plan = nullptr;
@@ -65,8 +67,6 @@ SELECT r.lease, r.id, r.key, r.type, r.payload::text, r.headers::text,
 constexpr const char *kNack = R"sql(
 SELECT evproc.nack_impl($1, $2, $3, $4, $5,
                         CASE WHEN $6 >= 0 THEN $6 * interval '1 millisecond' END))sql";
-
-constexpr const char *kAck = "SELECT evproc.ack_impl($1, $2, $3)";
 
 constexpr const char *kDeadNow = "SELECT evproc.sink_dead_now($1, $2, $3, $4)";
 
@@ -217,34 +217,28 @@ void EndLease(const SinkSubscription &subscription, const char *lease, int count
     SPIPlanPtr plan = PrepareOnce(&nack_plan, kNack, 6, types);
     for (int i = 0; i < count; ++i) {
       const EventOutcome &outcome = outcomes[i];
-      if (outcome.fate == Fate::kDelivered) continue;
-      // A held event behind an earlier failure of its key in this lease waits behind it
-      // by itself (the ack parks it, no attempt counted). Other held events (the batch
-      // was cut short when the destination failed) are failed with the subscription's
-      // backoff, like the event that failed: leases have no "not attempted", so the
-      // attempt is counted.
-      if (outcome.fate == Fate::kHeld && outcome.key != nullptr) {
-        bool behind_failure = false;
-        for (int j = 0; j < i && !behind_failure; ++j) {
-          behind_failure = outcomes[j].fate != Fate::kDelivered && outcomes[j].key != nullptr &&
-                           std::strcmp(outcomes[j].key, outcome.key) == 0;
-        }
-        if (behind_failure) continue;
-      }
+      // Held events (never sent) are not failed: the ack below returns them.
+      if (outcome.fate == Fate::kDelivered || outcome.fate == Fate::kHeld) continue;
       Datum values[6] = {owner,
                          name,
                          lease_text,
                          Int64GetDatum(outcome.event_id),
                          CStringGetTextDatum(outcome.error != nullptr ? outcome.error : "failed"),
-                         Int64GetDatum(outcome.fate == Fate::kHeld ? -1 : outcome.retry_after_ms)};
+                         Int64GetDatum(outcome.retry_after_ms)};
       Run(plan, values, nullptr, SPI_OK_SELECT);
     }
   }
   {
-    Oid types[3] = {OIDOID, TEXTOID, TEXTOID};
-    SPIPlanPtr plan = PrepareOnce(&ack_plan, kAck, 3, types);
-    Datum values[3] = {owner, name, lease_text};
-    Run(plan, values, nullptr, SPI_OK_SELECT);
+    // The ack (evproc.ack_impl's checks and outcome), told which events were never sent:
+    // they return without an attempt counted (a transport without room, a destination
+    // that failed earlier in the batch, a worker stopping), so a sink's own trouble never
+    // moves an event towards the dead letters.
+    auto *held = static_cast<int64 *>(palloc(sizeof(int64) * (count + 1)));
+    int held_count = 0;
+    for (int i = 0; i < count; ++i) {
+      if (outcomes[i].fate == Fate::kHeld) held[held_count++] = outcomes[i].event_id;
+    }
+    lease::AckHolding(subscription.owner, subscription.name, lease, held, held_count);
   }
   // Refused events: dead letters at once (they were nacked above, so they head their key's
   // retry line now).

@@ -27,7 +27,6 @@
 
 #include "background.hpp"
 #include "core/latency.hpp"
-#include "database_check.hpp"
 #include "error_boundary.hpp"
 #include "lease_wait.hpp"
 #include "settings.hpp"
@@ -50,21 +49,6 @@ namespace evproc {
 
 bool in_sink_worker = false;
 
-void RegisterSinkWorkers() {
-  for (int index = 0; index < sink_worker_count; ++index) {
-    BackgroundWorker worker{};
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = 5;
-    std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
-    std::strncpy(worker.bgw_function_name, "evproc_sink_main", BGW_MAXLEN - 1);
-    snprintf(worker.bgw_name, BGW_MAXLEN, "evproc sink %d", index);
-    std::strncpy(worker.bgw_type, "evproc sink", BGW_MAXLEN - 1);
-    worker.bgw_main_arg = Int32GetDatum(index);
-    RegisterBackgroundWorker(&worker);
-  }
-}
-
 }  // namespace evproc
 
 namespace {
@@ -72,9 +56,13 @@ namespace {
 namespace sink = evproc::sink;
 namespace sinkdb = evproc::sinkdb;
 
-// When nothing is in flight: ticks wake us (ReaderRegistration); this bounds how late a
-// retry falling due or a resumed or new subscription is noticed.
+// When nothing is in flight: ticks wake us (ReaderRegistration: the launcher sets our
+// latch with the pull consumers' readers at each tick that has work, and at a change of
+// subscriptions); this bounds how late a retry falling due or a breaker closing is
+// noticed while this worker has sink subscriptions. Without any, only a new
+// subscription (which wakes us) can give it work: it sleeps longer.
 constexpr long kIdleWaitMs = 1000;
+constexpr long kNoSubscriptionsWaitMs = 60000;
 constexpr long kErrorPauseMs = 1000;
 constexpr int kMaxSockets = 64;
 
@@ -87,7 +75,7 @@ struct Unit {
   Oid owner = InvalidOid;
   int batch_size = 100;
   bool active = false;
-  bool leased = false;  // a batch of it is in flight
+  int in_flight = 0;  // its batches in flight (up to its transport's Room())
   bool seen = false;
 };
 
@@ -218,6 +206,50 @@ void EndOne(const InFlight &lease, const sink::Completion &completion) {
   });
 }
 
+// Leases one batch of the unit's subscription (in the open transaction) and adds it to
+// what starts after the commit; false when there was nothing to lease.
+bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Batch> *batches,
+              std::vector<InFlight> *records) {
+  int64 lease_ms = transport->LeaseMs(*unit.spec, static_cast<size_t>(unit.batch_size));
+  sinkdb::SinkSubscription row{};
+  row.id = unit.spec->id;
+  row.name = unit.spec->name.c_str();
+  row.topic = unit.spec->topic.c_str();
+  row.owner = unit.owner;
+  int batch_size = unit.batch_size;
+  sinkdb::LeaseResult leased = evproc::pg::CallPostgres(
+      [&row, batch_size, lease_ms] { return sinkdb::Lease(row, batch_size, lease_ms); });
+  if (leased.lease == nullptr || leased.count == 0) return false;
+  sink::Batch batch;
+  batch.token = state->next_token++;
+  batch.subscription = unit.spec;
+  InFlight record;
+  record.spec = unit.spec;
+  record.owner = unit.owner;
+  record.lease = leased.lease;
+  for (int i = 0; i < leased.count; ++i) {
+    const sinkdb::LeasedEvent &event = leased.events[i];
+    sink::Message message;
+    message.event_id = event.id;
+    message.has_key = event.key != nullptr;
+    message.key = event.key != nullptr ? event.key : "";
+    message.has_type = event.type != nullptr;
+    message.type = event.type != nullptr ? event.type : "";
+    message.payload = event.payload != nullptr ? event.payload : "null";
+    message.headers = event.headers != nullptr ? event.headers : "";
+    message.enqueued_at = event.enqueued_at != nullptr ? event.enqueued_at : "";
+    message.attempt = event.attempt;
+    message.replay = event.replay;
+    record.ids.push_back(message.event_id);
+    record.keys.push_back(message.key);
+    record.has_key.push_back(message.has_key);
+    batch.messages.push_back(std::move(message));
+  }
+  records->push_back(std::move(record));
+  batches->push_back(std::move(batch));
+  return true;
+}
+
 // Reloads the subscriptions and leases what may be sent; starts it after the commit.
 void LeaseAndStart() {
   if (!evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) return;
@@ -248,57 +280,27 @@ void LeaseAndStart() {
     unit.active = row.active;
   }
   for (auto it = state->units.begin(); it != state->units.end();) {
-    it = (!it->second.seen && !it->second.leased) ? state->units.erase(it) : std::next(it);
+    it = (!it->second.seen && it->second.in_flight == 0) ? state->units.erase(it) : std::next(it);
   }
   std::vector<sink::Batch> batches;
   std::vector<InFlight> records;
   for (auto &[id, unit] : state->units) {
-    if (!unit.seen || !unit.active || unit.leased) continue;
+    if (!unit.seen || !unit.active) continue;
     sink::Transport *transport = TransportFor(unit.type);
     if (transport == nullptr || !transport->HasRoom(*unit.spec)) continue;
-    int64 lease_ms = transport->LeaseMs(*unit.spec, static_cast<size_t>(unit.batch_size));
-    sinkdb::SinkSubscription row{};
-    row.id = unit.spec->id;
-    row.name = unit.spec->name.c_str();
-    row.topic = unit.spec->topic.c_str();
-    row.owner = unit.owner;
-    int batch_size = unit.batch_size;
-    sinkdb::LeaseResult leased = evproc::pg::CallPostgres(
-        [&row, batch_size, lease_ms] { return sinkdb::Lease(row, batch_size, lease_ms); });
-    if (leased.lease == nullptr || leased.count == 0) continue;
-    sink::Batch batch;
-    batch.token = state->next_token++;
-    batch.subscription = unit.spec;
-    InFlight record;
-    record.spec = unit.spec;
-    record.owner = unit.owner;
-    record.lease = leased.lease;
-    for (int i = 0; i < leased.count; ++i) {
-      const sinkdb::LeasedEvent &event = leased.events[i];
-      sink::Message message;
-      message.event_id = event.id;
-      message.has_key = event.key != nullptr;
-      message.key = event.key != nullptr ? event.key : "";
-      message.has_type = event.type != nullptr;
-      message.type = event.type != nullptr ? event.type : "";
-      message.payload = event.payload != nullptr ? event.payload : "null";
-      message.headers = event.headers != nullptr ? event.headers : "";
-      message.enqueued_at = event.enqueued_at != nullptr ? event.enqueued_at : "";
-      message.attempt = event.attempt;
-      message.replay = event.replay;
-      record.ids.push_back(message.event_id);
-      record.keys.push_back(message.key);
-      record.has_key.push_back(message.has_key);
-      batch.messages.push_back(std::move(message));
+    // Several batches of one subscription at once (transport.hpp Room()): each lease
+    // takes units no other lease holds, so they never share a key. Until a read finds
+    // nothing more.
+    int room = transport->Room(*unit.spec) - unit.in_flight;
+    for (int taken = 0; taken < room; ++taken) {
+      if (!LeaseOne(unit, transport, &batches, &records)) break;
     }
-    records.push_back(std::move(record));
-    batches.push_back(std::move(batch));
   }
   evproc::pg::CallPostgres([] { sinkdb::Commit(); });
   state->released = true;
   // Committed: the leases exist; only now does anything leave the database.
   for (size_t i = 0; i < batches.size(); ++i) {
-    state->units[batches[i].subscription->id].leased = true;
+    ++state->units[batches[i].subscription->id].in_flight;
     state->in_flight.emplace(batches[i].token, std::move(records[i]));
   }
   for (sink::Batch &batch : batches) {
@@ -336,7 +338,7 @@ void StepBody() {
     InFlight lease = std::move(found->second);
     state->in_flight.erase(found);
     auto unit = state->units.find(lease.spec->id);
-    if (unit != state->units.end()) unit->second.leased = false;
+    if (unit != state->units.end() && unit->second.in_flight > 0) --unit->second.in_flight;
     state->failed_leases.push_back(lease.lease);
     EndOne(lease, completion);
     state->failed_leases.pop_back();
@@ -344,7 +346,7 @@ void StepBody() {
   LeaseAndStart();
   // What to wait on.
   state->socket_count = 0;
-  long timeout = kIdleWaitMs;
+  long timeout = state->units.empty() ? kNoSubscriptionsWaitMs : kIdleWaitMs;
   std::vector<sink::WaitSocket> sockets;
   for (auto &[type, transport] : state->transports) {
     long wanted = -1;
@@ -370,6 +372,28 @@ void Step(StepResult *out) noexcept {
   } catch (const std::exception &error) {
     out->other_failure = true;
     std::strncpy(out->message, error.what(), sizeof(out->message) - 1);
+  }
+}
+
+// Stopping (SIGTERM) with batches in flight: their leases end at once with every event
+// held, so they come again after the restart without an attempt counted (whether a
+// request in flight reached its destination is unknown; receivers deduplicate). Each
+// in its own short transaction; any error gives up (the leases then expire, counted).
+// Runs with interrupts held.
+void ReturnInFlight() noexcept {
+  if (state == nullptr) return;
+  try {
+    while (!state->in_flight.empty()) {
+      auto first = state->in_flight.begin();
+      InFlight lease = std::move(first->second);
+      state->in_flight.erase(first);
+      sink::Completion completion;
+      completion.outcomes.resize(lease.ids.size());
+      for (sink::Outcome &outcome : completion.outcomes) outcome.verdict = sink::Verdict::kHeld;
+      EndOne(lease, completion);
+    }
+  } catch (const std::exception &) {
+    // Leaving anyway: proc_exit aborts a transaction left open.
   }
 }
 
@@ -403,12 +427,19 @@ void Wait() {
 extern "C" void evproc_sink_main(Datum main_arg) {
   sink_index = DatumGetInt32(main_arg);
   evproc::in_sink_worker = true;
+  // Started by the launcher (sink_supervisor.hpp) for the database it serves.
+  Oid database = InvalidOid;
+  std::memcpy(&database, MyBgworkerEntry->bgw_extra, sizeof(Oid));
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
-  pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+  pqsignal(SIGTERM, die);  // the latch is set: a wait on the network ends at once
   BackgroundWorkerUnblockSignals();
-  evproc::WaitForDatabase();
-  BackgroundWorkerInitializeConnection(evproc::database_name, nullptr, 0);
+  BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
   pgstat_report_appname("evproc sink");
+  // Its commits need not wait for a WAL flush: a lease or an acknowledgement lost in a
+  // crash only makes its events come again, and they are sent again (receivers
+  // deduplicate by webhook-id, streams by message id); nothing is acknowledged before
+  // the destination took it. A flush per commit was most of a step's time under load.
+  SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
   ereport(LOG, (errmsg("evproc sink %d started", sink_index)));
 
   MemoryContext loop_context =
@@ -421,13 +452,21 @@ extern "C" void evproc_sink_main(Datum main_arg) {
   PG_exception_stack = &recover;
 
   for (;;) {
-    CHECK_FOR_INTERRUPTS();
-    if (ShutdownRequestPending) {
-      // Batches in flight are dropped: their leases are ended by the next start of this
-      // worker (or expire), and their events come again.
+    // SIGTERM (the launcher stopping its workers: extension dropped, database dropped,
+    // renamed or moved, server shutdown) between two steps: no transaction is open, so a
+    // plain line and exit code 0 instead of die()'s FATAL. Batches in flight are
+    // returned, their events held (ReturnInFlight): they come again with no attempt
+    // counted. Inside a step, die() aborts its transaction at the next
+    // interrupt check, as a delivery worker's.
+    if (ProcDiePending) {
+      // Held: ereport and the exit callbacks check for interrupts, and the pending die()
+      // would turn the exit into a FATAL.
+      HOLD_INTERRUPTS();
+      ReturnInFlight();
       ereport(LOG, (errmsg("evproc sink %d stopped", sink_index)));
       proc_exit(0);
     }
+    CHECK_FOR_INTERRUPTS();
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);

@@ -1,6 +1,7 @@
 // The sink workers (docs/design.md, docs/sinks.md): "evproc sink N" background processes,
-// static (registered at preload, started and restarted by the postmaster, connected to
-// evproc.database), evproc.sink_workers of them. Each serves the sink subscriptions
+// dynamic, started and stopped by the launcher with its delivery workers
+// (sink_supervisor.hpp) and connected to the database it serves, evproc.sink_workers of
+// them. Each serves the sink subscriptions
 // whose id modulo evproc.sink_workers is its index: leases a batch in a short
 // transaction, sends it through the subscription's transport (src/sink/transport.hpp)
 // with no transaction open, and acknowledges or fails the lease in another short one.
@@ -17,6 +18,5 @@ PGDLLEXPORT void evproc_sink_main(Datum main_arg);
 namespace evproc {
 
 extern bool in_sink_worker;  // this process is a sink worker
-void RegisterSinkWorkers();  // from _PG_init, preload only
 
 }  // namespace evproc

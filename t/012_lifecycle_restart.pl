@@ -20,12 +20,12 @@ use EvprocTAP;
 
 my $backlog = $ENV{EVPROC_BACKLOG} // 30000;
 
-# Seven slots: the logical replication launcher, the evproc launcher, its maintenance
-# worker, two workers and two free ones (the launcher's database check takes one for a
-# moment at start).
+# Eight slots: the logical replication launcher, the evproc launcher, its maintenance
+# worker, its sink worker (evproc.sink_workers = 1 by default), two workers and two free
+# ones (the launcher's database check takes one for a moment at start).
 my $node = evproc_node('backlog', qq{
 evproc.workers = 0
-max_worker_processes = 7
+max_worker_processes = 8
 });
 
 $node->safe_psql(

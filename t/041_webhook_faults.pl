@@ -19,7 +19,6 @@ my $secret = 'evproc-test-secret-0123456789';
 my $recv = start_receiver(secret => $secret);
 my $node = evproc_node('webhook_faults', qq{
 evproc.sink_allowed_destinations = '127.0.0.1'
-evproc.sink_workers = 1
 restart_after_crash = on
 });
 
@@ -116,8 +115,12 @@ control_receiver($recv, { mode => 'slow', seconds => 0.05 });
 publish('kill', 1, 5);
 my $pid = sink_pid();
 ok($pid =~ /^\d+$/, "sink worker running (pid $pid)");
+my $crash_offset = -s $node->logfile;
 kill 'KILL', $pid;
 # The postmaster restarts the server (crash recovery): publish again once it is back.
+# Polled only once it has ended every process: a psql connected just before would lose
+# its connection mid-query (EPIPE), which IPC::Run turns into a die.
+$node->wait_for_log(qr/all server processes terminated; reinitializing/, $crash_offset);
 $node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'evproc sink'})
   or die 'no sink worker after the crash';
 publish('kill', 6, 10);

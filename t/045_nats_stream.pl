@@ -22,7 +22,6 @@ my $url = nats_urls($nats)->[0];
 
 my $node = evproc_node('nats', qq{
 evproc.sink_allowed_destinations = '127.0.0.1'
-evproc.sink_workers = 1
 restart_after_crash = on
 });
 $node->safe_psql('postgres', q{

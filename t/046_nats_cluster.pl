@@ -24,7 +24,6 @@ for my $name ('pg_a', 'pg_b')
 {
 	my $node = evproc_node($name, qq{
 evproc.sink_allowed_destinations = '127.0.0.1'
-evproc.sink_workers = 1
 });
 	$node->safe_psql('postgres', qq{
 SELECT evproc_create_topic('orders', partitions => 4);

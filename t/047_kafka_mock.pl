@@ -22,7 +22,6 @@ my $mock = kafka_mock_start($tool, 'orders.v1', 4);
 
 my $node = evproc_node('kafka', qq{
 evproc.sink_allowed_destinations = '127.0.0.1'
-evproc.sink_workers = 1
 restart_after_crash = on
 });
 $node->safe_psql('postgres', qq{

@@ -1145,6 +1145,11 @@ SELECT s.name AS subscription, t.name AS topic, s.sink ->> 'type' AS type,
 -- context: the answer's status, headers and first kilobytes as JSON; SQLSTATE EV100);
 -- then, as for any dead letter, its key continues (on_dead_letter 'skip') or stays
 -- parked behind it ('block').
+-- Dead letters a sink made count in the shared metrics as delivery's do (dead, and so
+-- out of the lag) once the calling transaction commits: src/metrics_local.cpp NoteDead.
+CREATE FUNCTION evproc.note_dead(subscription_id integer, events bigint)
+    RETURNS void AS 'MODULE_PATHNAME', 'evproc_note_dead' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION evproc.sink_dead_now(sub_id integer, event_ids bigint[],
                                      messages text[], contexts text[]) RETURNS integer
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -1192,6 +1197,7 @@ BEGIN
         moved := moved + 1;
     END LOOP;
     IF moved > 0 THEN
+        PERFORM evproc.note_dead(s.id, moved);
         PERFORM evproc.reset_retry_due(s.id, partitions);
     END IF;
     RETURN moved;
@@ -1233,6 +1239,7 @@ REVOKE EXECUTE ON FUNCTION
     evproc.alter_sink_impl(oid, text, jsonb),
     evproc.subscribe_impl(oid, text, text, text, jsonb, integer, integer, interval, interval,
                           interval, text, timestamptz, regrole, real, integer, interval),
+    evproc.note_dead(integer, bigint),
     evproc.sink_dead_now(integer, bigint[], text[], text[]),
     evproc.in_sink_worker(),
     evproc.lease_of_sink_check()

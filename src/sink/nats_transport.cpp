@@ -44,6 +44,9 @@ namespace evproc::sink {
 
 namespace {
 
+// Batches of one subscription in flight at most (Room()).
+constexpr int kBatchesInFlight = 4;
+
 // Grace beyond the publish timeout before this transport gives up on an acknowledgement
 // libnats never reported (it reports timeouts itself; this only bounds a lost callback).
 constexpr int64_t kAckGraceUs = 5'000'000;
@@ -202,10 +205,16 @@ class NatsTransport final : public Transport {
 
   [[nodiscard]] bool HasRoom(const Subscription &subscription) const override {
     if (publishes_ >= limits_.max_in_flight_per_worker) return false;
-    // One batch at a time per subscription: its publishes overlap inside it, and the next
-    // lease's events of a key must not overtake this one's.
+    // Up to Room() batches per subscription: each a lease of other units, so of other
+    // keys (transport.hpp); their publishes share the link's max_in_flight window.
     auto found = batch_of_subscription_.find(subscription.id);
-    return found == batch_of_subscription_.end();
+    return found == batch_of_subscription_.end() || found->second < Room(subscription);
+  }
+
+  // Four batches of a subscription at once: while one is acknowledged in the database and
+  // the next leased, the others keep the link's window busy.
+  [[nodiscard]] int Room(const Subscription & /*subscription*/) const override {
+    return kBatchesInFlight;
   }
 
   void Start(Batch batch) override {
@@ -218,7 +227,7 @@ class NatsTransport final : public Transport {
         state->Decide(i, i == 0 ? Verdict::kFatal : Verdict::kHeld, options_problem_);
       }
     }
-    batch_of_subscription_[subscription.id] = state->batch.token;
+    ++batch_of_subscription_[subscription.id];
     uint64_t token = state->batch.token;
     batches_[token] = std::move(state);
     Pump(batches_[token].get());
@@ -240,7 +249,10 @@ class NatsTransport final : public Transport {
       Pump(state);
       if (state->Done()) {
         done->push_back(state->Complete());
-        batch_of_subscription_.erase(state->batch.subscription->id);
+        auto count = batch_of_subscription_.find(state->batch.subscription->id);
+        if (count != batch_of_subscription_.end() && --count->second <= 0) {
+          batch_of_subscription_.erase(count);
+        }
         it = batches_.erase(it);
       } else {
         ++it;
@@ -675,7 +687,7 @@ class NatsTransport final : public Transport {
   core::DestinationList destinations_;
   std::map<int32_t, std::unique_ptr<Link>> links_;            // by subscription id
   std::map<uint64_t, std::unique_ptr<StreamBatch>> batches_;  // by token
-  std::map<int32_t, uint64_t> batch_of_subscription_;
+  std::map<int32_t, int> batch_of_subscription_;              // batches in flight per subscription
   std::string options_problem_;
   uint64_t next_link_ = 0;
   int publishes_ = 0;  // awaiting acknowledgement, all links

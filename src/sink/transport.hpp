@@ -137,8 +137,15 @@ class Transport {
   virtual void Configure(const Limits &limits) = 0;
 
   // Whether the transport would take one more batch of this subscription now (its
-  // concurrency cap and the per-worker bound); the framework leases only then.
+  // concurrency cap, Room() and the per-worker bound); the framework leases only then.
   [[nodiscard]] virtual bool HasRoom(const Subscription &subscription) const = 0;
+
+  // How many batches of this subscription it keeps in flight at most. Several batches of
+  // one subscription never hold events of the same key: each is a lease, and leases never
+  // share a unit (a partition, or the replay), so per-key order holds across them as
+  // inside one. 1 unless the transport overlaps its requests (the time a batch spends
+  // being acknowledged and the next one leased is then spent sending others).
+  [[nodiscard]] virtual int Room(const Subscription & /*subscription*/) const { return 1; }
 
   // Starts sending a batch; never blocks. May finish it at once (e.g. a destination
   // refused by the allow-list): the completion is then reported by the next Poll().

@@ -40,6 +40,8 @@ namespace {
 constexpr size_t kMaxResponseBytes = size_t{64} * 1024;  // read at most this much of an answer
 constexpr size_t kContextBodyBytes = 4096;               // kept in a dead letter's context
 constexpr size_t kMaxResponseHeaders = 64;
+// Batches of one subscription in flight at most (Room()).
+constexpr int kMostBatchesInFlight = 8;
 
 int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -181,9 +183,18 @@ class WebhookTransport final : public Transport {
   [[nodiscard]] bool HasRoom(const Subscription &subscription) const override {
     if (requests_ >= limits_.max_in_flight_per_worker) return false;
     auto found = batches_per_subscription_.find(subscription.id);
-    // One batch at a time per subscription: its requests run concurrently inside it, and
-    // the next lease's events of a key must not overtake this one's.
-    return found == batches_per_subscription_.end() || found->second == 0;
+    // Up to Room() batches per subscription: each a lease of other units, so of other
+    // keys (transport.hpp); their requests share the subscription's max_in_flight.
+    return found == batches_per_subscription_.end() || found->second < Room(subscription);
+  }
+
+  // min(max_in_flight, 8) batches of a subscription: in batch mode each is one request,
+  // so they are its requests in flight; per event, its requests are shared among them.
+  // 1 until its options were read (its first batch).
+  [[nodiscard]] int Room(const Subscription &subscription) const override {
+    auto found = options_.find(subscription.id);
+    if (found == options_.end() || !found->second.second) return 1;
+    return std::max(1, std::min(found->second.second->max_in_flight, kMostBatchesInFlight));
   }
 
   void Start(Batch batch) override {
@@ -261,7 +272,9 @@ class WebhookTransport final : public Transport {
     if (options.batch) {
       for (size_t n = messages; n > 1; n /= 2) rounds += 2;
     } else {
-      rounds = static_cast<int64_t>(messages);  // one key: strictly one after another
+      // One key: strictly one after another; each request may also wait for a slot that
+      // the subscription's other batches hold (they free it within one request's time).
+      rounds = 2 * static_cast<int64_t>(messages);
     }
     int64_t per_request = options.timeout_ms + options.connect_timeout_ms;
     return std::min<int64_t>(rounds * per_request + 30000, INT64_C(86400000));
@@ -458,12 +471,21 @@ class WebhookTransport final : public Transport {
         if (message.has_key) waiting_keys.erase(message.key);
         continue;
       }
-      if (state->in_flight >= options.max_in_flight ||
+      if (RequestsOf(state->batch.subscription->id) >= options.max_in_flight ||
           requests_ >= limits_.max_in_flight_per_worker) {
         continue;
       }
       Send(state, {i});
     }
+  }
+
+  // The subscription's requests in flight, over its batches.
+  [[nodiscard]] int RequestsOf(int32_t subscription_id) const {
+    int requests = 0;
+    for (const auto &batch : batches_) {
+      if (batch->batch.subscription->id == subscription_id) requests += batch->in_flight;
+    }
+    return requests;
   }
 
   void Send(BatchState *state, std::vector<size_t> indexes) {

@@ -32,12 +32,28 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 namespace {
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {
-      &plans.claim,          &plans.next_due,       &plans.bounds,           &plans.due_retries,
-      &plans.parked_keys,    &plans.window_pending, &plans.window_range,     &plans.delete_retries,
-      &plans.park,           &plans.dead_letter,    &plans.promote,          &plans.advance,
-      &plans.pause,          &plans.trip,           &plans.claim_replay,     &plans.replay_events,
-      &plans.advance_replay, &plans.retry_due,      &plans.owner_search_path};
+  SPIPlanPtr *all[] = {&plans.claim,
+                       &plans.next_due,
+                       &plans.bounds,
+                       &plans.due_retries,
+                       &plans.parked_keys,
+                       &plans.window_pending,
+                       &plans.window_range,
+                       &plans.delete_retries,
+                       &plans.park,
+                       &plans.dead_letter,
+                       &plans.promote,
+                       &plans.advance,
+                       &plans.pause,
+                       &plans.trip,
+                       &plans.claim_replay,
+                       &plans.replay_events,
+                       &plans.advance_replay,
+                       &plans.retry_due,
+                       &plans.owner_search_path,
+                       &plans.claim_ready,
+                       &plans.advance_ready,
+                       &plans.set_ready};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -107,6 +123,18 @@ bool EnsurePlans() {
     const Oid one_id[] = {INT4OID};
     plans.bound_handler = Prepare(sql::kBoundHandler, 1, one_id);
     plans.bind_handler = Prepare(sql::kBindHandler, 2, bind_types);
+  }
+  // Units marked ready: from extension version 0.3.0 on.
+  if (SPI_execute(sql::kHasReady, true, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc: could not read the progress table's columns");
+  }
+  if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))) {
+    const Oid advance_ready_types[] = {INT4OID,        INT4OID, INT8OID, INT8OID, INT8OID,
+                                       TIMESTAMPTZOID, BOOLOID, INT8OID, BOOLOID};
+    const Oid unit_types[] = {INT4OID, INT4OID};
+    plans.claim_ready = Prepare(sql::kClaimReadyUnit, 0, nullptr);
+    plans.advance_ready = Prepare(sql::kAdvanceReady, 9, advance_ready_types);
+    plans.set_ready = Prepare(sql::kSetReady, 2, unit_types);
   }
   plans.event_type = event_type;
   plans.extension = extension;

@@ -147,18 +147,21 @@ bool EnsurePlans() {
 // look free, and the window read would then scan the whole partition at every batch until
 // the next analyze (seconds of latency, delivery falling behind; t/017_plan_stability.pl).
 // They run with sequential scans discouraged: each has an index that serves it whatever
-// the statistics. Only they do: on the small, often-updated tables (progress, retry) a
-// sequential scan is the right plan and an index scan can walk long chains of dead
-// entries.
+// the statistics. So does the ready claim (kClaimReadyUnit), whose partial indexes hold
+// only the units with work: right after a restart every unit is ready, and a plan made
+// then would otherwise scan every unit at each claim. The other statements on the small,
+// often-updated tables (progress, retry) keep sequential scans: there they are the right
+// plan, and an index scan can walk long chains of dead entries.
 namespace {
-bool ReadsTheLog(SPIPlanPtr plan) {
-  return plan == plans.window_pending || plan == plans.window_range || plan == plans.replay_events;
+bool WithoutSeqScans(SPIPlanPtr plan) {
+  return plan == plans.window_pending || plan == plans.window_range ||
+         plan == plans.replay_events || (plan != nullptr && plan == plans.claim_ready);
 }
 }  // namespace
 
 uint64 Run(SPIPlanPtr plan, const Datum *args, const char *nulls, bool read_only, int expected) {
   int guc_level = -1;
-  if (ReadsTheLog(plan)) {
+  if (WithoutSeqScans(plan)) {
     guc_level = NewGUCNestLevel();
     (void)set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
                             true, 0, false);

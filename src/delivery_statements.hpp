@@ -57,7 +57,11 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
 // "Claiming a unit"): the same columns and checks, but only ready units (commits came
 // since the unit's batch found nothing left) and units whose retries are due are read,
 // through their partial indexes, so a claim costs what the units with work cost, not
-// every unit. The few found are sorted: least recently served first.
+// every unit. The few found are sorted: least recently served first. Each one's
+// subscription is looked up by its key (the OFFSET 0 keeps the planner from hashing every
+// subscription), and the claim runs with sequential scans discouraged (delivery_plans.cpp),
+// so the plan stays the same whatever the statistics say when it is made (after a
+// restart every unit is ready, for a moment).
 inline constexpr const char *kClaimReadyUnit = R"sql(
 SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        coalesce(s.start_from, p.history_from), p.retry_due_at,
@@ -75,13 +79,14 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
        s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
   FROM evproc.progress p
-  JOIN evproc.subscription s ON s.id = p.subscription_id
+ CROSS JOIN LATERAL (SELECT * FROM evproc.subscription a
+                      WHERE a.id = p.subscription_id AND NOT a.paused AND a.handler IS NOT NULL
+                        AND (a.breaker_open_until IS NULL OR a.breaker_open_until <= now())
+                     OFFSET 0) s
   JOIN evproc.topic t ON t.id = s.topic_id
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
- WHERE NOT s.paused AND s.handler IS NOT NULL
-   AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
-   AND (p.ready OR p.retry_due_at <= now())
+ WHERE p.ready OR p.retry_due_at <= now()
  ORDER BY p.last_batch_at NULLS FIRST
  LIMIT 1
    FOR UPDATE OF p SKIP LOCKED)sql";

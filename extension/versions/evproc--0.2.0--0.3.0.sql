@@ -1442,6 +1442,7 @@ ALTER TABLE evproc.progress ADD COLUMN ready boolean NOT NULL DEFAULT true,
                             ADD COLUMN slot integer;
 CREATE FUNCTION evproc.slot_of(topic_id integer, partition integer) RETURNS integer
     AS 'MODULE_PATHNAME', 'evproc_slot_of' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION evproc.slot_of(integer, integer) FROM PUBLIC;
 UPDATE evproc.progress p
    SET slot = evproc.slot_of(s.topic_id, p.partition),
        ready = NOT s.paused AND s.handler IS NOT NULL

@@ -96,7 +96,11 @@ my ($victim) = sql_value($node,
 	  . "AND query LIKE 'evproc: subscription busy %' LIMIT 1");
 # And an event on an idle unit, committed just before the crash.
 $node->safe_psql('postgres', q{SELECT evproc_enqueue('idle.62', 'k8', '{"n": 1}')});
+my $log_offset = -s $node->logfile;
 kill 'KILL', $victim;
+$node->wait_for_log(qr/terminated by signal 9: Killed/, $log_offset);
+$node->wait_for_log(qr/evproc launcher started/, $log_offset);
+pass('(c) the worker was killed and the server restarted');
 ok( wait_until(
 		$node, "SELECT count(*) = 3000 FROM seen WHERE sub = 'busy'",
 		timeout => 180,

@@ -147,18 +147,15 @@ bool EnsurePlans() {
 // look free, and the window read would then scan the whole partition at every batch until
 // the next analyze (seconds of latency, delivery falling behind; t/017_plan_stability.pl).
 // They run with sequential scans discouraged: each has an index that serves it whatever
-// the statistics. So do the ready claim (kClaimReadyUnit), whose partial indexes hold
-// only the units with work (right after a restart every unit is ready, and a plan made
-// then would otherwise scan every unit at each claim), and an idle worker's look for the
-// next due retry (kNextDue), which the partial index of units with a retry time serves
-// where units are marked ready. The other statements on the small,
+// the statistics. So does the ready claim (kClaimReadyUnit), whose partial indexes hold
+// only the units with work: right after a restart every unit is ready, and a plan made
+// then would otherwise scan every unit at each claim. The other statements on the small,
 // often-updated tables (progress, retry) keep sequential scans: there they are the right
 // plan, and an index scan can walk long chains of dead entries.
 namespace {
 bool WithoutSeqScans(SPIPlanPtr plan) {
   return plan == plans.window_pending || plan == plans.window_range ||
-         plan == plans.replay_events ||
-         (plans.claim_ready != nullptr && (plan == plans.claim_ready || plan == plans.next_due));
+         plan == plans.replay_events || (plans.claim_ready != nullptr && plan == plans.claim_ready);
 }
 }  // namespace
 

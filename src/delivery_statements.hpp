@@ -343,7 +343,9 @@ UPDATE evproc.progress
  WHERE subscription_id = $1 AND partition = $2)sql";
 
 // kAdvance, where units are marked ready (kClaimReadyUnit): $9 whether the unit may still
-// have work (NULL: as it was).
+// have work (NULL: as it was); never at the newest tick with no window in progress,
+// whatever the slot's stamp says (a stamp of an extension dropped and created again
+// may be ahead of every tick: the unit would be claimed for nothing forever).
 inline constexpr const char *kAdvanceReady = R"sql(
 UPDATE evproc.progress
    SET tick_id = $3, window_tick = $4, cursor_id = $5, history_from = $6,
@@ -351,14 +353,15 @@ UPDATE evproc.progress
                                            WHERE subscription_id = $1 AND partition = $2 AND is_head)
                            ELSE retry_due_at END,
        batches = batches + 1, delivered = delivered + $8, last_batch_at = now(),
-       ready = coalesce($9, ready)
+       ready = coalesce($9 AND ($4 IS NOT NULL OR $3 < (SELECT max(id) FROM evproc.tick)), ready)
  WHERE subscription_id = $1 AND partition = $2)sql";
 
 // A batch that found nothing left committed after its slot got a newer stamp, which the
 // launcher may have skipped while the batch held the unit: the unit is ready again.
 inline constexpr const char *kSetReady = R"sql(
 UPDATE evproc.progress SET ready = true
- WHERE subscription_id = $1 AND partition = $2 AND NOT ready)sql";
+ WHERE subscription_id = $1 AND partition = $2 AND NOT ready
+   AND tick_id < (SELECT max(id) FROM evproc.tick))sql";
 
 // Whether this extension version marks units ready (kClaimReadyUnit).
 inline constexpr const char *kHasReady = R"sql(

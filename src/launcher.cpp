@@ -620,6 +620,11 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
           continue;
         }
         evproc::CommittedSlotsTicked();
+        // After a start (or the extension created again) the stamps of before name
+        // ticks of before, possibly ahead of this one: they go; the floor covers them.
+        if (!ticked_once) {
+          for (auto &slot : state->slots) pg_atomic_write_u64(&slot.dirty_tick, 0);
+        }
         MarkDirty(dirty_slots, dirty_count, tick);
         bool every_worker = !ticked_once || evproc::TakeWorkersWanted();
         bool first_tick = !ticked_once;

@@ -88,8 +88,22 @@ CREATE TABLE evproc.progress (
     -- A pull subscription's unit held by a consumer's lease (evproc.lease) until it is
     -- acknowledged or leased_until passes; no other read claims it meanwhile.
     lease_id        text,
-    leased_until    timestamptz
+    leased_until    timestamptz,
+    -- Whether the unit may have work (docs/design.md "Claiming a unit"): set by the
+    -- launcher's tick for the units of the slots that got commits, by subscribing and
+    -- resuming, and for every unit when the launcher starts; cleared by the worker whose
+    -- batch found nothing left up to the newest tick. Workers claim only ready units and
+    -- units whose retries are due. Pull subscriptions' units are never ready.
+    ready           boolean NOT NULL DEFAULT true,
+    slot            integer            -- the unit's commit-stamp slot (evproc.slot_of)
 ) WITH (fillfactor = 50);
+-- The claim reads these two instead of every unit; neither holds last_batch_at, which
+-- every batch changes, so a batch's update of its row stays HOT (the claim sorts the
+-- few ready units it finds).
+CREATE INDEX progress_ready_idx ON evproc.progress (subscription_id, partition) WHERE ready;
+CREATE INDEX progress_retry_due_idx ON evproc.progress (retry_due_at) WHERE retry_due_at IS NOT NULL;
+-- The launcher's tick finds the units of the slots that got commits.
+CREATE INDEX progress_slot_idx ON evproc.progress (slot);
 
 -- Parked events: a failed event heads its key (is_head) and waits for its next attempt;
 -- later events of that key wait behind it in seq order. Rows exist only while parked.
@@ -162,6 +176,10 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('ev
 -- launcher ticks for this database, every unit may have work.
 CREATE FUNCTION evproc.dirty_tick(topic_id integer, partition integer) RETURNS bigint
     AS 'MODULE_PATHNAME', 'evproc_dirty_tick' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+-- The shared-memory slot of (topic, partition) whose stamp says it got commits
+-- (evproc.progress.slot).
+CREATE FUNCTION evproc.slot_of(topic_id integer, partition integer) RETURNS integer
+    AS 'MODULE_PATHNAME', 'evproc_slot_of' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 
 -- Wakes the launcher when the calling transaction commits (admin changes use it).
 CREATE FUNCTION evproc.wake_at_commit() RETURNS void
@@ -455,11 +473,13 @@ BEGIN
     RETURNING id INTO new_id;
     -- From history: the window from tick 0 (sees nothing) holds all retained events.
     -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
-    INSERT INTO evproc.progress (subscription_id, partition, tick_id, history_from)
+    -- A push subscription's units are ready: each is looked at once.
+    INSERT INTO evproc.progress (subscription_id, partition, tick_id, history_from, ready, slot)
     SELECT new_id, p,
            CASE WHEN start_from IS NULL THEN start_tick ELSE 0 END,
            CASE WHEN start_from IS NOT NULL THEN start_from
-                WHEN start_tick = 0 THEN now() END
+                WHEN start_tick = 0 THEN now() END,
+           handler IS NOT NULL, evproc.slot_of(t.id, p)
       FROM generate_series(0, t.partitions - 1) AS p;
     IF NOT evproc.preloaded() THEN
         RAISE WARNING 'evproc is not in shared_preload_libraries: subscription "%" will receive events once it is', name;
@@ -514,6 +534,12 @@ DECLARE
 BEGIN
     UPDATE evproc.subscription SET paused = true, paused_reason = coalesce(reason, 'paused by operator')
      WHERE id = s.id;
+    -- Its units leave the claim's index. One held by a batch is skipped, not waited for
+    -- (the batch may be updating the subscription row we hold): maintenance clears it.
+    UPDATE evproc.progress p SET ready = false
+     WHERE (p.subscription_id, p.partition) IN
+           (SELECT q.subscription_id, q.partition FROM evproc.progress q
+             WHERE q.subscription_id = s.id AND q.ready FOR UPDATE SKIP LOCKED);
     PERFORM evproc.subscriptions_changed();  -- its topic's commits stop waking the launcher
 END
 $fn$;
@@ -535,6 +561,15 @@ BEGIN
         SELECT s.handler_form AS form, NULL::text AS signature, NULL::oid AS fn INTO h;
     ELSE
         h := evproc.resolve_handler(s.handler);
+        -- Every unit is looked at once: commits while paused marked none ready. A unit
+        -- held by someone is skipped, not waited for (a batch may be updating the
+        -- subscription row we hold). Its holder leaves it ready if it has work: a batch
+        -- compares its position with the slot's newest stamp (commits while paused
+        -- were stamped too), maintenance marks ready a unit whose window is not empty.
+        UPDATE evproc.progress p SET ready = true
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition FROM evproc.progress q
+                 WHERE q.subscription_id = s.id AND NOT q.ready FOR UPDATE SKIP LOCKED);
     END IF;
     UPDATE evproc.subscription
        SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
@@ -620,6 +655,51 @@ BEGIN
 END
 $fn$;
 
+-- The launcher's tick (src/launcher.cpp, docs/design.md "Claiming a unit"): the units of
+-- the slots that got commits (all units: NULL, after a start) become ready, for active
+-- push subscriptions. Rows someone holds are skipped, not waited for: the tick never
+-- waits behind a batch or maintenance. Returns how many units became ready and the
+-- slots whose units are still not ready (held, or cleared by a batch that committed
+-- meanwhile), which the launcher tries again shortly; a unit held by a worker whose
+-- committed row reads ready is left to that worker, which looks at its slot's stamp
+-- after its commit. A table lock held by someone (an ALTER TABLE) makes every slot be
+-- tried again.
+CREATE FUNCTION evproc.flag_ready(slots integer[], OUT flagged integer, OUT again integer[])
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '50ms'
+AS $fn$
+BEGIN
+    IF slots IS NULL THEN
+        UPDATE evproc.progress p SET ready = true
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition
+                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                 WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
+                   FOR UPDATE OF q SKIP LOCKED);
+        GET DIAGNOSTICS flagged = ROW_COUNT;
+        again := ARRAY(SELECT DISTINCT q.slot
+                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                        WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL);
+    ELSE
+        UPDATE evproc.progress p SET ready = true
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition
+                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                 WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
+                   AND s.handler IS NOT NULL
+                   FOR UPDATE OF q SKIP LOCKED);
+        GET DIAGNOSTICS flagged = ROW_COUNT;
+        again := ARRAY(SELECT DISTINCT q.slot
+                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                        WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
+                          AND s.handler IS NOT NULL);
+    END IF;
+EXCEPTION WHEN lock_not_available THEN
+    flagged := 0;
+    again := coalesce(slots, ARRAY(SELECT g FROM generate_series(0, 4095) g));
+END
+$fn$;
+REVOKE ALL ON FUNCTION evproc.flag_ready(integer[]) FROM PUBLIC;
+
 CREATE FUNCTION evproc.maintain() RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
 AS $fn$
@@ -646,7 +726,8 @@ BEGIN
         -- first, and the workers look again when this commits (docs/design.md, "Idle units
         -- cost nothing"). Before, every idle unit was locked at once, and events committed
         -- meanwhile waited for the next commit on their partition.
-        FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id
+        FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id, p.ready,
+                        NOT s.paused AND s.handler IS NOT NULL AS active
                    FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
                   WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
                     AND p.lease_id IS NULL
@@ -658,8 +739,21 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest, 1)) THEN
                 UPDATE evproc.progress SET tick_id = newest
                  WHERE subscription_id = u.subscription_id AND partition = u.partition;
+            ELSIF NOT u.ready AND u.active THEN
+                -- Work the launcher's tick could not mark while we held the unit
+                -- (docs/design.md "Claiming a unit").
+                UPDATE evproc.progress SET ready = true
+                 WHERE subscription_id = u.subscription_id AND partition = u.partition;
             END IF;
         END LOOP;
+        -- Units of paused subscriptions that a batch held when they were paused leave the
+        -- claim's index (the ready ones are few: this reads that index).
+        UPDATE evproc.progress p SET ready = false
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition
+                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                 WHERE q.ready AND (s.paused OR s.handler IS NULL)
+                   FOR UPDATE OF q SKIP LOCKED FOR SHARE OF s SKIP LOCKED);
         IF looked THEN
             PERFORM evproc.wake_at_commit();
         END IF;

@@ -9,7 +9,8 @@ SELECT count(*) AS statements, count(DISTINCT t) AS distinct_texts
                     'retry_due', 'next_due', 'window_bounds',
                     'due_retries', 'parked_keys', 'window_pending', 'window_range',
                     'delete_retries', 'park', 'dead_letter', 'promote_heads', 'advance',
-                    'pause', 'trip_breaker', 'event_type']) n,
+                    'pause', 'trip_breaker', 'event_type', 'claim_unit', 'advance_ready',
+                    'set_ready']) n,
        LATERAL evproc.statement_sql(n) t;
 SELECT pg_temp.try($$SELECT evproc.statement_sql('nope')$$);
 -- The rule "may this owner subscribe to the topic" is evproc.may_subscribe, in the claim
@@ -122,6 +123,35 @@ SELECT count(*) AS parked, min(substr(k, 2)::int) AS lowest, max(substr(k, 2)::i
 RESET plan_cache_mode;
 DEALLOCATE ALL;
 DELETE FROM evproc.retry WHERE subscription_id = :st_sub;
+
+-- The claim where units are marked ready (issue 18, docs/design.md "Claiming a unit"):
+-- beside 4,000 idle units (500 more subscriptions, none ready, no retries), it reads the
+-- ready units' and the due retries' partial indexes, never every progress row: no
+-- sequential scan of progress, and no plan node handles more than a few rows.
+SELECT count(evproc_subscribe('st_idle_' || n, 'st.t', 'st_handle', run_as => 'evproc_st_app'))
+  FROM generate_series(1, 500) n;
+UPDATE evproc.progress p SET ready = false
+  FROM evproc.subscription s WHERE s.id = p.subscription_id AND s.name LIKE 'st\_idle\_%';
+UPDATE evproc.progress p SET ready = true
+  FROM evproc.subscription s WHERE s.id = p.subscription_id AND s.name = 'st_2' AND p.partition < 2;
+-- (Autovacuum removes the index entries of the rows' versions from before.)
+VACUUM ANALYZE evproc.progress, evproc.subscription;
+SELECT format('PREPARE st_claim_unit AS ') || evproc.statement_sql('claim_unit') \gexec
+SET plan_cache_mode = force_generic_plan;
+SET enable_seqscan = off;  -- as the workers run it (src/delivery_plans.cpp)
+SELECT count(*) FILTER (WHERE line ~ 'progress_ready_idx') AS ready_index,
+       count(*) FILTER (WHERE line ~ 'progress_retry_due_idx') AS retry_index,
+       count(*) FILTER (WHERE line ~ 'Seq Scan on progress') AS progress_scans,
+       count(*) FILTER (WHERE line ~ 'Seq Scan on subscription|Hash') AS every_subscription,
+       bool_or(line ~ 'LockRows') AS locked, bool_or(line ~ '^ *Limit') AS one_unit
+  FROM pg_temp.plan('EXECUTE st_claim_unit') line;
+BEGIN;
+SELECT pg_temp.most_rows('EXECUTE st_claim_unit') <= 40 AS claim_bounded;
+ROLLBACK;
+RESET enable_seqscan;
+RESET plan_cache_mode;
+DEALLOCATE ALL;
+SELECT count(evproc_unsubscribe('st_idle_' || n)) FROM generate_series(1, 500) n;
 
 SELECT count(evproc_unsubscribe('st_' || n)) FROM generate_series(1, 4) n;
 SELECT evproc_drop_topic('st.t');

@@ -211,6 +211,22 @@ void SubscriptionsChangedAtCommit() {
 
 void RegisterCommitWake() { RegisterXactCallback(OnXactEvent, nullptr); }
 
+bool LauncherServesHere() {
+  SharedState *state = Shared();
+  return state != nullptr && pg_atomic_read_u32(&state->launcher_database) == MyDatabaseId;
+}
+
+// Without shared memory (not preloaded), or where no launcher ticks for this database,
+// every unit may have work.
+int64 DirtyTick(int32 topic_id, int32 partition) {
+  SharedState *state = Shared();
+  if (!LauncherServesHere()) return PG_INT64_MAX;
+  auto &slot = state->slots[SlotOf(topic_id, partition)];
+  uint64 dirty = pg_atomic_read_u64(&slot.dirty_tick);
+  uint64 floor = pg_atomic_read_u64(&state->floor_tick);
+  return static_cast<int64>(dirty > floor ? dirty : floor);
+}
+
 void NoteEnqueued(int32 topic_id, int32 partition) {
   wake_pending = true;
   if (touched_overflow) return;
@@ -283,17 +299,14 @@ EVPROC_CPP_FUNCTION(evproc_subscriptions_changed) {
   PG_RETURN_VOID();
 }
 
-// evproc.dirty_tick(topic_id, partition): see shared_state.hpp. Without shared memory
-// (not preloaded) every unit may have work.
+// evproc.dirty_tick(topic_id, partition): see shared_state.hpp.
 EVPROC_CPP_FUNCTION(evproc_dirty_tick) {
-  evproc::SharedState *state = evproc::Shared();
-  if (state == nullptr || pg_atomic_read_u32(&state->launcher_database) != MyDatabaseId) {
-    PG_RETURN_INT64(PG_INT64_MAX);
-  }
-  auto &slot = state->slots[evproc::SlotOf(PG_GETARG_INT32(0), PG_GETARG_INT32(1))];
-  uint64 dirty = pg_atomic_read_u64(&slot.dirty_tick);
-  uint64 floor = pg_atomic_read_u64(&state->floor_tick);
-  PG_RETURN_INT64(static_cast<int64>(dirty > floor ? dirty : floor));
+  PG_RETURN_INT64(evproc::DirtyTick(PG_GETARG_INT32(0), PG_GETARG_INT32(1)));
+}
+
+// evproc.slot_of(topic_id, partition): the slot evproc.progress.slot records.
+EVPROC_CPP_FUNCTION(evproc_slot_of) {
+  PG_RETURN_INT32(evproc::SlotOf(PG_GETARG_INT32(0), PG_GETARG_INT32(1)));
 }
 
 EVPROC_CPP_FUNCTION(evproc_preloaded) {

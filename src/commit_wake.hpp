@@ -23,4 +23,10 @@ void CommittedSlotsTicked();                    // the tick that listed them is 
 int AwaitedSlots(const int *slots, int count);  // how many some subscription delivers
 bool TakeWorkersWanted();                       // subscriptions changed: every worker looks
 
+// Whether the launcher ticks for this database (it stamps the slots).
+bool LauncherServesHere();
+// The newest tick at which (topic, partition) may have gained events (see
+// shared_state.hpp; PG_INT64_MAX where the launcher does not serve this database).
+int64 DirtyTick(int32 topic_id, int32 partition);
+
 }  // namespace evproc

@@ -15,6 +15,7 @@
 #include "delivery_outcome.hpp"
 #include "delivery_plans.hpp"
 #include "delivery_read.hpp"
+#include "delivery_ready.hpp"
 #include "error_boundary.hpp"
 #include "extension_gate.hpp"
 #include "metrics.hpp"
@@ -160,6 +161,7 @@ BatchResult RunOneBatch() {
   MemoryContext context = BatchContext();
   ExtensionGate gate = ExtensionGate::kInstalled;
   int guc_level = 0;
+  SetReadyMayClear(true);
   CallPostgres([&] {
     MemoryContextReset(context);
     SetCurrentStatementStartTimestamp();
@@ -192,12 +194,14 @@ BatchResult RunOneBatch() {
     CommitTransactionCommand();
     pgstat_report_activity(STATE_IDLE, nullptr);
   });
+  ReadyAfterCommit();
   return result;
 }
 
 BatchResult RunOneBatchInTransaction() {
   MemoryContext context = BatchContext();
   int guc_level = 0;
+  SetReadyMayClear(false);  // the caller commits: no look after the commit
   CallPostgres([&] {
     MemoryContextReset(context);
     guc_level = PinSearchPath();

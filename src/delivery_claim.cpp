@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "delivery_plans.hpp"
+#include "delivery_ready.hpp"
 #include "handler_call.hpp"
 
 extern "C" {
@@ -34,7 +35,7 @@ void ReadBinding(Unit *unit) {
 }  // namespace
 
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
-  if (Run(replay ? plans.claim_replay : plans.claim, nullptr, nullptr, false, SPI_OK_SELECT) == 0)
+  if (Run(replay ? plans.claim_replay : ClaimPlan(), nullptr, nullptr, false, SPI_OK_SELECT) == 0)
     return false;
   UnitFromRow(unit, 0, replay, context);
   // After UnitFromRow: the binding's statement replaces SPI's result.

@@ -8,6 +8,7 @@
 
 #include "core/backoff.hpp"
 #include "delivery_plans.hpp"
+#include "delivery_ready.hpp"
 #include "error_boundary.hpp"
 #include "metrics_local.hpp"
 
@@ -93,20 +94,30 @@ void DeadLetter(const Unit &unit, const Item &item, int32 attempts, TimestampTz 
 // start_from.
 void Advance(const Unit &unit, const Position &at, bool retries_changed, int64 delivered) {
   bool keep_history = unit.has_history_from && at.tick_id == 0;
-  Datum args[8] = {Int32GetDatum(unit.subscription_id), Int32GetDatum(unit.partition),
-                   Int64GetDatum(at.tick_id),           Int64GetDatum(at.window_tick),
-                   Int64GetDatum(at.cursor_id),         TimestampTzGetDatum(unit.history_from),
-                   BoolGetDatum(retries_changed),       Int64GetDatum(delivered)};
-  char nulls[9] = {' ',
-                   ' ',
-                   ' ',
-                   NullFlag(at.window_tick == 0),
-                   NullFlag(!at.has_cursor),
-                   NullFlag(!keep_history),
-                   ' ',
-                   ' ',
-                   '\0'};
-  Run(plans.advance, args, nulls, false, SPI_OK_UPDATE);
+  // Where units are marked ready, whether this one still is (delivery_ready.hpp).
+  bool keep_ready = false;
+  bool ready = plans.advance_ready != nullptr && StillReady(unit, at, &keep_ready);
+  Datum args[9] = {Int32GetDatum(unit.subscription_id),
+                   Int32GetDatum(unit.partition),
+                   Int64GetDatum(at.tick_id),
+                   Int64GetDatum(at.window_tick),
+                   Int64GetDatum(at.cursor_id),
+                   TimestampTzGetDatum(unit.history_from),
+                   BoolGetDatum(retries_changed),
+                   Int64GetDatum(delivered),
+                   BoolGetDatum(ready)};
+  char nulls[10] = {' ',
+                    ' ',
+                    ' ',
+                    NullFlag(at.window_tick == 0),
+                    NullFlag(!at.has_cursor),
+                    NullFlag(!keep_history),
+                    ' ',
+                    ' ',
+                    NullFlag(keep_ready),
+                    '\0'};
+  Run(plans.advance_ready != nullptr ? plans.advance_ready : plans.advance, args, nulls, false,
+      SPI_OK_UPDATE);
 }
 Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
   return CallPostgres([&] {

@@ -32,12 +32,28 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 namespace {
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {
-      &plans.claim,          &plans.next_due,       &plans.bounds,           &plans.due_retries,
-      &plans.parked_keys,    &plans.window_pending, &plans.window_range,     &plans.delete_retries,
-      &plans.park,           &plans.dead_letter,    &plans.promote,          &plans.advance,
-      &plans.pause,          &plans.trip,           &plans.claim_replay,     &plans.replay_events,
-      &plans.advance_replay, &plans.retry_due,      &plans.owner_search_path};
+  SPIPlanPtr *all[] = {&plans.claim,
+                       &plans.next_due,
+                       &plans.bounds,
+                       &plans.due_retries,
+                       &plans.parked_keys,
+                       &plans.window_pending,
+                       &plans.window_range,
+                       &plans.delete_retries,
+                       &plans.park,
+                       &plans.dead_letter,
+                       &plans.promote,
+                       &plans.advance,
+                       &plans.pause,
+                       &plans.trip,
+                       &plans.claim_replay,
+                       &plans.replay_events,
+                       &plans.advance_replay,
+                       &plans.retry_due,
+                       &plans.owner_search_path,
+                       &plans.claim_ready,
+                       &plans.advance_ready,
+                       &plans.set_ready};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -108,6 +124,18 @@ bool EnsurePlans() {
     plans.bound_handler = Prepare(sql::kBoundHandler, 1, one_id);
     plans.bind_handler = Prepare(sql::kBindHandler, 2, bind_types);
   }
+  // Units marked ready: from extension version 0.3.0 on.
+  if (SPI_execute(sql::kHasReady, true, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc: could not read the progress table's columns");
+  }
+  if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))) {
+    const Oid advance_ready_types[] = {INT4OID,        INT4OID, INT8OID, INT8OID, INT8OID,
+                                       TIMESTAMPTZOID, BOOLOID, INT8OID, BOOLOID};
+    const Oid unit_types[] = {INT4OID, INT4OID};
+    plans.claim_ready = Prepare(sql::kClaimReadyUnit, 0, nullptr);
+    plans.advance_ready = Prepare(sql::kAdvanceReady, 9, advance_ready_types);
+    plans.set_ready = Prepare(sql::kSetReady, 2, unit_types);
+  }
   plans.event_type = event_type;
   plans.extension = extension;
   return true;
@@ -119,18 +147,21 @@ bool EnsurePlans() {
 // look free, and the window read would then scan the whole partition at every batch until
 // the next analyze (seconds of latency, delivery falling behind; t/017_plan_stability.pl).
 // They run with sequential scans discouraged: each has an index that serves it whatever
-// the statistics. Only they do: on the small, often-updated tables (progress, retry) a
-// sequential scan is the right plan and an index scan can walk long chains of dead
-// entries.
+// the statistics. So does the ready claim (kClaimReadyUnit), whose partial indexes hold
+// only the units with work: right after a restart every unit is ready, and a plan made
+// then would otherwise scan every unit at each claim. The other statements on the small,
+// often-updated tables (progress, retry) keep sequential scans: there they are the right
+// plan, and an index scan can walk long chains of dead entries.
 namespace {
-bool ReadsTheLog(SPIPlanPtr plan) {
-  return plan == plans.window_pending || plan == plans.window_range || plan == plans.replay_events;
+bool WithoutSeqScans(SPIPlanPtr plan) {
+  return plan == plans.window_pending || plan == plans.window_range ||
+         plan == plans.replay_events || (plans.claim_ready != nullptr && plan == plans.claim_ready);
 }
 }  // namespace
 
 uint64 Run(SPIPlanPtr plan, const Datum *args, const char *nulls, bool read_only, int expected) {
   int guc_level = -1;
-  if (ReadsTheLog(plan)) {
+  if (WithoutSeqScans(plan)) {
     guc_level = NewGUCNestLevel();
     (void)set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
                             true, 0, false);

@@ -34,6 +34,10 @@ struct Plans {
   SPIPlanPtr pause = nullptr;
   SPIPlanPtr trip = nullptr;
   SPIPlanPtr owner_search_path = nullptr;
+  // nullptr: an extension version without progress.ready (claim and advance then)
+  SPIPlanPtr claim_ready = nullptr;
+  SPIPlanPtr advance_ready = nullptr;
+  SPIPlanPtr set_ready = nullptr;
   SPIPlanPtr bound_handler = nullptr;  // nullptr: an extension version without bindings
   SPIPlanPtr bind_handler = nullptr;
 };

@@ -53,6 +53,44 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
  LIMIT 1
    FOR UPDATE OF p SKIP LOCKED)sql";
 
+// The claim where the launcher marks units ready (from 0.3.0 on; docs/design.md
+// "Claiming a unit"): the same columns and checks, but only ready units (commits came
+// since the unit's batch found nothing left) and units whose retries are due are read,
+// through their partial indexes, so a claim costs what the units with work cost, not
+// every unit. The few found are sorted: least recently served first. Each one's
+// subscription is looked up by its key (the OFFSET 0 keeps the planner from hashing every
+// subscription), and the claim runs with sequential scans discouraged (delivery_plans.cpp),
+// so the plan stays the same whatever the statistics say when it is made (after a
+// restart every unit is ready, for a moment).
+inline constexpr const char *kClaimReadyUnit = R"sql(
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
+       coalesce(s.start_from, p.history_from), p.retry_due_at,
+       s.name, s.topic_id, t.name, h.fn,
+       s.handler_form = 'batch', s.owner::oid,
+       CASE WHEN r.oid IS NULL THEN 'missing'
+            WHEN r.rolsuper THEN 'superuser'
+            WHEN h.fn IS NOT NULL
+             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
+            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
+            ELSE 'ok' END,
+       s.batch_size, s.max_attempts,
+       (extract(epoch FROM s.backoff_base) * 1000000)::int8,
+       (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
+       least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
+  FROM evproc.progress p
+ CROSS JOIN LATERAL (SELECT * FROM evproc.subscription a
+                      WHERE a.id = p.subscription_id AND NOT a.paused AND a.handler IS NOT NULL
+                        AND (a.breaker_open_until IS NULL OR a.breaker_open_until <= now())
+                     OFFSET 0) s
+  JOIN evproc.topic t ON t.id = s.topic_id
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
+  CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
+ WHERE p.ready OR p.retry_due_at <= now()
+ ORDER BY p.last_batch_at NULLS FIRST
+ LIMIT 1
+   FOR UPDATE OF p SKIP LOCKED)sql";
+
 // A running replay, claimed like a unit; partition -1 stands for all of them. Its own
 // columns follow the subscription's (24-30).
 inline constexpr const char *kClaimReplay = R"sql(
@@ -304,6 +342,33 @@ UPDATE evproc.progress
        batches = batches + 1, delivered = delivered + $8, last_batch_at = now()
  WHERE subscription_id = $1 AND partition = $2)sql";
 
+// kAdvance, where units are marked ready (kClaimReadyUnit): $9 whether the unit may still
+// have work (NULL: as it was); never at the newest tick with no window in progress,
+// whatever the slot's stamp says (a stamp of an extension dropped and created again
+// may be ahead of every tick: the unit would be claimed for nothing forever).
+inline constexpr const char *kAdvanceReady = R"sql(
+UPDATE evproc.progress
+   SET tick_id = $3, window_tick = $4, cursor_id = $5, history_from = $6,
+       retry_due_at = CASE WHEN $7 THEN (SELECT min(next_attempt_at) FROM evproc.retry
+                                           WHERE subscription_id = $1 AND partition = $2 AND is_head)
+                           ELSE retry_due_at END,
+       batches = batches + 1, delivered = delivered + $8, last_batch_at = now(),
+       ready = coalesce($9 AND ($4 IS NOT NULL OR $3 < (SELECT max(id) FROM evproc.tick)), ready)
+ WHERE subscription_id = $1 AND partition = $2)sql";
+
+// A batch that found nothing left committed after its slot got a newer stamp, which the
+// launcher may have skipped while the batch held the unit: the unit is ready again.
+inline constexpr const char *kSetReady = R"sql(
+UPDATE evproc.progress SET ready = true
+ WHERE subscription_id = $1 AND partition = $2 AND NOT ready
+   AND tick_id < (SELECT max(id) FROM evproc.tick))sql";
+
+// Whether this extension version marks units ready (kClaimReadyUnit).
+inline constexpr const char *kHasReady = R"sql(
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = 'evproc.progress'::pg_catalog.regclass
+                  AND attname = 'ready' AND NOT attisdropped))sql";
+
 // The function the subscription ($1) is bound to, and the extension it was bound in
 // (evproc.subscription.handler_oid, from 0.3.0 on: prepared only where the columns
 // exist). The worker compares them with the function the handler's name resolves to.
@@ -355,6 +420,7 @@ struct NamedStatement {
 };
 inline constexpr NamedStatement kStatements[] = {
     {"claim", kClaimUnit},
+    {"claim_unit", kClaimReadyUnit},
     {"claim_replay", kClaimReplay},
     {"replay_events", kReplayEvents},
     {"advance_replay", kAdvanceReplay},
@@ -370,6 +436,8 @@ inline constexpr NamedStatement kStatements[] = {
     {"dead_letter", kDeadLetter},
     {"promote_heads", kPromoteHeads},
     {"advance", kAdvance},
+    {"advance_ready", kAdvanceReady},
+    {"set_ready", kSetReady},
     {"bound_handler", kBoundHandler},
     {"bind_handler", kBindHandler},
     {"pause", kPause},

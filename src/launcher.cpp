@@ -392,6 +392,99 @@ void LeaveDatabase() {
   proc_exit(1);  // StopAllWorkers runs on the way out
 }
 
+// Marking units ready (docs/design.md "Claiming a unit"): after each tick, the units of
+// the slots it stamped (every unit after a start) become ready, through
+// evproc.flag_ready(), which skips the units someone holds and returns their slots: they
+// are tried again within kFlagRetryMs, with the next tick's slots or alone. Extension
+// versions before 0.3.0 have no ready units (their workers claim the old way).
+constexpr long kFlagRetryMs = 10;
+bool flag_every_unit = false;
+bool flag_again[evproc::kPartitionSlots];
+int flag_again_list[evproc::kPartitionSlots];
+int flag_again_count = 0;
+SPIPlanPtr flag_plan = nullptr;
+// Whether the served extension has evproc.flag_ready(), as of the version last looked at.
+bool has_flag_ready = false;
+Oid flag_checked_extension = InvalidOid;
+char flag_checked_version[NAMEDATALEN];
+
+void FlagAgain(int slot) {
+  if (slot < 0 || slot >= evproc::kPartitionSlots || flag_again[slot]) return;
+  flag_again[slot] = true;
+  flag_again_list[flag_again_count++] = slot;
+}
+
+bool FlagPending() { return flag_every_unit || flag_again_count > 0; }
+
+// Marks ready the units of `slots` (all with every_unit) and of the slots left from
+// before, in a transaction of its own taken after the slots' stamps (MarkDirty): a batch
+// that commits after its snapshot looks at the stamp after its commit
+// (src/delivery_ready.cpp). Returns how many units became ready, or -1 when the
+// extension gate was closed. An error leaves every slot to try again.
+int FlagReady(const int *slots, int count, bool every_unit) {
+  flag_every_unit |= every_unit;
+  for (int i = 0; i < count; ++i) FlagAgain(slots[i]);
+  if (!FlagPending()) return 0;
+  if (!BeginGated()) return -1;
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
+  PushActiveSnapshot(GetTransactionSnapshot());
+  if (flag_checked_extension != served_extension ||
+      strcmp(flag_checked_version, installed_version) != 0) {
+    if (SPI_execute("SELECT pg_catalog.to_regprocedure('evproc.flag_ready(integer[])') IS NOT NULL",
+                    true, 1) != SPI_OK_SELECT ||
+        SPI_processed != 1) {
+      elog(ERROR, "evproc launcher: could not look for evproc.flag_ready");
+    }
+    bool isnull = false;
+    has_flag_ready =
+        DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    flag_checked_extension = served_extension;
+    strlcpy(flag_checked_version, installed_version, sizeof flag_checked_version);
+  }
+  int flagged = 0;
+  if (has_flag_ready) {
+    static const Oid types[] = {INT4ARRAYOID};
+    SPIPlanPtr plan = evproc::PrepareOnce(
+        &flag_plan, "SELECT flagged, again FROM evproc.flag_ready($1)", 1, types);
+    ArrayType *list = nullptr;
+    if (!flag_every_unit) {
+      static Datum values[evproc::kPartitionSlots];
+      for (int i = 0; i < flag_again_count; ++i) values[i] = Int32GetDatum(flag_again_list[i]);
+      list = construct_array(values, flag_again_count, INT4OID, 4, true, TYPALIGN_INT);
+    }
+    Datum args[] = {PointerGetDatum(list)};
+    char nulls[] = {list == nullptr ? 'n' : ' ', '\0'};
+    if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+      elog(ERROR, "evproc launcher: could not mark units ready");
+    }
+    bool isnull = false;
+    Datum count_datum = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    flagged = isnull ? 0 : DatumGetInt32(count_datum);
+    Datum again = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+    for (int i = 0; i < flag_again_count; ++i) flag_again[flag_again_list[i]] = false;
+    flag_again_count = 0;
+    flag_every_unit = false;
+    if (!isnull) {
+      Datum *items = nullptr;
+      bool *item_nulls = nullptr;
+      int items_count = 0;
+      deconstruct_array(DatumGetArrayTypeP(again), INT4OID, 4, true, TYPALIGN_INT, &items,
+                        &item_nulls, &items_count);
+      for (int i = 0; i < items_count; ++i) {
+        if (!item_nulls[i]) FlagAgain(DatumGetInt32(items[i]));
+      }
+    }
+  } else {
+    for (int i = 0; i < flag_again_count; ++i) flag_again[flag_again_list[i]] = false;
+    flag_again_count = 0;
+    flag_every_unit = false;
+  }
+  PopActiveSnapshot();
+  SPI_finish();
+  CommitTransactionCommand();
+  return flagged;
+}
+
 // The collected slots may hold events visible in `tick`.
 void MarkDirty(const int *slots, int count, int64 tick) {
   for (int i = 0; i < count; ++i) {
@@ -534,19 +627,32 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
           continue;
         }
         evproc::CommittedSlotsTicked();
+        // After a start (or the extension created again) the stamps of before name
+        // ticks of before, possibly ahead of this one: they go; the floor covers them.
+        if (!ticked_once) {
+          for (auto &slot : state->slots) pg_atomic_write_u64(&slot.dirty_tick, 0);
+        }
         MarkDirty(dirty_slots, dirty_count, tick);
         bool every_worker = !ticked_once || evproc::TakeWorkersWanted();
+        bool first_tick = !ticked_once;
         if (!ticked_once) {
           pg_atomic_write_u64(&state->floor_tick, static_cast<uint64>(tick));
           pg_atomic_write_u32(&state->launcher_database, MyDatabaseId);
         }
         ticked_once = true;
         last_tick_at = now;
+        // After a start every unit is looked at once (stamps of before were lost).
+        int flagged = FlagReady(dirty_slots, dirty_count, first_tick);
+        if (flagged < 0) {
+          next_extension_check = 0;
+          continue;
+        }
         // Straight to the workers that will take the units: as many idle ones as slots
         // a subscription awaits (every one after a start or a subscription change). A
         // tick whose work no idle worker could take finds every worker busy: the next
         // one waits longer (core/tick_pace.hpp).
         int awaited = every_worker ? kMaxWorkers : evproc::AwaitedSlots(dirty_slots, dirty_count);
+        if (flagged > awaited) awaited = flagged;
         int woken = evproc::WakeIdleWorkers(awaited);
         if (awaited > 0) evproc::WakeReaders();  // pull subscriptions' waiting readers
         pace.Ticked(static_cast<double>(GetCurrentTimestamp() - tick_start) / 1000.0,
@@ -555,6 +661,20 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       }
       long remaining = interval - since_tick;
       if (remaining < wait) wait = remaining < 1 ? 1 : remaining;
+    }
+    // Units a tick could not mark ready (someone held them): tried again shortly.
+    if (ticked_once && FlagPending()) {
+      static TimestampTz next_flag_at = 0;
+      if (now >= next_flag_at) {
+        next_flag_at = now + kFlagRetryMs * 1000;
+        int flagged = FlagReady(nullptr, 0, false);
+        if (flagged < 0) {
+          next_extension_check = 0;
+          continue;
+        }
+        if (flagged > 0) evproc::WakeIdleWorkers(flagged);
+      }
+      if (wait > kFlagRetryMs) wait = kFlagRetryMs;
     }
     evproc::SleepOnLatch(wait);
   }

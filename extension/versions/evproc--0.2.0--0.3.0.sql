@@ -1440,3 +1440,301 @@ BEGIN
     RETURN counted;
 END
 $fn$;
+
+-------------------------------------------------------------------------------
+-- Claiming a unit costs what the units with work cost, not every unit (issue 18;
+-- docs/design.md "Claiming a unit").
+-------------------------------------------------------------------------------
+ALTER TABLE evproc.progress ADD COLUMN ready boolean NOT NULL DEFAULT true,
+                            ADD COLUMN slot integer;
+CREATE FUNCTION evproc.slot_of(topic_id integer, partition integer) RETURNS integer
+    AS 'MODULE_PATHNAME', 'evproc_slot_of' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION evproc.slot_of(integer, integer) FROM PUBLIC;
+UPDATE evproc.progress p
+   SET slot = evproc.slot_of(s.topic_id, p.partition),
+       ready = NOT s.paused AND s.handler IS NOT NULL
+  FROM evproc.subscription s WHERE s.id = p.subscription_id;
+CREATE INDEX progress_ready_idx ON evproc.progress (subscription_id, partition) WHERE ready;
+CREATE INDEX progress_retry_due_idx ON evproc.progress (retry_due_at) WHERE retry_due_at IS NOT NULL;
+CREATE INDEX progress_slot_idx ON evproc.progress (slot);
+CREATE FUNCTION evproc.flag_ready(slots integer[], OUT flagged integer, OUT again integer[])
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '50ms'
+AS $fn$
+BEGIN
+    IF slots IS NULL THEN
+        UPDATE evproc.progress p SET ready = true
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition
+                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                 WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
+                   FOR UPDATE OF q SKIP LOCKED);
+        GET DIAGNOSTICS flagged = ROW_COUNT;
+        again := ARRAY(SELECT DISTINCT q.slot
+                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                        WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL);
+    ELSE
+        UPDATE evproc.progress p SET ready = true
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition
+                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                 WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
+                   AND s.handler IS NOT NULL
+                   FOR UPDATE OF q SKIP LOCKED);
+        GET DIAGNOSTICS flagged = ROW_COUNT;
+        again := ARRAY(SELECT DISTINCT q.slot
+                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                        WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
+                          AND s.handler IS NOT NULL);
+    END IF;
+EXCEPTION WHEN lock_not_available THEN
+    flagged := 0;
+    again := coalesce(slots, ARRAY(SELECT g FROM generate_series(0, 4095) g));
+END
+$fn$;
+REVOKE ALL ON FUNCTION evproc.flag_ready(integer[]) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler regprocedure,
+                                      batch_size integer, max_attempts integer,
+                                      backoff_base interval, backoff_cap interval,
+                                      handler_timeout interval, on_dead_letter text,
+                                      start_from timestamptz, run_as regrole, failure_budget real,
+                                      breaker_min_attempts integer, breaker_cooldown interval,
+                                      lease_duration interval DEFAULT '30 seconds')
+    RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t evproc.topic;
+    h record;
+    owner_role regrole := coalesce(run_as, caller::regrole);
+    start_tick bigint;
+    start_snapshot pg_snapshot;
+    new_id integer;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid subscription name "%"', name USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use 1 to 63 characters among letters, digits, "_", ".", ":" and "-", starting with a letter or digit.';
+    END IF;
+    IF topic IS NULL OR topic = '' THEN
+        RAISE EXCEPTION 'topic must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease_duration IS NULL OR lease_duration <= interval '0' OR lease_duration > interval '1 day' THEN
+        RAISE EXCEPTION 'lease_duration must be between 0 and 1 day, got %', coalesce(lease_duration::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- FOR UPDATE, not FOR SHARE: granting 'subscribe' below updates the row.
+    SELECT * INTO t FROM evproc.topic AS tp WHERE tp.name = topic FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', topic USING ERRCODE = 'undefined_object';
+    END IF;
+    -- Under the row lock: retention updates the bound with the row locked.
+    IF start_from IS NOT NULL THEN
+        PERFORM evproc.check_history_retained(t.id, start_from);
+    END IF;
+    -- Checked again here, not trusted from evproc.resolve_handler: the caller may call
+    -- evproc.subscribe with any function.
+    -- No handler: a pull subscription, read by consumers (extension/lease.sql).
+    IF handler IS NULL THEN
+        SELECT 'pull' AS form, NULL::text AS signature INTO h;
+    ELSE
+        h := evproc.handler_shape(handler);
+    END IF;
+    PERFORM evproc.check_subscription_settings(batch_size, max_attempts, backoff_base, backoff_cap,
+        handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts, breaker_cooldown);
+    -- Handlers run as the owner, never as a superuser (a handler's code must not gain
+    -- powers by being called from a superuser background worker).
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = owner_role) THEN
+        RAISE EXCEPTION 'subscription owner % is a superuser; handlers never run as a superuser', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Pass run_as => a non-superuser role that may execute the handler.';
+    END IF;
+    IF NOT pg_has_role(caller, owner_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to create a subscription owned by %', owner_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT has_schema_privilege(owner_role, 'evproc', 'USAGE') THEN
+        RAISE EXCEPTION 'role % may not use schema evproc, where the handler''s argument type evproc.event lives', owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT USAGE ON SCHEMA evproc TO %s;', owner_role);
+    END IF;
+    IF handler IS NOT NULL AND NOT has_function_privilege(owner_role, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not execute handler %', owner_role, handler
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT evproc.may_subscribe(owner_role, t) THEN
+        IF NOT pg_has_role(caller, t.owner, 'MEMBER') THEN
+            RAISE EXCEPTION 'permission denied to subscribe to topic "%" as %', t.name, owner_role
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Handlers see the topic''s payloads: the subscription''s owner needs the ''subscribe'' privilege on the topic.',
+                      HINT = format('A member of the topic''s owner role grants it: SELECT evproc_grant(%L, %L, ''subscribe'');',
+                                    t.name, owner_role);
+        END IF;
+        UPDATE evproc.topic SET subscribers = subscribers || owner_role WHERE id = t.id;
+    END IF;
+    -- The key-share lock keeps maintenance from deleting the start tick before our
+    -- progress rows commit (maintenance skips locked ticks).
+    SELECT id, snapshot INTO start_tick, start_snapshot FROM evproc.tick ORDER BY id DESC LIMIT 1 FOR KEY SHARE;
+    INSERT INTO evproc.subscription (name, topic_id, handler, handler_form, owner, batch_size,
+        max_attempts, backoff_base, backoff_cap, handler_timeout, on_dead_letter,
+        failure_budget, breaker_min_attempts, breaker_cooldown, start_snapshot, start_from,
+        lease_duration, handler_oid, handler_bound_in)
+    VALUES (name, t.id, h.signature, h.form, owner_role, batch_size, max_attempts, backoff_base,
+        backoff_cap, handler_timeout, on_dead_letter, failure_budget, breaker_min_attempts,
+        breaker_cooldown, CASE WHEN start_from IS NULL THEN start_snapshot END,
+        CASE WHEN start_from IS NOT NULL THEN start_from WHEN start_tick = 0 THEN now() END,
+        lease_duration, handler, (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc'))
+    RETURNING id INTO new_id;
+    -- From history: the window from tick 0 (sees nothing) holds all retained events.
+    -- From now: the newest tick (tick 0 with history_from = now() before the first tick).
+    -- A push subscription's units are ready: each is looked at once.
+    INSERT INTO evproc.progress (subscription_id, partition, tick_id, history_from, ready, slot)
+    SELECT new_id, p,
+           CASE WHEN start_from IS NULL THEN start_tick ELSE 0 END,
+           CASE WHEN start_from IS NOT NULL THEN start_from
+                WHEN start_tick = 0 THEN now() END,
+           handler IS NOT NULL, evproc.slot_of(t.id, p)
+      FROM generate_series(0, t.partitions - 1) AS p;
+    IF NOT evproc.preloaded() THEN
+        RAISE WARNING 'evproc is not in shared_preload_libraries: subscription "%" will receive events once it is', name;
+    END IF;
+    PERFORM evproc.subscriptions_changed();
+    RETURN new_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = 'duplicate_object';
+END
+$fn$;
+CREATE OR REPLACE FUNCTION evproc.pause_impl(caller oid, name text, reason text)
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
+BEGIN
+    UPDATE evproc.subscription SET paused = true, paused_reason = coalesce(reason, 'paused by operator')
+     WHERE id = s.id;
+    -- Its units leave the claim's index. One held by a batch is skipped, not waited for
+    -- (the batch may be updating the subscription row we hold): maintenance clears it.
+    UPDATE evproc.progress p SET ready = false
+     WHERE (p.subscription_id, p.partition) IN
+           (SELECT q.subscription_id, q.partition FROM evproc.progress q
+             WHERE q.subscription_id = s.id AND q.ready FOR UPDATE SKIP LOCKED);
+    PERFORM evproc.subscriptions_changed();  -- its topic's commits stop waking the launcher
+END
+$fn$;
+CREATE OR REPLACE FUNCTION evproc.resume_impl(caller oid, name text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s evproc.subscription := evproc.subscription_checked(caller, name, exclusive => true);
+    h record;
+BEGIN
+    -- A pull subscription has no handler to re-check.
+    IF s.handler IS NULL THEN
+        SELECT s.handler_form AS form, NULL::text AS signature, NULL::oid AS fn INTO h;
+    ELSE
+        h := evproc.resolve_handler(s.handler);
+        -- Every unit is looked at once: commits while paused marked none ready. A unit
+        -- held by someone is skipped, not waited for (a batch may be updating the
+        -- subscription row we hold). Its holder leaves it ready if it has work: a batch
+        -- compares its position with the slot's newest stamp (commits while paused
+        -- were stamped too), maintenance marks ready a unit whose window is not empty.
+        UPDATE evproc.progress p SET ready = true
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition FROM evproc.progress q
+                 WHERE q.subscription_id = s.id AND NOT q.ready FOR UPDATE SKIP LOCKED);
+    END IF;
+    UPDATE evproc.subscription
+       SET paused = false, paused_reason = NULL, breaker_open_until = NULL,
+           handler = h.signature, handler_form = h.form, handler_oid = h.fn,
+           handler_bound_in = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'evproc')
+     WHERE id = s.id;
+    PERFORM evproc.subscriptions_changed();  -- its topic's commits wake the launcher again
+END
+$fn$;
+CREATE OR REPLACE FUNCTION evproc.maintain() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
+AS $fn$
+DECLARE
+    newest bigint := (SELECT max(id) FROM evproc.tick);
+    u record;
+    looked boolean := false;
+BEGIN
+    -- Each step on its own: one that cannot get a lock leaves its work to the next run,
+    -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
+    -- bounds a wait for a table lock (none that an application takes), and is short: the
+    -- units this run moved on stay locked, to workers too, until it commits.
+    -- Expired leases first: their units become free (and may then be moved below).
+    BEGIN
+        PERFORM evproc.expire_leases();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: expiring leases failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
+    BEGIN
+        -- A leased unit is not moved: the ack moves it to where its read left it. A unit
+        -- looked at here stays locked until this run commits, and a worker that finds it
+        -- locked skips it and may go to sleep: so at most 64 units a run, least advanced
+        -- first, and the workers look again when this commits (docs/design.md, "Idle units
+        -- cost nothing"). Before, every idle unit was locked at once, and events committed
+        -- meanwhile waited for the next commit on their partition.
+        FOR u IN SELECT p.subscription_id, p.partition, p.tick_id, s.topic_id, p.ready,
+                        NOT s.paused AND s.handler IS NOT NULL AS active
+                   FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
+                  WHERE p.window_tick IS NULL AND p.tick_id > 0 AND p.tick_id < newest
+                    AND p.lease_id IS NULL
+                  ORDER BY p.tick_id LIMIT 64
+                    FOR UPDATE OF p SKIP LOCKED LOOP
+            looked := true;
+            -- One event is enough to know: its first (reading the whole backlog would hold
+            -- the unit's lock for as long).
+            IF NOT EXISTS (SELECT 1 FROM evproc.window_events(u.topic_id, u.partition, u.tick_id, newest, 1)) THEN
+                UPDATE evproc.progress SET tick_id = newest
+                 WHERE subscription_id = u.subscription_id AND partition = u.partition;
+            ELSIF NOT u.ready AND u.active THEN
+                -- Work the launcher's tick could not mark while we held the unit
+                -- (docs/design.md "Claiming a unit").
+                UPDATE evproc.progress SET ready = true
+                 WHERE subscription_id = u.subscription_id AND partition = u.partition;
+            END IF;
+        END LOOP;
+        -- Units of paused subscriptions that a batch held when they were paused leave the
+        -- claim's index (the ready ones are few: this reads that index).
+        UPDATE evproc.progress p SET ready = false
+         WHERE (p.subscription_id, p.partition) IN
+               (SELECT q.subscription_id, q.partition
+                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+                 WHERE q.ready AND (s.paused OR s.handler IS NULL)
+                   FOR UPDATE OF q SKIP LOCKED FOR SHARE OF s SKIP LOCKED);
+        IF looked THEN
+            PERFORM evproc.wake_at_commit();
+        END IF;
+        DELETE FROM evproc.tick
+         WHERE ctid = ANY (ARRAY(
+               SELECT ctid FROM evproc.tick
+                WHERE id > 0 AND id < newest
+                  AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
+                                       FROM evproc.progress), newest)
+                  FOR UPDATE SKIP LOCKED));
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the ticks this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.expire_dedup();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped dedup expiry this time: %', SQLERRM;
+    END;
+    BEGIN
+        PERFORM evproc.forget_dropped_grantees();
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE LOG 'evproc: maintenance skipped the grants of dropped roles this time: %', SQLERRM;
+    END;
+    -- Last: a partition drop holds its lock on evproc.log until this commits. Its
+    -- failure must not undo the work above.
+    BEGIN
+        PERFORM evproc.maintain_log();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: log partition maintenance failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
+END
+$fn$;

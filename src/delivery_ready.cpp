@@ -1,0 +1,75 @@
+#include "delivery_ready.hpp"
+
+#include "commit_wake.hpp"
+#include "error_boundary.hpp"
+#include "extension_gate.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "utils/snapmgr.h"
+}
+
+namespace evproc::delivery {
+
+namespace {
+
+bool may_clear = false;
+
+// The unit the last batch cleared, and the tick it moved to.
+struct Cleared {
+  bool pending;
+  int32 subscription_id;
+  int32 partition;
+  int32 topic_id;
+  int64 tick_id;
+};
+Cleared cleared{};
+
+}  // namespace
+
+void SetReadyMayClear(bool value) {
+  may_clear = value;
+  cleared.pending = false;
+}
+
+SPIPlanPtr ClaimPlan() {
+  return plans.claim_ready != nullptr && LauncherServesHere() ? plans.claim_ready : plans.claim;
+}
+
+bool StillReady(const Unit &unit, const Position &at, bool *isnull) {
+  *isnull = !may_clear;
+  if (!may_clear) return true;
+  bool ready = at.window_tick != 0 || at.tick_id < DirtyTick(unit.topic_id, unit.partition);
+  if (!ready)
+    cleared = Cleared{true, unit.subscription_id, unit.partition, unit.topic_id, at.tick_id};
+  return ready;
+}
+
+// Why nothing is missed: the launcher stamps a slot (dirty_tick) before its statement
+// that marks the slot's units ready takes its snapshot (src/launcher.cpp). If our commit
+// came before that snapshot, the launcher sees the unit not ready: it marks it, or,
+// should someone else hold it, tries again shortly. If it came after, the stamp came
+// before our commit, and this look, after the commit, sees it.
+void ReadyAfterCommit() {
+  if (!cleared.pending) return;
+  cleared.pending = false;
+  pg_memory_barrier();
+  if (DirtyTick(cleared.topic_id, cleared.partition) <= cleared.tick_id) return;
+  pg::CallPostgres([] {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    if (EnterExtension(nullptr) == ExtensionGate::kInstalled) {
+      if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc: SPI_connect failed");
+      PushActiveSnapshot(GetTransactionSnapshot());
+      if (EnsurePlans() && plans.set_ready != nullptr) {
+        Datum args[] = {Int32GetDatum(cleared.subscription_id), Int32GetDatum(cleared.partition)};
+        Run(plans.set_ready, args, nullptr, false, SPI_OK_UPDATE);
+      }
+      PopActiveSnapshot();
+      SPI_finish();
+    }
+    CommitTransactionCommand();
+  });
+}
+
+}  // namespace evproc::delivery

@@ -16,7 +16,7 @@ PG_OBJS = src/module.o src/error_boundary.o src/topic_cache.o src/enqueue.o src/
           src/topic_admin.o src/boundary_test.o src/spi_plan.o src/shared_state.o \
           src/commit_wake.o src/handler_call.o src/handler_watch.o src/delivery.o src/delivery_plans.o \
           src/delivery_claim.o src/delivery_read.o src/delivery_isolation.o src/delivery_outcome.o \
-          src/delivery_breaker.o src/delivery_ready.o src/worker.o src/launcher.o src/background_common.o \
+          src/delivery_breaker.o src/delivery_ready.o src/worker.o src/launcher.o src/ready_flags.o src/background_common.o \
           src/extension_gate.o src/database_check.o src/utility_hook.o src/settings.o \
           src/maintenance_worker.o src/manual_delivery.o src/metrics.o src/metrics_local.o \
           src/metrics_sql.o src/api_trampoline.o src/statement_sql.o src/lease_wait.o \

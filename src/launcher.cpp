@@ -28,6 +28,7 @@
 #include "database_check.hpp"
 #include "extension_gate.hpp"
 #include "pg_compat.hpp"
+#include "ready_flags.hpp"
 #include "shared_state.hpp"
 #include "sink_supervisor.hpp"
 #include "spi_plan.hpp"
@@ -392,95 +393,14 @@ void LeaveDatabase() {
   proc_exit(1);  // StopAllWorkers runs on the way out
 }
 
-// Marking units ready (docs/design.md "Claiming a unit"): after each tick, the units of
-// the slots it stamped (every unit after a start) become ready, through
-// evproc.flag_ready(), which skips the units someone holds and returns their slots: they
-// are tried again within kFlagRetryMs, with the next tick's slots or alone. Extension
-// versions before 0.3.0 have no ready units (their workers claim the old way).
-constexpr long kFlagRetryMs = 10;
-bool flag_every_unit = false;
-bool flag_again[evproc::kPartitionSlots];
-int flag_again_list[evproc::kPartitionSlots];
-int flag_again_count = 0;
-SPIPlanPtr flag_plan = nullptr;
-// Whether the served extension has evproc.flag_ready(), as of the version last looked at.
-bool has_flag_ready = false;
-Oid flag_checked_extension = InvalidOid;
-char flag_checked_version[NAMEDATALEN];
-
-void FlagAgain(int slot) {
-  if (slot < 0 || slot >= evproc::kPartitionSlots || flag_again[slot]) return;
-  flag_again[slot] = true;
-  flag_again_list[flag_again_count++] = slot;
-}
-
-bool FlagPending() { return flag_every_unit || flag_again_count > 0; }
-
-// Marks ready the units of `slots` (all with every_unit) and of the slots left from
-// before, in a transaction of its own taken after the slots' stamps (MarkDirty): a batch
-// that commits after its snapshot looks at the stamp after its commit
-// (src/delivery_ready.cpp). Returns how many units became ready, or -1 when the
-// extension gate was closed. An error leaves every slot to try again.
+// Marks ready the units of `slots` (all with every_unit) and of those left from before
+// (ready_flags.hpp), in a gated transaction of its own. Returns how many units became
+// ready, or -1 when the extension gate was closed.
 int FlagReady(const int *slots, int count, bool every_unit) {
-  flag_every_unit |= every_unit;
-  for (int i = 0; i < count; ++i) FlagAgain(slots[i]);
-  if (!FlagPending()) return 0;
+  evproc::ready::Remember(slots, count, every_unit);
+  if (!evproc::ready::Pending()) return 0;
   if (!BeginGated()) return -1;
-  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
-  PushActiveSnapshot(GetTransactionSnapshot());
-  if (flag_checked_extension != served_extension ||
-      strcmp(flag_checked_version, installed_version) != 0) {
-    if (SPI_execute("SELECT pg_catalog.to_regprocedure('evproc.flag_ready(integer[])') IS NOT NULL",
-                    true, 1) != SPI_OK_SELECT ||
-        SPI_processed != 1) {
-      elog(ERROR, "evproc launcher: could not look for evproc.flag_ready");
-    }
-    bool isnull = false;
-    has_flag_ready =
-        DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-    flag_checked_extension = served_extension;
-    strlcpy(flag_checked_version, installed_version, sizeof flag_checked_version);
-  }
-  int flagged = 0;
-  if (has_flag_ready) {
-    static const Oid types[] = {INT4ARRAYOID};
-    SPIPlanPtr plan = evproc::PrepareOnce(
-        &flag_plan, "SELECT flagged, again FROM evproc.flag_ready($1)", 1, types);
-    ArrayType *list = nullptr;
-    if (!flag_every_unit) {
-      static Datum values[evproc::kPartitionSlots];
-      for (int i = 0; i < flag_again_count; ++i) values[i] = Int32GetDatum(flag_again_list[i]);
-      list = construct_array(values, flag_again_count, INT4OID, 4, true, TYPALIGN_INT);
-    }
-    Datum args[] = {PointerGetDatum(list)};
-    char nulls[] = {list == nullptr ? 'n' : ' ', '\0'};
-    if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1) {
-      elog(ERROR, "evproc launcher: could not mark units ready");
-    }
-    bool isnull = false;
-    Datum count_datum = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-    flagged = isnull ? 0 : DatumGetInt32(count_datum);
-    Datum again = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-    for (int i = 0; i < flag_again_count; ++i) flag_again[flag_again_list[i]] = false;
-    flag_again_count = 0;
-    flag_every_unit = false;
-    if (!isnull) {
-      Datum *items = nullptr;
-      bool *item_nulls = nullptr;
-      int items_count = 0;
-      deconstruct_array(DatumGetArrayTypeP(again), INT4OID, 4, true, TYPALIGN_INT, &items,
-                        &item_nulls, &items_count);
-      for (int i = 0; i < items_count; ++i) {
-        if (!item_nulls[i]) FlagAgain(DatumGetInt32(items[i]));
-      }
-    }
-  } else {
-    for (int i = 0; i < flag_again_count; ++i) flag_again[flag_again_list[i]] = false;
-    flag_again_count = 0;
-    flag_every_unit = false;
-  }
-  PopActiveSnapshot();
-  SPI_finish();
+  int flagged = evproc::ready::FlagInTransaction(served_extension, installed_version);
   CommitTransactionCommand();
   return flagged;
 }
@@ -663,10 +583,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       if (remaining < wait) wait = remaining < 1 ? 1 : remaining;
     }
     // Units a tick could not mark ready (someone held them): tried again shortly.
-    if (ticked_once && FlagPending()) {
+    if (ticked_once && evproc::ready::Pending()) {
       static TimestampTz next_flag_at = 0;
       if (now >= next_flag_at) {
-        next_flag_at = now + kFlagRetryMs * 1000;
+        next_flag_at = now + evproc::ready::kRetryMs * 1000;
         int flagged = FlagReady(nullptr, 0, false);
         if (flagged < 0) {
           next_extension_check = 0;
@@ -674,7 +594,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         }
         if (flagged > 0) evproc::WakeIdleWorkers(flagged);
       }
-      if (wait > kFlagRetryMs) wait = kFlagRetryMs;
+      if (wait > evproc::ready::kRetryMs) wait = evproc::ready::kRetryMs;
     }
     evproc::SleepOnLatch(wait);
   }

@@ -87,27 +87,30 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
 // The next events of a replay: ids in ($1, $1 + $2] up to $3 (BRIN on id), of topic $4,
 // enqueued in [$5, $6), of key $7 (NULL: all), not parked for the subscription ($8)
 // (a parked event is being retried anyway), at most $9, in id order; with each, whether
-// its key has a parked head (its event waits behind it). q.sub is the subscription if
-// its retry line holds anything (one probe, once per read), else NULL: then neither
-// look-up runs, and a replay pays no retry probe for each event it looks at (issue 17).
+// its key has a parked head (its event waits behind it), probed per row returned (after
+// the LIMIT: the outer query). q.sub is the subscription if its retry line holds
+// anything (one probe, once per read), else NULL: then neither look-up runs, and a
+// replay pays no retry probe for each event it looks at (issue 17).
 inline constexpr const char *kReplayEvents = R"sql(
-SELECT ROW(e.id, $10, e.key, e.type, e.payload, e.headers, e.enqueued_at, 1, true)::evproc.event,
-       e.id, e.key, e.enqueued_at,
-       CASE WHEN q.sub IS NOT NULL
-            THEN EXISTS (SELECT 1 FROM evproc.retry r
-                          WHERE r.subscription_id = q.sub AND r.partition = e.partition
-                            AND r.key = e.key AND r.is_head) END,
-       e.partition
-  FROM (SELECT (SELECT r.subscription_id FROM evproc.retry r
-                 WHERE r.subscription_id = $8 LIMIT 1) AS sub) q,
-       evproc.log e
- WHERE e.id > $1 AND e.id <= least($1 + $2, $3)
-   AND e.topic_id = $4 AND e.enqueued_at >= $5 AND e.enqueued_at < $6
-   AND ($7::text IS NULL OR e.key = $7)
-   AND (q.sub IS NULL
-        OR NOT EXISTS (SELECT 1 FROM evproc.retry r
-                        WHERE r.subscription_id = q.sub AND r.event_id = e.id))
- ORDER BY e.id LIMIT $9)sql";
+SELECT r.event, r.id, r.key, r.enqueued_at,
+       CASE WHEN r.sub IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM evproc.retry k
+                          WHERE k.subscription_id = r.sub AND k.partition = r.partition
+                            AND k.key = r.key AND k.is_head) END,
+       r.partition
+  FROM (SELECT ROW(e.id, $10, e.key, e.type, e.payload, e.headers, e.enqueued_at, 1, true)::evproc.event
+                 AS event,
+               e.id, e.key, e.enqueued_at, e.partition, q.sub
+          FROM (SELECT (SELECT k.subscription_id FROM evproc.retry k
+                         WHERE k.subscription_id = $8 LIMIT 1) AS sub) q,
+               evproc.log e
+         WHERE e.id > $1 AND e.id <= least($1 + $2, $3)
+           AND e.topic_id = $4 AND e.enqueued_at >= $5 AND e.enqueued_at < $6
+           AND ($7::text IS NULL OR e.key = $7)
+           AND (q.sub IS NULL
+                OR NOT EXISTS (SELECT 1 FROM evproc.retry k
+                                WHERE k.subscription_id = q.sub AND k.event_id = e.id))
+         ORDER BY e.id LIMIT $9) r)sql";
 
 inline constexpr const char *kAdvanceReplay = R"sql(
 UPDATE evproc.replay

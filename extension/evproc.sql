@@ -364,6 +364,7 @@ BEGIN
         'AND l.partition = $2 ORDER BY l.id',
         evproc.statement_sql('window_pending'), evproc.statement_sql('window_range'))
         USING topic_id, partition, ARRAY(SELECT pg_snapshot_xip(a)), pg_snapshot_xmax(a),
-              b, pg_snapshot_xmax(b), 0::bigint, most, '-infinity'::timestamptz, ''::text;
+              b, pg_snapshot_xmax(b), 0::bigint, most, '-infinity'::timestamptz, ''::text,
+              NULL::integer;
 END
 $fn$;

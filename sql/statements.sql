@@ -7,7 +7,7 @@
 SELECT count(*) AS statements, count(DISTINCT t) AS distinct_texts
   FROM unnest(ARRAY['claim', 'claim_replay', 'replay_events', 'advance_replay',
                     'retry_due', 'next_due', 'window_bounds',
-                    'due_retries', 'parked_keys', 'window_pending', 'window_range',
+                    'due_retries', 'window_pending', 'window_range',
                     'delete_retries', 'park', 'dead_letter', 'promote_heads', 'advance',
                     'pause', 'trip_breaker', 'event_type', 'claim_unit', 'advance_ready',
                     'set_ready']) n,
@@ -67,8 +67,8 @@ DEALLOCATE ALL;
 -- The retry line costs what a batch touches, not how many keys are parked (issue 19):
 -- with 5,000 parked keys in one unit (each a due head and one event waiting behind it),
 -- taking a batch of due retries reads each due key's line on its own through
--- retry_unit_idx, and asking which of a batch's keys are parked probes one key at a
--- time; no plan node handles more than two batches of rows.
+-- retry_unit_idx; no plan node handles more than two batches of rows. (Whether a window
+-- event's key is parked is read with it: sql/window.sql.)
 SELECT id AS st_sub FROM evproc.subscription WHERE name = 'st_1' \gset
 INSERT INTO evproc.retry (subscription_id, partition, key, event_id, event, is_head, attempt,
                           next_attempt_at)
@@ -90,18 +90,13 @@ BEGIN
   RETURN most;
 END $fn$;
 SELECT format('PREPARE st_%s%s AS ', name, types) || evproc.statement_sql(name)
-  FROM (VALUES ('due_retries', '(int, int, int)'),
-               ('parked_keys', '(int, text[], int[])')) s(name, types) \gexec
+  FROM (VALUES ('due_retries', '(int, int, int)')) s(name, types) \gexec
 SET plan_cache_mode = force_generic_plan;
 SELECT pg_temp.most_rows(format('EXECUTE st_due_retries(%s, 0, 100)', :st_sub)) <= 200 AS due_bounded,
        (SELECT count(*) FROM pg_temp.plan(format('EXECUTE st_due_retries(%s, 0, 100)', :st_sub)) l
-         WHERE l ~ 'Index Cond: .*\(key = d\.key\)') AS per_key_reads,
-       pg_temp.most_rows(format('EXECUTE st_parked_keys(%s, %L, %L)', :st_sub,
-                                ARRAY(SELECT 'p' || g FROM generate_series(1, 200, 2) g),
-                                array_fill(0, ARRAY[100]))) <= 200 AS parked_bounded;
--- What they return: the lines of the 50 longest due keys, each head before the event
--- waiting behind it; of keys p1, p3, ... p199 (partition 0) and two never parked, the 100
--- parked ones.
+         WHERE l ~ 'Index Cond: .*\(key = d\.key\)') AS per_key_reads;
+-- What it returns: the lines of the 50 longest due keys, each head before the event
+-- waiting behind it.
 CREATE FUNCTION pg_temp.due(sub integer)
   RETURNS TABLE (n bigint, key text, attempt integer) LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -109,17 +104,9 @@ BEGIN
     'SELECT row_number() OVER (), d.key, d.attempt FROM (%s) d(event_id, event, key, attempt, f, e)',
     evproc.statement_sql('due_retries')) USING sub, 0, 100;
 END $fn$;
-CREATE FUNCTION pg_temp.parked(sub integer, keys text[], partitions integer[])
-  RETURNS SETOF text LANGUAGE plpgsql AS $fn$
-BEGIN
-  RETURN QUERY EXECUTE evproc.statement_sql('parked_keys') USING sub, keys, partitions;
-END $fn$;
 SELECT count(*) AS taken, count(DISTINCT key) AS keys, max(substr(key, 2)::int) AS last_key,
        string_agg(key || ':' || attempt, ',' ORDER BY n) FILTER (WHERE n <= 4) AS first_rows
   FROM pg_temp.due(:st_sub);
-SELECT count(*) AS parked, min(substr(k, 2)::int) AS lowest, max(substr(k, 2)::int) AS highest
-  FROM pg_temp.parked(:st_sub, ARRAY(SELECT 'p' || g FROM generate_series(1, 200, 2) g) || '{q1,q2}',
-                      array_fill(0, ARRAY[102])) k;
 RESET plan_cache_mode;
 DEALLOCATE ALL;
 DELETE FROM evproc.retry WHERE subscription_id = :st_sub;

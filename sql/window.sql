@@ -40,7 +40,7 @@ ANALYZE evproc.log;
 -- as the workers plan them, with enable_sort and jit off (see ReadWindow in src/delivery_read.cpp).
 SET enable_sort = off;
 SET jit = off;
-SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, bigint, bigint, timestamptz, text) AS ', part)
+SELECT format('PREPARE window_%s(int, int, xid8[], xid8, pg_snapshot, xid8, bigint, bigint, timestamptz, text, int) AS ', part)
        || evproc.statement_sql('window_' || part) FROM unnest(ARRAY['pending', 'range']) part \gexec
 -- Both loads in one log partition, and more than one partition to prune (the default
 -- partition, the one created ahead).
@@ -73,7 +73,7 @@ CREATE FUNCTION pg_temp.window_plans(topic integer, lo xid8, xids xid8[])
          bool_or(plan ~ 'Subplans Removed: [1-9]')
     FROM unnest(ARRAY['pending', 'range']) part, pg_temp.plan(format(
     'EXECUTE window_%s(%s, 1, %L, %L, '
-    'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'', ''win'')',
+    'pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), 0, 100, ''-infinity'', ''win'', NULL)',
     part, topic, xids, CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE lo END)) AS plan
    GROUP BY part ORDER BY part
 $fn$;
@@ -111,7 +111,7 @@ BEGIN
   RETURN QUERY EXECUTE 'SELECT r.id FROM (' || evproc.statement_sql('window_' || part) || ') r'
     USING topic, 1, xids, CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE lo END,
           pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), cursor_id, 100::bigint,
-          '-infinity'::timestamptz, 'win'::text;
+          '-infinity'::timestamptz, 'win'::text, NULL::integer;
 END $fn$;
 CREATE FUNCTION pg_temp.expected(topic integer, lo xid8, cursor_id bigint) RETURNS SETOF bigint
   LANGUAGE sql AS $fn$
@@ -122,7 +122,7 @@ SET plan_cache_mode = force_generic_plan;
 SELECT part, c.name AS cursor,
        pg_temp.most_rows(format(
          'EXECUTE window_%s(%s, 1, %L, %L, pg_current_snapshot(), '
-         'pg_snapshot_xmax(pg_current_snapshot()), %s, 100, ''-infinity'', ''win'')', part,
+         'pg_snapshot_xmax(pg_current_snapshot()), %s, 100, ''-infinity'', ''win'', NULL)', part,
          :win_topic, :'load_xids',
          CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE :'load_from' END,
          c.id)) <= 200 AS at_most_two_batches,
@@ -134,6 +134,75 @@ SELECT part, c.name AS cursor,
   FROM unnest(ARRAY['pending', 'range']) part,
        (VALUES ('middle', :mid_cursor), ('late', :late_cursor)) c(name, id)
  ORDER BY part, c.name DESC;
+
+-- Whether each event's key has a parked head is read with the event (issue 19): beside
+-- 5,000 parked keys of a subscription in partition 1 (every other key of the loads
+-- there, and keys with no event in the window), each part probes retry_unit_idx once
+-- per row it returns, no plan node handles more than two batches of rows, and exactly
+-- the events of parked keys are flagged. For a unit with no parked keys ($11 NULL) the
+-- probe never runs and nothing is flagged.
+-- (A pull subscription: no worker delivers it meanwhile.)
+CREATE ROLE evproc_win_app;
+GRANT USAGE ON SCHEMA evproc TO evproc_win_app;
+SELECT evproc_subscribe('win_parked', 'win', NULL, run_as => 'evproc_win_app') AS win_sub \gset
+WITH unit_keys AS (
+  SELECT DISTINCT key FROM evproc.log WHERE topic_id = :win_topic AND partition = 1 AND xid >= :'load_from'),
+parked AS (
+  SELECT key FROM (SELECT key, row_number() OVER (ORDER BY key) AS n FROM unit_keys) k WHERE n % 2 = 0
+  UNION ALL
+  SELECT 'x' || g FROM generate_series(1, 5000 - (SELECT count(*) / 2 FROM unit_keys)) g)
+INSERT INTO evproc.retry (subscription_id, partition, key, event_id, event, is_head, attempt,
+                          next_attempt_at)
+SELECT :win_sub, 1, p.key, -row_number() OVER (),
+       ROW(0, 'win', p.key, NULL, '{}', NULL, now(), 1, false)::evproc.event, true, 1, 'infinity'
+  FROM parked p;
+ANALYZE evproc.retry;
+SELECT count(*) AS parked_keys FROM evproc.retry WHERE subscription_id = :win_sub;
+CREATE FUNCTION pg_temp.flags(part text, topic integer, lo xid8, xids xid8[], cursor_id bigint, sub integer)
+  RETURNS TABLE (id bigint, key text, key_parked boolean) LANGUAGE plpgsql AS $fn$
+BEGIN
+  RETURN QUERY EXECUTE 'SELECT r.id, r.key, r.parked FROM (' || evproc.statement_sql('window_' || part)
+                       || ') r(event, id, key, enqueued_at, parked)'
+    USING topic, 1, xids, CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE lo END,
+          pg_current_snapshot(), pg_snapshot_xmax(pg_current_snapshot()), cursor_id, 100::bigint,
+          '-infinity'::timestamptz, 'win'::text, sub;
+END $fn$;
+CREATE FUNCTION pg_temp.analyzed(statement text) RETURNS SETOF text LANGUAGE plpgsql AS $fn$
+DECLARE
+  line text;
+BEGIN
+  FOR line IN EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) ' || statement LOOP
+    RETURN NEXT line;
+  END LOOP;
+END $fn$;
+SET plan_cache_mode = force_generic_plan;
+SELECT part, s.name AS unit,
+       (SELECT count(*) FROM pg_temp.plan(x.run) l
+         WHERE l ~ 'Index (Only )?Scan using retry_unit_idx') AS retry_probes,
+       (SELECT count(*) FROM pg_temp.plan(x.run) l WHERE l ~ 'Seq Scan on retry') AS retry_seq_scans,
+       (SELECT count(*) FROM pg_temp.analyzed(x.run) l
+         WHERE l ~ 'Index (Only )?Scan using retry_unit_idx.*loops=100\)$') AS probed_per_row,
+       (SELECT count(*) FROM pg_temp.analyzed(x.run) l
+         WHERE l ~ 'Index (Only )?Scan using retry_unit_idx.*never executed') AS never_probed,
+       pg_temp.most_rows(x.run) <= 200 AS at_most_two_batches,
+       (SELECT count(*) FILTER (WHERE f.key_parked) FROM pg_temp.flags(part, :win_topic, :'load_from', :'load_xids', :mid_cursor, s.sub) f) AS flagged,
+       (SELECT bool_and(f.key_parked IS NOT DISTINCT FROM
+                        CASE WHEN s.sub IS NOT NULL
+                             THEN EXISTS (SELECT 1 FROM evproc.retry r
+                                           WHERE r.subscription_id = s.sub AND r.key = f.key) END)
+          FROM pg_temp.flags(part, :win_topic, :'load_from', :'load_xids', :mid_cursor, s.sub) f) AS flags_right
+  FROM unnest(ARRAY['pending', 'range']) part,
+       (VALUES ('parked', :win_sub), ('none', NULL)) s(name, sub),
+       LATERAL (SELECT format(
+         'EXECUTE window_%s(%s, 1, %L, %L, pg_current_snapshot(), '
+         'pg_snapshot_xmax(pg_current_snapshot()), %s, 100, ''-infinity'', ''win'', %s)', part,
+         :win_topic, :'load_xids',
+         CASE part WHEN 'pending' THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE :'load_from' END,
+         :mid_cursor, coalesce(s.sub::text, 'NULL')) AS run) x
+ ORDER BY part, s.name DESC;
 RESET plan_cache_mode;
+SELECT evproc_unsubscribe('win_parked');
+DROP OWNED BY evproc_win_app;
+DROP ROLE evproc_win_app;
 RESET enable_sort;
 RESET jit;

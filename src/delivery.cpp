@@ -6,9 +6,6 @@
 // new position one.
 #include "delivery.hpp"
 
-#include <string>
-#include <unordered_set>
-
 #include "delivery_breaker.hpp"
 #include "delivery_claim.hpp"
 #include "delivery_isolation.hpp"
@@ -114,25 +111,22 @@ void DeliverClaimed(const Unit &unit, MemoryContext context, BatchResult *out) {
   CallPostgres([&] { BindHandlerIfNeeded(unit); });
 
   ItemList items{};
-  KeyList parked_keys{};
   if (unit.retries_due) CallPostgres([&] { ReadDueRetries(unit, &items, context); });
   Position at{unit.tick_id, unit.window_tick, unit.has_cursor, unit.cursor_id};
   ReplayPosition replay_at{unit.replay_cursor, unit.replay_chunk, false};
+  // Each event read says whether its key is parked (Item::key_parked, read in the same
+  // statement, only where the unit has parked keys): a batch costs the same beside one
+  // parked key or a hundred thousand (issue 19).
   if (unit.replay) {
     CallPostgres([&] { ReadReplay(unit, &replay_at, &items, context); });
   } else {
     ReadWindows(unit, &at, &items, context);
   }
-  // Only the keys of the events just read are looked up: a batch costs the same beside
-  // one parked key or a hundred thousand (issue 19).
-  if (unit.has_retries || unit.replay)
-    CallPostgres([&] { ReadParkedKeys(unit, items, &parked_keys, context); });
-  std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
 
   const char *search_path = CallPostgres([&] { return OwnerSearchPath(unit, context); });
   ChargedEvents charged =
       CallPostgres([&] { return TakeCharges(unit.subscription_id, unit.partition, context); });
-  ErrorData *broken = DeliverIsolated(unit, items, parked, search_path, charged, context);
+  ErrorData *broken = DeliverIsolated(unit, items, search_path, charged, context);
   if (broken != nullptr) {
     // The handler fails before looking at any event: nothing is charged, the unit does
     // not move, and the subscription waits for an operator.

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "delivery_plans.hpp"
@@ -29,12 +31,12 @@ class Batch {
 
   // Delivers the pending items in order. Returns the error of a handler that is broken
   // for the whole batch (nothing was charged to the events), or nullptr.
-  ErrorData *Deliver(const std::unordered_set<std::string> &parked) {
+  ErrorData *Deliver() {
     std::vector<size_t> line;
     for (size_t i = 0; i < count_; ++i) {
       Item &item = items_[i];
       // Window events of parked keys wait behind their head, in order.
-      if (!item.from_retry && item.key != nullptr && parked.count(item.key) != 0) {
+      if (!item.from_retry && item.key_parked) {
         item.outcome = Outcome::kParked;
         continue;
       }
@@ -147,12 +149,10 @@ class Batch {
 
 }  // namespace
 
-ErrorData *DeliverIsolated(const Unit &unit, ItemList &items,
-                           const std::unordered_set<std::string> &parked,
-                           const char *handler_search_path, const ChargedEvents &charged,
-                           MemoryContext context) {
+ErrorData *DeliverIsolated(const Unit &unit, ItemList &items, const char *handler_search_path,
+                           const ChargedEvents &charged, MemoryContext context) {
   Batch batch(unit, items, handler_search_path, charged, context);
-  return batch.Deliver(parked);
+  return batch.Deliver();
 }
 
 }  // namespace evproc::delivery

@@ -32,28 +32,13 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 namespace {
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {&plans.claim,
-                       &plans.next_due,
-                       &plans.bounds,
-                       &plans.due_retries,
-                       &plans.parked_keys,
-                       &plans.window_pending,
-                       &plans.window_range,
-                       &plans.delete_retries,
-                       &plans.park,
-                       &plans.dead_letter,
-                       &plans.promote,
-                       &plans.advance,
-                       &plans.pause,
-                       &plans.trip,
-                       &plans.claim_replay,
-                       &plans.replay_events,
-                       &plans.advance_replay,
-                       &plans.retry_due,
-                       &plans.owner_search_path,
-                       &plans.claim_ready,
-                       &plans.advance_ready,
-                       &plans.set_ready};
+  SPIPlanPtr *all[] = {&plans.claim,          &plans.next_due,       &plans.bounds,
+                       &plans.due_retries,    &plans.window_pending, &plans.window_range,
+                       &plans.delete_retries, &plans.park,           &plans.dead_letter,
+                       &plans.promote,        &plans.advance,        &plans.pause,
+                       &plans.trip,           &plans.claim_replay,   &plans.replay_events,
+                       &plans.advance_replay, &plans.retry_due,      &plans.owner_search_path,
+                       &plans.claim_ready,    &plans.advance_ready,  &plans.set_ready};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -76,8 +61,8 @@ bool EnsurePlans() {
 
   const Oid bounds_types[] = {INT8OID, INT8OID, INT4OID};
   const Oid due_types[] = {INT4OID, INT4OID, INT4OID};
-  const Oid window_types[] = {INT4OID, INT4OID, XID8ARRAYOID, XID8OID,        PG_SNAPSHOTOID,
-                              XID8OID, INT8OID, INT8OID,      TIMESTAMPTZOID, TEXTOID};
+  const Oid window_types[] = {INT4OID, INT4OID, XID8ARRAYOID,   XID8OID, PG_SNAPSHOTOID, XID8OID,
+                              INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID, INT4OID};
   const Oid delete_types[] = {INT4OID, INT8ARRAYOID};
   const Oid park_types[] = {INT4OID, INT4OID, TEXTOID, INT8OID,        event_type,
                             BOOLOID, BOOLOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
@@ -101,10 +86,8 @@ bool EnsurePlans() {
   plans.next_due = Prepare(sql::kNextDue, 0, nullptr);
   plans.bounds = Prepare(sql::kWindowBounds, 3, bounds_types);
   plans.due_retries = Prepare(sql::kDueRetries, 3, due_types);
-  const Oid parked_types[] = {INT4OID, TEXTARRAYOID, INT4ARRAYOID};
-  plans.parked_keys = Prepare(sql::kParkedKeys, 3, parked_types);
-  plans.window_pending = Prepare(sql::kWindowPending, 10, window_types);
-  plans.window_range = Prepare(sql::kWindowRange, 10, window_types);
+  plans.window_pending = Prepare(sql::kWindowPending, 11, window_types);
+  plans.window_range = Prepare(sql::kWindowRange, 11, window_types);
   plans.delete_retries = Prepare(sql::kDeleteRetries, 2, delete_types);
   plans.park = Prepare(sql::kParkEvent, 15, park_types);
   plans.dead_letter = Prepare(sql::kDeadLetter, 12, dead_types);

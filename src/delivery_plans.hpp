@@ -23,7 +23,6 @@ struct Plans {
   SPIPlanPtr next_due = nullptr;
   SPIPlanPtr bounds = nullptr;
   SPIPlanPtr due_retries = nullptr;
-  SPIPlanPtr parked_keys = nullptr;
   SPIPlanPtr window_pending = nullptr;
   SPIPlanPtr window_range = nullptr;
   SPIPlanPtr delete_retries = nullptr;

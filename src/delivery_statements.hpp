@@ -124,16 +124,31 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
 
 // The next events of a replay: ids in ($1, $1 + $2] up to $3 (BRIN on id), of topic $4,
 // enqueued in [$5, $6), of key $7 (NULL: all), not parked for the subscription ($8)
-// (a parked event is being retried anyway), at most $9, in id order.
+// (a parked event is being retried anyway), at most $9, in id order; with each, whether
+// its key has a parked head (its event waits behind it), probed per row returned (after
+// the LIMIT: the outer query). q.sub is the subscription if its retry line holds
+// anything (one probe, once per read), else NULL: then neither look-up runs, and a
+// replay pays no retry probe for each event it looks at (issue 17).
 inline constexpr const char *kReplayEvents = R"sql(
-SELECT ROW(e.id, $10, e.key, e.type, e.payload, e.headers, e.enqueued_at, 1, true)::evproc.event,
-       e.id, e.key, e.enqueued_at, e.partition
-  FROM evproc.log e
- WHERE e.id > $1 AND e.id <= least($1 + $2, $3)
-   AND e.topic_id = $4 AND e.enqueued_at >= $5 AND e.enqueued_at < $6
-   AND ($7::text IS NULL OR e.key = $7)
-   AND NOT EXISTS (SELECT 1 FROM evproc.retry r WHERE r.subscription_id = $8 AND r.event_id = e.id)
- ORDER BY e.id LIMIT $9)sql";
+SELECT r.event, r.id, r.key, r.enqueued_at,
+       CASE WHEN r.sub IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM evproc.retry k
+                          WHERE k.subscription_id = r.sub AND k.partition = r.partition
+                            AND k.key = r.key AND k.is_head) END,
+       r.partition
+  FROM (SELECT ROW(e.id, $10, e.key, e.type, e.payload, e.headers, e.enqueued_at, 1, true)::evproc.event
+                 AS event,
+               e.id, e.key, e.enqueued_at, e.partition, q.sub
+          FROM (SELECT (SELECT k.subscription_id FROM evproc.retry k
+                         WHERE k.subscription_id = $8 LIMIT 1) AS sub) q,
+               evproc.log e
+         WHERE e.id > $1 AND e.id <= least($1 + $2, $3)
+           AND e.topic_id = $4 AND e.enqueued_at >= $5 AND e.enqueued_at < $6
+           AND ($7::text IS NULL OR e.key = $7)
+           AND (q.sub IS NULL
+                OR NOT EXISTS (SELECT 1 FROM evproc.retry k
+                                WHERE k.subscription_id = q.sub AND k.event_id = e.id))
+         ORDER BY e.id LIMIT $9) r)sql";
 
 inline constexpr const char *kAdvanceReplay = R"sql(
 UPDATE evproc.replay
@@ -199,17 +214,6 @@ SELECT r.event_id,
          WHERE d.key IS NULL AND k.partition = $2 AND NOT k.blocked) r
  ORDER BY r.seq LIMIT $3)sql";
 
-// Which of the batch's keys are parked: $2 the keys of the events read, $3 the partition
-// of each (a replay spans them all; a key's partition never changes once its topic has
-// events). One probe of retry_unit_idx per key, so a batch costs in proportion to the
-// batch however many keys are parked (issue 19; sql/statements.sql pins the plan).
-inline constexpr const char *kParkedKeys = R"sql(
-SELECT DISTINCT k.key
-  FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::int4[])) AS k(key, partition)
- WHERE EXISTS (SELECT 1 FROM evproc.retry r
-                WHERE r.subscription_id = $1 AND r.partition = k.partition AND r.key = k.key
-                  AND r.is_head))sql";
-
 // The read of one window (from tick A to tick B), in two parts: kWindowPending (xid in
 // xip(A), transactions still open at tick A) and kWindowRange (xid in [xmax(A), xmax(B)),
 // found by a walk over the distinct xids of the range: one index descent per
@@ -230,7 +234,13 @@ SELECT DISTINCT k.key
 // Parameters: $1 topic_id, $2 partition, $3 xip(A), $4 xmax(A), $5 B, $6 xmax(B), $7 the
 // id cursor, $8 the most rows (NULL: all), $9 the oldest enqueued_at wanted (a
 // subscription that starts inside the history), $10 the topic's name (for the
-// evproc.event the handler gets; both parts start with the columns of kReplayEvents).
+// evproc.event the handler gets; both parts start with the columns of kReplayEvents),
+// $11 the subscription when the unit has parked keys, else NULL.
+// The fifth column says whether the event's key has a parked head for subscription $11
+// (its window events wait behind it, in order): one probe of retry_unit_idx per row
+// returned, in the same statement, and none at all when $11 is NULL, so a batch costs
+// the same beside one parked key or a hundred thousand, and a unit with none pays
+// nothing (issue 19; sql/window.sql pins the plan over 5,000 parked keys).
 // Bounds are bound as values: written as a join against evproc.tick, the planner would
 // scan from xid 0. sql/window.sql EXPLAINs both as evproc.statement_sql() returns them
 // and counts the rows a read of a 20,000-event transaction touches.
@@ -251,7 +261,11 @@ bound AS (
   SELECT coalesce((SELECT h.id FROM h WHERE $8 IS NOT NULL ORDER BY h.id OFFSET $8 - 1 LIMIT 1),
                   9223372036854775807) AS id)
 SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)::evproc.event,
-       w.id, w.key, w.enqueued_at
+       w.id, w.key, w.enqueued_at,
+       CASE WHEN $11::int4 IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM evproc.retry r
+                          WHERE r.subscription_id = $11 AND r.partition = $2 AND r.key = w.key
+                            AND r.is_head) END
   FROM (SELECT e.* FROM h CROSS JOIN bound b,
          LATERAL (SELECT * FROM evproc.log l
                    WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = h.xid
@@ -284,7 +298,11 @@ bound AS (
   SELECT coalesce((SELECT h.id FROM h WHERE $8 IS NOT NULL ORDER BY h.id OFFSET $8 - 1 LIMIT 1),
                   9223372036854775807) AS id)
 SELECT ROW(w.id, $10, w.key, w.type, w.payload, w.headers, w.enqueued_at, 1, false)::evproc.event,
-       w.id, w.key, w.enqueued_at
+       w.id, w.key, w.enqueued_at,
+       CASE WHEN $11::int4 IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM evproc.retry r
+                          WHERE r.subscription_id = $11 AND r.partition = $2 AND r.key = w.key
+                            AND r.is_head) END
   FROM (SELECT e.* FROM h CROSS JOIN bound b,
          LATERAL (SELECT * FROM evproc.log l
                    WHERE l.topic_id = $1 AND l.partition = $2 AND l.xid = h.xid
@@ -428,7 +446,6 @@ inline constexpr NamedStatement kStatements[] = {
     {"next_due", kNextDue},
     {"window_bounds", kWindowBounds},
     {"due_retries", kDueRetries},
-    {"parked_keys", kParkedKeys},
     {"window_pending", kWindowPending},
     {"window_range", kWindowRange},
     {"delete_retries", kDeleteRetries},

@@ -70,6 +70,9 @@ struct Item {
   Datum event;  // evproc.event
   const char *key;
   bool from_retry;
+  // A window or replay event whose key has a parked head (read with it): it waits behind
+  // that head, in order.
+  bool key_parked;
   int32 failed_attempts;  // before this delivery
   TimestampTz first_failed_at;
   bool has_first_failed_at;
@@ -98,11 +101,6 @@ inline void Append(ItemList *list, const Item &item, MemoryContext context) {
   }
   list->items[list->count++] = item;
 }
-
-struct KeyList {
-  char **keys;
-  int count;
-};
 
 // Where a unit stands: everything visible in tick_id is handled; while a window is being
 // drained, its target tick and the id cursor inside it.

@@ -9,7 +9,6 @@
 // the next tick or acknowledgement. Each look is a subtransaction rolled back when it
 // found nothing, so a waiting read holds no unit.
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "commit_wake.hpp"
@@ -41,7 +40,6 @@ namespace {
 namespace dl = delivery;
 using dl::Item;
 using dl::ItemList;
-using dl::KeyList;
 using dl::Outcome;
 using dl::Position;
 using dl::Unit;
@@ -307,7 +305,6 @@ Look LookOnce(const Request &request, MemoryContext context) {
     // the unit before may have ended after our first snapshot.
     unit.batch_size = request.max_events - handed;
     ItemList items{};
-    KeyList parked_keys{};
     Position before{unit.tick_id, unit.window_tick, unit.has_cursor, unit.cursor_id};
     Position at = before;
     dl::ReplayPosition replay_before{unit.replay_cursor, unit.replay_chunk, false};
@@ -318,17 +315,13 @@ Look LookOnce(const Request &request, MemoryContext context) {
       if (unit.replay) dl::ReadReplay(unit, &replay_at, &items, context);
     });
     if (!unit.replay) dl::ReadWindows(unit, &at, &items, context);
-    CallPostgres([&] {
-      // Only the keys of the events just read are looked up (as a worker does).
-      if (unit.has_retries || unit.replay) dl::ReadParkedKeys(unit, items, &parked_keys, context);
-      PopActiveSnapshot();
-    });
-    // Events of keys parked before the read wait behind their head, in order.
-    std::unordered_set<std::string> parked(parked_keys.keys, parked_keys.keys + parked_keys.count);
+    CallPostgres([] { PopActiveSnapshot(); });
+    // Events of keys parked before the read wait behind their head, in order (each read
+    // says whether its event's key is parked, as a worker's does).
     int unit_handed = 0;
     for (int i = 0; i < items.count; ++i) {
       Item &item = items.items[i];
-      if (!item.from_retry && item.key != nullptr && parked.count(item.key) != 0) {
+      if (!item.from_retry && item.key_parked) {
         item.outcome = Outcome::kParked;
       } else {
         item.outcome = Outcome::kPending;

@@ -15,8 +15,15 @@ TEST(ReplayStep, BaseChunkIsTenBatchesAtLeastTenThousand) {
 TEST(ReplayStep, AFullBatchContinuesAfterItsLastEvent) {
   ReplayStep next = NextReplayStep({1000, 10000, false}, 100, 100, 1234, 50000);
   EXPECT_EQ(next.cursor, 1234);
-  EXPECT_EQ(next.chunk, 10000);
+  EXPECT_EQ(next.chunk, 468);  // twice the 234 ids the batch spanned
   EXPECT_FALSE(next.done);
+}
+
+TEST(ReplayStep, AFullBatchNarrowsTheChunkWithinBounds) {
+  // A batch of consecutive ids: at least two batches' worth.
+  EXPECT_EQ(NextReplayStep({1000, 10000, false}, 100, 100, 1100, 50000).chunk, 200);
+  // A sparse topic: at most the base chunk.
+  EXPECT_EQ(NextReplayStep({1000, 10000, false}, 100, 100, 9000, 50000).chunk, 10000);
 }
 
 TEST(ReplayStep, AShortReadCoversItsChunk) {

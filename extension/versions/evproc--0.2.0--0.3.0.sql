@@ -1659,6 +1659,8 @@ DECLARE
     newest bigint := (SELECT max(id) FROM evproc.tick);
     u record;
     looked boolean := false;
+    bound bigint;
+    kept bigint;
 BEGIN
     -- Each step on its own: one that cannot get a lock leaves its work to the next run,
     -- and the others still do theirs. Rows are taken SKIP LOCKED; lock_timeout only
@@ -1709,13 +1711,39 @@ BEGIN
         IF looked THEN
             PERFORM evproc.wake_at_commit();
         END IF;
+        -- Ticks below every unit's position serve only subscriptions still to come that
+        -- start from history (start_from, at tick 0): one a second is kept, so that
+        -- history comes in windows of about a second of transactions rather than one
+        -- window of everything retained (docs/design.md "Where such windows come from").
+        -- A kept tick names every slot (dirty NULL: any window may end there). Only the
+        -- ticks since the newest kept one are looked at; those older than every topic's
+        -- retention go.
+        bound := coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
+                             FROM evproc.progress), newest);
+        IF bound > newest THEN
+            bound := newest;
+        END IF;
+        kept := coalesce((SELECT max(id) FROM evproc.tick
+                           WHERE id > 0 AND id < bound AND dirty IS NULL), 1);
         DELETE FROM evproc.tick
          WHERE ctid = ANY (ARRAY(
                SELECT ctid FROM evproc.tick
-                WHERE id > 0 AND id < newest
-                  AND id < coalesce((SELECT min(least(nullif(tick_id, 0), window_tick))
-                                       FROM evproc.progress), newest)
+                WHERE id = ANY (ARRAY(
+                      SELECT w.id
+                        FROM (SELECT t.id, pg_catalog.date_trunc('second', t.taken_at) AS second,
+                                     pg_catalog.lead(pg_catalog.date_trunc('second', t.taken_at))
+                                         OVER (ORDER BY t.id) AS next_second
+                                FROM evproc.tick t
+                               WHERE t.id >= kept AND t.id < bound) w
+                       WHERE w.next_second = w.second
+                      UNION ALL
+                      SELECT t.id FROM evproc.tick t
+                       WHERE t.id > 0 AND t.id < bound
+                         AND t.taken_at < pg_catalog.now() - (SELECT coalesce(max(tp.retention), interval '0')
+                                                                FROM evproc.topic tp)))
                   FOR UPDATE SKIP LOCKED));
+        UPDATE evproc.tick SET dirty = NULL
+         WHERE id >= kept AND id > 0 AND id < bound AND dirty IS NOT NULL;
     EXCEPTION WHEN lock_not_available THEN
         RAISE LOG 'evproc: maintenance skipped the ticks this time: %', SQLERRM;
     END;

@@ -8,6 +8,10 @@
 #include "settings.hpp"
 
 extern "C" {
+#include "postmaster/bgworker.h"
+}
+
+extern "C" {
 PGDLLEXPORT void evproc_launcher_main(Datum main_arg);
 PGDLLEXPORT void evproc_worker_main(Datum main_arg);
 PGDLLEXPORT void evproc_maintenance_main(Datum main_arg);
@@ -24,5 +28,13 @@ long ReportStats();
 // statistics are pending), then resets the latch. Outside a transaction.
 void SleepOnLatch(long milliseconds);
 void RegisterLauncher();  // from _PG_init, preload only
+// The launcher's dynamic workers (delivery, maintenance, sinks): registers one that runs
+// `function` (an entry point of this library) in the launcher's database, with the
+// launcher notified of its start and stop and no restart by the postmaster (the launcher
+// restarts it). Sets *handle (in TopMemoryContext), or nullptr when no slot was free.
+bool StartDatabaseWorker(const char *function, const char *name, const char *type, int index,
+                         BackgroundWorkerHandle **handle);
+// Terminates a worker StartDatabaseWorker started (if any) and forgets its handle.
+void StopDatabaseWorker(BackgroundWorkerHandle **handle);
 
 }  // namespace evproc

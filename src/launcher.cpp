@@ -168,12 +168,7 @@ bool BeginGated() {
   return false;
 }
 
-void StopWorker(int index) {
-  if (pool.handles[index] == nullptr) return;
-  TerminateBackgroundWorker(pool.handles[index]);
-  pfree(pool.handles[index]);
-  pool.handles[index] = nullptr;
-}
+void StopWorker(int index) { evproc::StopDatabaseWorker(&pool.handles[index]); }
 
 // The delivery workers, the maintenance worker and the sink workers.
 void StopWorkers() {
@@ -193,27 +188,14 @@ void StopAllWorkers(int /*code*/, Datum /*arg*/) {
 }
 
 bool StartWorker(int index) {
-  BackgroundWorker worker{};
-  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-  worker.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher restarts it
-  std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
   if (index == kMaintenance) {
-    std::strncpy(worker.bgw_function_name, "evproc_maintenance_main", BGW_MAXLEN - 1);
-    std::strncpy(worker.bgw_name, "evproc maintenance", BGW_MAXLEN - 1);
-    std::strncpy(worker.bgw_type, "evproc maintenance", BGW_MAXLEN - 1);
-  } else {
-    std::strncpy(worker.bgw_function_name, "evproc_worker_main", BGW_MAXLEN - 1);
-    snprintf(worker.bgw_name, BGW_MAXLEN, "evproc worker %d", index);
-    std::strncpy(worker.bgw_type, "evproc worker", BGW_MAXLEN - 1);
+    return evproc::StartDatabaseWorker("evproc_maintenance_main", "evproc maintenance",
+                                       "evproc maintenance", index, &pool.handles[index]);
   }
-  worker.bgw_main_arg = Int32GetDatum(index);
-  worker.bgw_notify_pid = MyProcPid;
-  std::memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
-  MemoryContext previous = MemoryContextSwitchTo(TopMemoryContext);
-  bool started = RegisterDynamicBackgroundWorker(&worker, &pool.handles[index]);
-  MemoryContextSwitchTo(previous);
-  return started;
+  char name[BGW_MAXLEN];
+  snprintf(name, sizeof name, "evproc worker %d", index);
+  return evproc::StartDatabaseWorker("evproc_worker_main", name, "evproc worker", index,
+                                     &pool.handles[index]);
 }
 
 // Whether delivery workers may start: the maintenance worker registered the

@@ -2,6 +2,7 @@
 // C side): no C++ objects with destructors.
 #include <cstring>
 
+#include "background.hpp"
 #include "settings.hpp"
 #include "sink_supervisor.hpp"
 
@@ -30,30 +31,13 @@ struct SinkPool {
 SinkPool sink_pool;
 
 bool StartSinkWorker(int index) {
-  BackgroundWorker worker{};
-  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-  worker.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher restarts it
-  std::strncpy(worker.bgw_library_name, "evproc", BGW_MAXLEN - 1);
-  std::strncpy(worker.bgw_function_name, "evproc_sink_main", BGW_MAXLEN - 1);
-  snprintf(worker.bgw_name, BGW_MAXLEN, "evproc sink %d", index);
-  std::strncpy(worker.bgw_type, "evproc sink", BGW_MAXLEN - 1);
-  worker.bgw_main_arg = Int32GetDatum(index);
-  worker.bgw_notify_pid = MyProcPid;
-  std::memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
-  MemoryContext previous = MemoryContextSwitchTo(TopMemoryContext);
-  bool started = RegisterDynamicBackgroundWorker(&worker, &sink_pool.handles[index]);
-  MemoryContextSwitchTo(previous);
-  if (!started) sink_pool.handles[index] = nullptr;
-  return started;
+  char name[BGW_MAXLEN];
+  snprintf(name, sizeof name, "evproc sink %d", index);
+  return StartDatabaseWorker("evproc_sink_main", name, "evproc sink", index,
+                             &sink_pool.handles[index]);
 }
 
-void StopSinkWorker(int index) {
-  if (sink_pool.handles[index] == nullptr) return;
-  TerminateBackgroundWorker(sink_pool.handles[index]);
-  pfree(sink_pool.handles[index]);
-  sink_pool.handles[index] = nullptr;
-}
+void StopSinkWorker(int index) { StopDatabaseWorker(&sink_pool.handles[index]); }
 
 }  // namespace
 

@@ -45,10 +45,9 @@ my $sink_running =
 my $no_sink = q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'evproc sink'};
 my $sink_fatal = qr/FATAL:.*evproc sink|evproc sink.*FATAL/;
 
-# The database, the extension, a topic and a per-event webhook subscription.
-sub set_up
+# The extension, a topic and a per-event webhook subscription in evdb.
+sub create_extension
 {
-	$node->safe_psql('postgres', 'CREATE DATABASE evdb');
 	evdb(qq{
 CREATE EXTENSION evproc;
 SELECT evproc_create_topic('hooks', partitions => 4);
@@ -59,6 +58,14 @@ SET ROLE app;
 SELECT evproc_subscribe('hook', 'hooks', NULL,
     sink => '{"type": "webhook", "url": "$recv->{url}", "secret": "$secret", "max_in_flight": 8}');
 });
+	return;
+}
+
+# The database, and the above in it.
+sub set_up
+{
+	$node->safe_psql('postgres', 'CREATE DATABASE evdb');
+	create_extension();
 	return;
 }
 
@@ -145,16 +152,7 @@ ok($node->log_contains(qr/LOG:  evproc sink 0 stopped/, $offset), 'it says so in
 # regardless would show by now.
 sleep 3;
 ok($node->poll_query_until('evdb', $no_sink), 'no sink worker while the extension is missing');
-evdb(qq{
-CREATE EXTENSION evproc;
-SELECT evproc_create_topic('hooks', partitions => 4);
-GRANT USAGE ON SCHEMA evproc TO app;
-SELECT evproc_allow_sinks('app');
-SELECT evproc_grant('hooks', 'app', 'subscribe');
-SET ROLE app;
-SELECT evproc_subscribe('hook', 'hooks', NULL,
-    sink => '{"type": "webhook", "url": "$recv->{url}", "secret": "$secret", "max_in_flight": 8}');
-});
+create_extension();
 ok($node->poll_query_until('evdb', $sink_running), 'CREATE EXTENSION: the sink worker starts again');
 publish('b', 10, 10);
 check_run('b', 10, 10);

@@ -43,6 +43,7 @@ extern "C" {
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 }
 
 namespace evproc {
@@ -251,8 +252,8 @@ bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Ba
 }
 
 // Reloads the subscriptions and leases what may be sent; starts it after the commit.
-void LeaseAndStart() {
-  if (!evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) return;
+int LeaseAndStart() {
+  if (!evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) return 0;
   if (!state->released) {
     evproc::pg::CallPostgres(
         [] { sinkdb::ReleaseStaleLeases(sink_index, evproc::sink_worker_count); });
@@ -303,10 +304,13 @@ void LeaseAndStart() {
     ++state->units[batches[i].subscription->id].in_flight;
     state->in_flight.emplace(batches[i].token, std::move(records[i]));
   }
+  int leased = 0;
+  for (const sink::Batch &batch : batches) leased += static_cast<int>(batch.messages.size());
   for (sink::Batch &batch : batches) {
     const std::string &type = state->units[batch.subscription->id].type;
     TransportFor(type)->Start(std::move(batch));
   }
+  return leased;
 }
 
 void StepBody() {
@@ -327,7 +331,9 @@ void StepBody() {
       evproc::pg::CallPostgres([] { sinkdb::Commit(); });
     }
   }
+  TimestampTz step_start = GetCurrentTimestamp();
   for (auto &[type, transport] : state->transports) transport->Poll(&state->finished);
+  int ended = static_cast<int>(state->finished.size());
   // Each finished lease is written in its own transaction, and forgotten before: if
   // writing it fails, it expires instead of failing again and again.
   while (!state->finished.empty()) {
@@ -343,7 +349,17 @@ void StepBody() {
     EndOne(lease, completion);
     state->failed_leases.pop_back();
   }
-  LeaseAndStart();
+  TimestampTz lease_start = GetCurrentTimestamp();
+  int leased = LeaseAndStart();
+  // Where a step's time goes (bench/webhook SINK_DEBUG=1 KEEP_LOG=1).
+  if (ended > 0 || leased > 0) {
+    TimestampTz step_end = GetCurrentTimestamp();
+    evproc::pg::CallPostgres([&] {
+      elog(DEBUG1, "evproc sink %d: ended %d leases in %.2f ms, leased %d events in %.2f ms",
+           sink_index, ended, static_cast<double>(lease_start - step_start) / 1000.0, leased,
+           static_cast<double>(step_end - lease_start) / 1000.0);
+    });
+  }
   // What to wait on.
   state->socket_count = 0;
   long timeout = state->units.empty() ? kNoSubscriptionsWaitMs : kIdleWaitMs;

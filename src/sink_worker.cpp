@@ -76,7 +76,8 @@ struct Unit {
   Oid owner = InvalidOid;
   int batch_size = 100;
   bool active = false;
-  int in_flight = 0;  // its batches in flight (up to its transport's Room())
+  int in_flight = 0;     // its batches in flight (up to its transport's Room())
+  bool starved = false;  // the last pass stopped for lack of room, not of events
   bool seen = false;
 };
 
@@ -106,6 +107,14 @@ struct State {
   sink::WaitSocket sockets[kMaxSockets];
   int socket_count = 0;
   long timeout_ms = kIdleWaitMs;
+  // Whether the next step looks for work to lease (a transaction): after a wake (a tick
+  // or an acknowledgement set our latch), after a lease ended (room, held events back),
+  // after a failed step, and at least every kIdleWaitMs (retries falling due). Not for a
+  // socket's readiness alone: a step per HTTP response or NATS acknowledgement that
+  // also read the leases cost a transaction each, a whole CPU at 1,000 events/s
+  // (docs/sinks.md, "Latency").
+  bool lease_wanted = true;
+  TimestampTz leased_at = 0;  // when the last lease pass committed
 };
 
 State *state = nullptr;
@@ -208,9 +217,9 @@ void EndOne(const InFlight &lease, const sink::Completion &completion) {
 }
 
 // Leases one batch of the unit's subscription (in the open transaction) and adds it to
-// what starts after the commit; false when there was nothing to lease.
-bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Batch> *batches,
-              std::vector<InFlight> *records) {
+// what starts after the commit; how many events it leased.
+int LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Batch> *batches,
+             std::vector<InFlight> *records) {
   int64 lease_ms = transport->LeaseMs(*unit.spec, static_cast<size_t>(unit.batch_size));
   sinkdb::SinkSubscription row{};
   row.id = unit.spec->id;
@@ -220,7 +229,7 @@ bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Ba
   int batch_size = unit.batch_size;
   sinkdb::LeaseResult leased = evproc::pg::CallPostgres(
       [&row, batch_size, lease_ms] { return sinkdb::Lease(row, batch_size, lease_ms); });
-  if (leased.lease == nullptr || leased.count == 0) return false;
+  if (leased.lease == nullptr || leased.count == 0) return 0;
   sink::Batch batch;
   batch.token = state->next_token++;
   batch.subscription = unit.spec;
@@ -248,7 +257,7 @@ bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Ba
   }
   records->push_back(std::move(record));
   batches->push_back(std::move(batch));
-  return true;
+  return leased.count;
 }
 
 // Reloads the subscriptions and leases what may be sent; starts it after the commit.
@@ -288,14 +297,27 @@ int LeaseAndStart() {
   for (auto &[id, unit] : state->units) {
     if (!unit.seen || !unit.active) continue;
     sink::Transport *transport = TransportFor(unit.type);
-    if (transport == nullptr || !transport->HasRoom(*unit.spec)) continue;
-    // Several batches of one subscription at once (transport.hpp Room()): each lease
-    // takes units no other lease holds, so they never share a key. Until a read finds
-    // nothing more.
-    int room = transport->Room(*unit.spec) - unit.in_flight;
-    for (int taken = 0; taken < room; ++taken) {
-      if (!LeaseOne(unit, transport, &batches, &records)) break;
+    unit.starved = false;
+    if (transport == nullptr) continue;
+    if (!transport->HasRoom(*unit.spec)) {
+      unit.starved = true;
+      continue;
     }
+    // Several batches of one subscription at once (transport.hpp Room()): each lease
+    // takes units no other lease holds, so they never share a key. Until a read comes
+    // back short: it claimed every unit with work no lease holds (lease_read.cpp), so
+    // another read would find nothing (commits since wake us again). A read that finds
+    // nothing is most of an idle pass's cost.
+    int room = transport->Room(*unit.spec) - unit.in_flight;
+    int taken = 0;
+    bool full = true;
+    while (full && taken < room) {
+      int count = LeaseOne(unit, transport, &batches, &records);
+      if (count == 0) break;
+      ++taken;
+      full = count >= unit.batch_size;
+    }
+    unit.starved = full && taken == room;
   }
   evproc::pg::CallPostgres([] { sinkdb::Commit(); });
   state->released = true;
@@ -323,6 +345,7 @@ void StepBody() {
   if (!state->failed_leases.empty()) {
     std::vector<std::string> leases = std::move(state->failed_leases);
     state->failed_leases.clear();
+    state->lease_wanted = true;  // their events come again now
     if (evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) {
       for (const std::string &lease : leases) {
         const char *id = lease.c_str();
@@ -350,7 +373,24 @@ void StepBody() {
     state->failed_leases.pop_back();
   }
   TimestampTz lease_start = GetCurrentTimestamp();
-  int leased = LeaseAndStart();
+  if (ended > 0 || lease_start - state->leased_at >= kIdleWaitMs * 1000L) {
+    state->lease_wanted = true;
+  }
+  // A unit that found no room may have some now (requests of other batches ended).
+  for (auto &[id, unit] : state->units) {
+    if (!unit.starved || state->lease_wanted) continue;
+    sink::Transport *transport = TransportFor(unit.type);
+    if (transport != nullptr && transport->HasRoom(*unit.spec) &&
+        transport->Room(*unit.spec) > unit.in_flight) {
+      state->lease_wanted = true;
+    }
+  }
+  int leased = 0;
+  if (state->lease_wanted) {
+    leased = LeaseAndStart();
+    state->lease_wanted = false;  // only once it committed: a failed step looks again
+    state->leased_at = lease_start;
+  }
   // Where a step's time goes (bench/webhook SINK_DEBUG=1 KEEP_LOG=1).
   if (ended > 0 || leased > 0) {
     TimestampTz step_end = GetCurrentTimestamp();
@@ -372,6 +412,11 @@ void StepBody() {
       if (state->socket_count < kMaxSockets) state->sockets[state->socket_count++] = socket;
     }
   }
+  // The next pass for retries falling due comes kIdleWaitMs after this one, however
+  // often sockets wake us meanwhile.
+  long until_pass =
+      kIdleWaitMs - static_cast<long>((GetCurrentTimestamp() - state->leased_at) / 1000);
+  if (until_pass < timeout) timeout = until_pass < 0 ? 0 : until_pass;
   state->timeout_ms = timeout;
 }
 
@@ -435,7 +480,11 @@ void Wait() {
   WaitEvent event;
   (void)WaitEventSetWait(set, timeout, &event, 1, PG_WAIT_EXTENSION);
   FreeWaitEventSet(set);
-  ResetLatch(MyLatch);
+  // Reset only when seen set: a wake after this look stays set and ends the next wait.
+  if (MyLatch->is_set) {
+    ResetLatch(MyLatch);
+    if (state != nullptr) state->lease_wanted = true;
+  }
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // A sink worker (sink_worker.hpp): the loop that leases, sends and acknowledges.
 //
 // One iteration (Step): poll the transports for finished batches and write each
-// finished lease's outcomes (a short transaction per lease); then, in one short
-// transaction, reload this worker's sink subscriptions and lease a batch for each active
-// one whose transport has room; after the commit, start sending those batches. Then the
+// finished lease's outcomes (a short transaction per lease); then, when there may be
+// work (State::lease_wanted: a wake, a lease's end, room freed, once a second; short
+// looks spaced, kPassSpacing), in one short transaction, reload this worker's sink
+// subscriptions and lease a batch for each active one whose transport has room; after
+// the commit, start sending those batches. Then the
 // worker waits (WaitEventSet) on its latch, postmaster death and the sockets its
 // transports asked for, at most until the nearest transport timeout: never a busy poll,
 // never a transaction open while a request is in flight.

@@ -134,7 +134,13 @@ int WakeIdleWorkers(int wanted) {
 
 void WakeReaders() {
   if (shared == nullptr) return;
-  for (auto &procno : shared->reader_procno) SetProcLatch(pg_atomic_read_u32(&procno));
+  // Not ourselves: we are not waiting, and a sink worker woken by its own
+  // acknowledgement would look for work once more for nothing (sink_worker.cpp).
+  uint32 self = MyProc != nullptr ? static_cast<uint32>(MyProc->pgprocno) : kNoProc;
+  for (auto &slot : shared->reader_procno) {
+    uint32 procno = pg_atomic_read_u32(&slot);
+    if (procno != self) SetProcLatch(procno);
+  }
 }
 
 }  // namespace evproc

@@ -1,9 +1,11 @@
 // A sink worker (sink_worker.hpp): the loop that leases, sends and acknowledges.
 //
 // One iteration (Step): poll the transports for finished batches and write each
-// finished lease's outcomes (a short transaction per lease); then, in one short
-// transaction, reload this worker's sink subscriptions and lease a batch for each active
-// one whose transport has room; after the commit, start sending those batches. Then the
+// finished lease's outcomes (a short transaction per lease); then, when there may be
+// work (State::lease_wanted: a wake, a lease's end, room freed, once a second; short
+// looks spaced, kPassSpacing), in one short transaction, reload this worker's sink
+// subscriptions and lease a batch for each active one whose transport has room; after
+// the commit, start sending those batches. Then the
 // worker waits (WaitEventSet) on its latch, postmaster death and the sockets its
 // transports asked for, at most until the nearest transport timeout: never a busy poll,
 // never a transaction open while a request is in flight.
@@ -43,6 +45,7 @@ extern "C" {
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 }
 
 namespace evproc {
@@ -64,6 +67,17 @@ namespace sinkdb = evproc::sinkdb;
 constexpr long kIdleWaitMs = 1000;
 constexpr long kNoSubscriptionsWaitMs = 60000;
 constexpr long kErrorPauseMs = 1000;
+// A lease pass that finds only a few events (every read short) is not followed by
+// another sooner than kPassSpacing times what such passes take, and at most
+// kMostPassSpacingUs: at 1,000 events/s ticks come every 2 ms or so and a pass costs
+// about 1 ms, so without this the worker spent most of a CPU leasing 1 to 4 events at
+// a time, and on a loaded machine fell behind (docs/sinks.md, "Latency"). The bound
+// keeps what the wait adds to the latency within the p50 target's reach (a pass's cost
+// includes starting its sends, which grows with the events it found: unbounded, the
+// spacing fed on itself, p50 17 ms). A pass that filled a read (a backlog) is followed
+// at once.
+constexpr double kPassSpacing = 2.0;
+constexpr int64 kMostPassSpacingUs = 5000;
 constexpr int kMaxSockets = 64;
 
 int sink_index = -1;
@@ -75,7 +89,8 @@ struct Unit {
   Oid owner = InvalidOid;
   int batch_size = 100;
   bool active = false;
-  int in_flight = 0;  // its batches in flight (up to its transport's Room())
+  int in_flight = 0;     // its batches in flight (up to its transport's Room())
+  bool starved = false;  // the last pass stopped for lack of room, not of events
   bool seen = false;
 };
 
@@ -105,6 +120,18 @@ struct State {
   sink::WaitSocket sockets[kMaxSockets];
   int socket_count = 0;
   long timeout_ms = kIdleWaitMs;
+  // Whether the next step looks for work to lease (a transaction): after a wake (a tick
+  // or an acknowledgement set our latch), after a lease ended (room, held events back),
+  // after a failed step, and at least every kIdleWaitMs (retries falling due). Not for a
+  // socket's readiness alone: a step per HTTP response or NATS acknowledgement that
+  // also read the leases cost a transaction each, a whole CPU at 1,000 events/s
+  // (docs/sinks.md, "Latency").
+  bool lease_wanted = true;
+  TimestampTz leased_at = 0;  // when the last lease pass committed
+  // Pacing of passes that find little (every read short): what such a pass takes (a
+  // moving average, microseconds) and whether the last one was one (see kPassSpacing).
+  double pass_cost_us = 0;
+  bool last_pass_short = false;
 };
 
 State *state = nullptr;
@@ -207,9 +234,9 @@ void EndOne(const InFlight &lease, const sink::Completion &completion) {
 }
 
 // Leases one batch of the unit's subscription (in the open transaction) and adds it to
-// what starts after the commit; false when there was nothing to lease.
-bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Batch> *batches,
-              std::vector<InFlight> *records) {
+// what starts after the commit; how many events it leased.
+int LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Batch> *batches,
+             std::vector<InFlight> *records) {
   int64 lease_ms = transport->LeaseMs(*unit.spec, static_cast<size_t>(unit.batch_size));
   sinkdb::SinkSubscription row{};
   row.id = unit.spec->id;
@@ -219,7 +246,7 @@ bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Ba
   int batch_size = unit.batch_size;
   sinkdb::LeaseResult leased = evproc::pg::CallPostgres(
       [&row, batch_size, lease_ms] { return sinkdb::Lease(row, batch_size, lease_ms); });
-  if (leased.lease == nullptr || leased.count == 0) return false;
+  if (leased.lease == nullptr || leased.count == 0) return 0;
   sink::Batch batch;
   batch.token = state->next_token++;
   batch.subscription = unit.spec;
@@ -247,12 +274,12 @@ bool LeaseOne(const Unit &unit, sink::Transport *transport, std::vector<sink::Ba
   }
   records->push_back(std::move(record));
   batches->push_back(std::move(batch));
-  return true;
+  return leased.count;
 }
 
 // Reloads the subscriptions and leases what may be sent; starts it after the commit.
-void LeaseAndStart() {
-  if (!evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) return;
+int LeaseAndStart(bool *full_read) {
+  if (!evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) return 0;
   if (!state->released) {
     evproc::pg::CallPostgres(
         [] { sinkdb::ReleaseStaleLeases(sink_index, evproc::sink_worker_count); });
@@ -287,14 +314,28 @@ void LeaseAndStart() {
   for (auto &[id, unit] : state->units) {
     if (!unit.seen || !unit.active) continue;
     sink::Transport *transport = TransportFor(unit.type);
-    if (transport == nullptr || !transport->HasRoom(*unit.spec)) continue;
-    // Several batches of one subscription at once (transport.hpp Room()): each lease
-    // takes units no other lease holds, so they never share a key. Until a read finds
-    // nothing more.
-    int room = transport->Room(*unit.spec) - unit.in_flight;
-    for (int taken = 0; taken < room; ++taken) {
-      if (!LeaseOne(unit, transport, &batches, &records)) break;
+    unit.starved = false;
+    if (transport == nullptr) continue;
+    if (!transport->HasRoom(*unit.spec)) {
+      unit.starved = true;
+      continue;
     }
+    // Several batches of one subscription at once (transport.hpp Room()): each lease
+    // takes units no other lease holds, so they never share a key. Until a read comes
+    // back short: it claimed every unit with work no lease holds (lease_read.cpp), so
+    // another read would find nothing (commits since wake us again). A read that finds
+    // nothing is most of an idle pass's cost.
+    int room = transport->Room(*unit.spec) - unit.in_flight;
+    int taken = 0;
+    bool full = true;
+    while (full && taken < room) {
+      int count = LeaseOne(unit, transport, &batches, &records);
+      if (count == 0) break;
+      ++taken;
+      full = count >= unit.batch_size;
+    }
+    unit.starved = full && taken == room;
+    if (full && taken > 0) *full_read = true;
   }
   evproc::pg::CallPostgres([] { sinkdb::Commit(); });
   state->released = true;
@@ -303,10 +344,13 @@ void LeaseAndStart() {
     ++state->units[batches[i].subscription->id].in_flight;
     state->in_flight.emplace(batches[i].token, std::move(records[i]));
   }
+  int leased = 0;
+  for (const sink::Batch &batch : batches) leased += static_cast<int>(batch.messages.size());
   for (sink::Batch &batch : batches) {
     const std::string &type = state->units[batch.subscription->id].type;
     TransportFor(type)->Start(std::move(batch));
   }
+  return leased;
 }
 
 void StepBody() {
@@ -319,6 +363,7 @@ void StepBody() {
   if (!state->failed_leases.empty()) {
     std::vector<std::string> leases = std::move(state->failed_leases);
     state->failed_leases.clear();
+    state->lease_wanted = true;  // their events come again now
     if (evproc::pg::CallPostgres([] { return sinkdb::Begin(); })) {
       for (const std::string &lease : leases) {
         const char *id = lease.c_str();
@@ -327,7 +372,9 @@ void StepBody() {
       evproc::pg::CallPostgres([] { sinkdb::Commit(); });
     }
   }
+  TimestampTz step_start = GetCurrentTimestamp();
   for (auto &[type, transport] : state->transports) transport->Poll(&state->finished);
+  int ended = static_cast<int>(state->finished.size());
   // Each finished lease is written in its own transaction, and forgotten before: if
   // writing it fails, it expires instead of failing again and again.
   while (!state->finished.empty()) {
@@ -343,7 +390,44 @@ void StepBody() {
     EndOne(lease, completion);
     state->failed_leases.pop_back();
   }
-  LeaseAndStart();
+  TimestampTz lease_start = GetCurrentTimestamp();
+  if (ended > 0 || lease_start - state->leased_at >= kIdleWaitMs * 1000L) {
+    state->lease_wanted = true;
+  }
+  // A unit that found no room may have some now (requests of other batches ended).
+  for (auto &[id, unit] : state->units) {
+    if (!unit.starved || state->lease_wanted) continue;
+    sink::Transport *transport = TransportFor(unit.type);
+    if (transport != nullptr && transport->HasRoom(*unit.spec) &&
+        transport->Room(*unit.spec) > unit.in_flight) {
+      state->lease_wanted = true;
+    }
+  }
+  int leased = 0;
+  auto spacing_us =
+      std::min(static_cast<int64>(kPassSpacing * state->pass_cost_us), kMostPassSpacingUs);
+  bool paced = state->last_pass_short && lease_start - state->leased_at < spacing_us;
+  if (state->lease_wanted && !paced) {
+    bool full = false;
+    leased = LeaseAndStart(&full);
+    state->lease_wanted = false;  // only once it committed: a failed step looks again
+    state->leased_at = lease_start;
+    state->last_pass_short = !full;
+    if (!full) {
+      auto took = static_cast<double>(GetCurrentTimestamp() - lease_start);
+      state->pass_cost_us =
+          state->pass_cost_us == 0 ? took : 0.8 * state->pass_cost_us + 0.2 * took;
+    }
+  }
+  // Where a step's time goes (bench/webhook SINK_DEBUG=1 KEEP_LOG=1).
+  if (ended > 0 || leased > 0) {
+    TimestampTz step_end = GetCurrentTimestamp();
+    evproc::pg::CallPostgres([&] {
+      elog(DEBUG1, "evproc sink %d: ended %d leases in %.2f ms, leased %d events in %.2f ms",
+           sink_index, ended, static_cast<double>(lease_start - step_start) / 1000.0, leased,
+           static_cast<double>(step_end - lease_start) / 1000.0);
+    });
+  }
   // What to wait on.
   state->socket_count = 0;
   long timeout = state->units.empty() ? kNoSubscriptionsWaitMs : kIdleWaitMs;
@@ -355,6 +439,16 @@ void StepBody() {
     for (const sink::WaitSocket &socket : sockets) {
       if (state->socket_count < kMaxSockets) state->sockets[state->socket_count++] = socket;
     }
+  }
+  // The next pass for retries falling due comes kIdleWaitMs after this one, however
+  // often sockets wake us meanwhile.
+  long until_pass =
+      kIdleWaitMs - static_cast<long>((GetCurrentTimestamp() - state->leased_at) / 1000);
+  if (until_pass < timeout) timeout = until_pass < 0 ? 0 : until_pass;
+  if (state->lease_wanted) {  // paced: the pass comes when its spacing has passed
+    int64 left_us = state->leased_at + spacing_us - GetCurrentTimestamp();
+    long left_ms = left_us <= 0 ? 0 : static_cast<long>((left_us + 999) / 1000);
+    if (left_ms < timeout) timeout = left_ms;
   }
   state->timeout_ms = timeout;
 }
@@ -419,7 +513,11 @@ void Wait() {
   WaitEvent event;
   (void)WaitEventSetWait(set, timeout, &event, 1, PG_WAIT_EXTENSION);
   FreeWaitEventSet(set);
-  ResetLatch(MyLatch);
+  // Reset only when seen set: a wake after this look stays set and ends the next wait.
+  if (MyLatch->is_set) {
+    ResetLatch(MyLatch);
+    if (state != nullptr) state->lease_wanted = true;
+  }
 }
 
 }  // namespace

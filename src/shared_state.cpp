@@ -1,5 +1,7 @@
 #include "shared_state.hpp"
 
+#include "pg_compat.hpp"
+
 extern "C" {
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -136,7 +138,7 @@ void WakeReaders() {
   if (shared == nullptr) return;
   // Not ourselves: we are not waiting, and a sink worker woken by its own
   // acknowledgement would look for work once more for nothing (sink_worker.cpp).
-  uint32 self = MyProc != nullptr ? static_cast<uint32>(MyProc->pgprocno) : kNoProc;
+  uint32 self = MyProc != nullptr ? compat::MyProcIndex() : kNoProc;
   for (auto &slot : shared->reader_procno) {
     uint32 procno = pg_atomic_read_u32(&slot);
     if (procno != self) SetProcLatch(procno);

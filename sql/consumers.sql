@@ -86,15 +86,69 @@ SELECT pg_sleep(0.05);
 SELECT pg_temp.try_lease(format('SELECT evproc_ack(%L, %L)', 'cn_pull', (SELECT lease FROM r4 LIMIT 1))) AS ack_expired;
 SELECT pg_temp.try_lease(format('SELECT evproc_extend(%L, %L, %L)', 'cn_pull', (SELECT lease FROM r4 LIMIT 1), '1 minute')) AS extend_expired;
 SELECT expired FROM evproc_leases WHERE subscription = 'cn_pull';
-CREATE TEMP TABLE r5 AS SELECT * FROM evproc_read('cn_pull', 100) WITH ORDINALITY AS r;
-SELECT key, payload->>'n' AS n, attempt FROM r5 ORDER BY key, ordinality;
+-- One at a time: the consumer may have died of either head, so each comes alone (in
+-- whichever order the units are claimed), each with attempt 2; then d's later event.
+CREATE TEMP TABLE r5 AS SELECT 1 AS read, * FROM evproc_read('cn_pull', 100) WITH ORDINALITY AS r;
+SELECT count(*) AS events, min(attempt) AS attempt, bool_and(payload->>'n' IN ('10', '12')) AS a_head
+  FROM r5;
 SELECT lease <> (SELECT lease FROM r4 LIMIT 1) AS new_lease FROM r5 LIMIT 1;
 SELECT s.status, s.attempt, s.sqlstate, s.last_error
-  FROM r5, evproc_event_status(r5.id) s WHERE r5.payload->>'n' = '10';
+  FROM r4, evproc_event_status(r4.id) s WHERE r4.payload->>'n' = '10';
 -- Extend pushes the expiry out.
 SELECT evproc_extend('cn_pull', (SELECT lease FROM r5 LIMIT 1), '1 hour') > now() + interval '59 minutes' AS extended;
 SELECT evproc_ack('cn_pull', (SELECT lease FROM r5 LIMIT 1)) AS delivered;
+INSERT INTO r5 SELECT 2, * FROM evproc_read('cn_pull', 100) WITH ORDINALITY AS r;
+SELECT evproc_ack('cn_pull', (SELECT lease FROM r5 WHERE read = 2 LIMIT 1)) AS delivered;
+INSERT INTO r5 SELECT 3, * FROM evproc_read('cn_pull', 100) WITH ORDINALITY AS r;
+SELECT evproc_ack('cn_pull', (SELECT lease FROM r5 WHERE read = 3 LIMIT 1)) AS delivered;
+SELECT read, count(*) AS events FROM r5 GROUP BY read ORDER BY read;
+SELECT key, string_agg(payload->>'n', ',' ORDER BY read) AS n_in_order,
+       string_agg(attempt::text, ',' ORDER BY read) AS attempts
+  FROM r5 GROUP BY key ORDER BY key;
 SELECT delivered, parked, dead_letters FROM evproc_subscriptions WHERE name = 'cn_pull';
+
+-- A consumer that dies of one event (its lease expires each time it reads it) beside
+-- innocent ones: with max_attempts 2, only that event ends in the dead letters; every
+-- other event, read with it the first time, is delivered at its second attempt.
+SELECT count(*) AS enqueued
+  FROM (SELECT evproc_enqueue('cn.t', 'p' || n, jsonb_build_object('n', n))
+          FROM generate_series(30, 37) n) x;
+SELECT evproc.take_tick() > 0 AS ticked;
+CREATE TEMP TABLE poison_reads (read int, n int, attempt int, died boolean);
+CREATE PROCEDURE pg_temp.consume_until_empty() LANGUAGE plpgsql AS $$
+DECLARE
+    lease_id text;
+    reads int := 0;
+BEGIN
+    LOOP
+        reads := reads + 1;
+        EXIT WHEN reads > 40;
+        CREATE TEMP TABLE batch ON COMMIT DROP AS
+            SELECT * FROM evproc_read('cn_pull', 100, lease => '500 ms');
+        EXIT WHEN NOT EXISTS (SELECT FROM batch);
+        INSERT INTO poison_reads
+            SELECT reads, (payload->>'n')::int, attempt,
+                   EXISTS (SELECT FROM batch b WHERE b.payload->>'n' = '33') FROM batch;
+        IF EXISTS (SELECT FROM batch WHERE payload->>'n' = '33') THEN
+            PERFORM pg_sleep(0.6);  -- dies: the lease expires
+        ELSE
+            PERFORM evproc_ack('cn_pull', (SELECT lease FROM batch LIMIT 1));
+        END IF;
+        COMMIT;
+    END LOOP;
+END
+$$;
+CALL pg_temp.consume_until_empty();
+SELECT count(DISTINCT read) AS reads, max(read) < 40 AS finished FROM poison_reads;
+SELECT count(*) FILTER (WHERE n = 33) AS poison_handed,
+       count(*) FILTER (WHERE read > 1 AND n <> 33 AND died) AS innocent_died_with_it_again
+  FROM poison_reads;
+SELECT n, attempts, sqlstate, message FROM evproc_dead_letters d, LATERAL (SELECT (d.payload->>'n')::int AS n) x
+ WHERE subscription = 'cn_pull' AND key LIKE 'p%';
+SELECT count(*) AS delivered_innocent
+  FROM (SELECT DISTINCT n FROM poison_reads WHERE NOT died) x;
+SELECT evproc_purge('cn_pull', ARRAY(SELECT event_id FROM evproc_dead_letters
+                                      WHERE subscription = 'cn_pull' AND key LIKE 'p%')) AS purged;
 
 -- Refusals.
 SELECT pg_temp.try_lease($$SELECT * FROM evproc_read('cn_none')$$) AS unknown_subscription;

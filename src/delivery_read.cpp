@@ -140,6 +140,7 @@ void ReadDueRetries(const Unit &unit, ItemList *items, MemoryContext context) {
     item.has_first_failed_at = !isnull;
     item.first_failed_at = isnull ? 0 : DatumGetTimestampTz(first);
     item.enqueued_at = DatumGetTimestampTz(Column(row, 6, &isnull));
+    item.lease_expired = DatumGetBool(Column(row, 7, &isnull));
     item.outcome = Outcome::kPending;
     Append(items, item, context);
   }

@@ -201,7 +201,8 @@ WITH due AS (
 SELECT r.event_id,
        ROW((r.event).id, (r.event).topic, (r.event).key, (r.event).type, (r.event).payload,
            (r.event).headers, (r.event).enqueued_at, r.attempt + 1, (r.event).replay)::evproc.event,
-       r.key, r.attempt, r.first_failed_at, (r.event).enqueued_at
+       r.key, r.attempt, r.first_failed_at, (r.event).enqueued_at,
+       coalesce(r.sqlstate = 'EV001', false)
   FROM (SELECT l.* FROM due d
          CROSS JOIN LATERAL (SELECT * FROM evproc.retry k
                               WHERE k.subscription_id = $1 AND k.partition = $2 AND k.key = d.key

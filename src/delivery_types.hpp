@@ -73,6 +73,9 @@ struct Item {
   // A window or replay event whose key has a parked head (read with it): it waits behind
   // that head, in order.
   bool key_parked;
+  // A retry whose last attempt was a lease that expired (EV001): maybe the event that
+  // killed its consumer, so a read hands it out alone (lease_read.cpp).
+  bool lease_expired;
   int32 failed_attempts;  // before this delivery
   TimestampTz first_failed_at;
   bool has_first_failed_at;

@@ -161,6 +161,14 @@ const char *OwnerProblem(const Unit &unit) {
   return nullptr;
 }
 
+// Whether a due retry read is the head of a lease that expired.
+bool ExpiredHeadDue(const ItemList &items) {
+  for (int i = 0; i < items.count; ++i) {
+    if (items.items[i].lease_expired) return true;
+  }
+  return false;
+}
+
 // Records the lease and marks its units. Returns its id.
 const char *RecordLease(const Request &request, const std::vector<LeasedUnit> &units,
                         const ItemList &items, const std::vector<bool> &from_replay,
@@ -314,7 +322,21 @@ Look LookOnce(const Request &request, MemoryContext context) {
       if (unit.retries_due) dl::ReadDueRetries(unit, &items, context);
       if (unit.replay) dl::ReadReplay(unit, &replay_at, &items, context);
     });
-    if (!unit.replay) dl::ReadWindows(unit, &at, &items, context);
+    // After an expiry each event of the expired lease is handed out alone, until one is
+    // acknowledged or nacked: the consumer may have died of one of them, and handing
+    // them out together again would charge every innocent head an attempt at each death,
+    // until all of them were dead letters (docs/consumers.md, "Ending a lease").
+    bool alone = ExpiredHeadDue(items);
+    if (alone && handed > 0) {
+      CallPostgres([] { PopActiveSnapshot(); });
+      break;  // the lease so far goes out; this unit waits for a read of its own
+    }
+    if (alone) {
+      items = ItemList{};
+      unit.batch_size = 1;
+      CallPostgres([&] { dl::ReadDueRetries(unit, &items, context); });
+    }
+    if (!unit.replay && !alone) dl::ReadWindows(unit, &at, &items, context);
     CallPostgres([] { PopActiveSnapshot(); });
     // Events of keys parked before the read wait behind their head, in order (each read
     // says whether its event's key is parked, as a worker's does).
@@ -349,6 +371,7 @@ Look LookOnce(const Request &request, MemoryContext context) {
       }
     }
     handed += unit_handed;
+    if (alone) break;
   }
   if (leased.empty()) return look;
   look.lease_id = RecordLease(request, leased, leased_items, from_replay, context);

@@ -818,6 +818,12 @@ BEGIN
     EXCEPTION WHEN lock_not_available THEN
         RAISE LOG 'evproc: maintenance skipped the grants of dropped roles this time: %', SQLERRM;
     END;
+    BEGIN
+        PERFORM evproc.summarize_log_ids();
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'evproc: summarizing the log''s id indexes failed: %', SQLERRM
+            USING DETAIL = format('SQLSTATE %s', SQLSTATE);
+    END;
     -- Last: a partition drop holds its lock on evproc.log until this commits. Its
     -- failure must not undo the work above.
     BEGIN

@@ -215,10 +215,36 @@ SELECT bool_or(plan ~ 'Index Scan on dedup_expiry_idx|Index Scan using dedup_exp
   FROM pg_temp.plan('SELECT ctid FROM evproc.dedup WHERE expires_at < now() ORDER BY expires_at LIMIT 10000') plan;
 RESET enable_seqscan;
 
+-- 11. evproc_event_status finds an event through the log's BRIN indexes on id, whose
+--     new ranges maintenance summarizes: the look-up reads a range or two of 128 heap
+--     pages, not every page filled since the last VACUUM (here about 2,700 of them),
+--     nor the window index's entry of every event (about 330 pages). Counted by the
+--     server's own I/O statistics of the log's partitions.
+SELECT evproc_create_topic('rt_brin', partitions => 1) > 0 AS created;
+SELECT count(*) AS enqueued
+  FROM generate_series(1, 60000) g,
+       LATERAL evproc_enqueue('rt_brin', 'k' || g % 100, jsonb_build_object('n', g, 'pad', repeat('x', 200)));
+SELECT max(l.id) - 30000 AS brin_probe FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
+ WHERE t.name = 'rt_brin' \gset
+SELECT evproc.maintain();
+CREATE FUNCTION pg_temp.log_pages_touched() RETURNS bigint LANGUAGE sql AS $fn$
+  SELECT sum(coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0)
+             + coalesce(idx_blks_read, 0) + coalesce(idx_blks_hit, 0))::bigint
+    FROM pg_statio_all_tables
+   WHERE schemaname = 'evproc' AND relname ~ '^log_(p[0-9]+|default)$'
+$fn$;
+SELECT pg_stat_force_next_flush();
+SELECT pg_temp.log_pages_touched() AS pages_before \gset
+SELECT count(*) AS subscriptions, pg_stat_force_next_flush() IS NULL AS flushing
+  FROM evproc_event_status(:brin_probe);
+SELECT pg_temp.log_pages_touched() - :pages_before BETWEEN 1 AND 200 AS reads_a_range_or_two;
+SELECT evproc.summarize_log_ids() AS left_to_summarize;
+
 -- Clean up.
 SELECT evproc_unsubscribe('rt_sub');
 SELECT evproc_drop_topic('rt');
 SELECT evproc_drop_topic('rt_dedup');
+SELECT evproc_drop_topic('rt_brin');
 DROP FUNCTION rt_record(evproc.event[]);
 DROP TABLE rt_seen;
 REVOKE USAGE ON SCHEMA evproc FROM evproc_rt_app;

@@ -16,6 +16,9 @@
 -- The sink's options ({"type": "webhook", ...}); NULL for handler and pull subscriptions.
 ALTER TABLE evproc.subscription ADD COLUMN sink jsonb
     CONSTRAINT subscription_sink_check CHECK (sink IS NULL OR pg_catalog.jsonb_typeof(sink) = 'object');
+-- The sink workers read their subscriptions at each wake (a tick, a lease's end): through
+-- this, not every subscription of the database.
+CREATE INDEX subscription_sink_idx ON evproc.subscription (id) WHERE sink IS NOT NULL;
 
 -- Roles a superuser allowed to create sinks (their members may too).
 CREATE TABLE evproc.sink_creator (

@@ -1460,6 +1460,7 @@ CREATE INDEX progress_retry_due_idx ON evproc.progress (retry_due_at) WHERE retr
 CREATE INDEX progress_slot_idx ON evproc.progress (slot);
 CREATE FUNCTION evproc.flag_ready(slots integer[], OUT flagged integer, OUT again integer[])
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '50ms'
+    SET plan_cache_mode = force_generic_plan
 AS $fn$
 BEGIN
     IF slots IS NULL THEN
@@ -1897,3 +1898,13 @@ BEGIN
      ORDER BY sb.name;
 END
 $fn$;
+
+-- The subscriptions the launcher's tick marks units of (evproc.flag_ready): with thousands
+-- of paused or pull subscriptions, reading only the active push ones keeps the tick's
+-- cost to theirs (issue 18: the tick read every subscription, 0.8 ms a tick at 2,000).
+CREATE INDEX subscription_active_idx ON evproc.subscription (id)
+    WHERE NOT paused AND handler IS NOT NULL;
+
+-- The sink workers read their subscriptions at each wake (a tick, a lease's end): through
+-- this, not every subscription of the database.
+CREATE INDEX subscription_sink_idx ON evproc.subscription (id) WHERE sink IS NOT NULL;

@@ -260,9 +260,10 @@ bench_lat_pct() {
                              FROM bench_lat WHERE sys = '$1' AND xid IS NOT NULL) x"
 }
 
-# bench_evproc_pids -> the pids of the launcher and the workers
+# bench_evproc_pids -> the pids of evproc's processes: the launcher, the workers, the
+# maintenance worker and the sink workers
 bench_evproc_pids() {
-    sql -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type IN ('evproc launcher', 'evproc worker')"
+    sql -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'evproc %'"
 }
 
 # bench_cpu_pct SECONDS PID... -> CPU used by the PIDs over SECONDS, in % of one core

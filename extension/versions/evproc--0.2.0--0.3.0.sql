@@ -1811,8 +1811,8 @@ $fn$;
 -- 150,000 events, 135 ms at 600,000, bench/idle_subs). Maintenance summarizes the new
 -- ranges of the partitions that can still grow or just stopped: the default one, those
 -- not closed (an empty one costs a look at its first page) and those closed within the
--- hour. A partition VACUUM holds (it summarizes
--- them itself) is skipped, never waited for. Returns the number of ranges summarized.
+-- hour. A partition VACUUM holds (it summarizes them itself) is skipped, never waited
+-- for. Returns the number of ranges summarized.
 CREATE FUNCTION evproc.summarize_log_ids() RETURNS bigint
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '10ms'
 AS $fn$

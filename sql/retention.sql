@@ -240,6 +240,31 @@ SELECT count(*) AS subscriptions, pg_stat_force_next_flush() IS NULL AS flushing
 SELECT pg_temp.log_pages_touched() - :pages_before BETWEEN 1 AND 200 AS reads_a_range_or_two;
 SELECT evproc.summarize_log_ids() AS left_to_summarize;
 
+-- 12. Maintenance moves an idle unit to the newest tick only when no event waits in its
+--     window (a first look at the window index, then the window read): a paused
+--     subscription with an event stays where it is, one without moves on; once resumed,
+--     the held event is delivered.
+SELECT evproc_create_topic('rt_idle', partitions => 1) > 0 AS created,
+       evproc_create_topic('rt_held', partitions => 1) > 0 AS created_too;
+SELECT evproc_subscribe('rt_idle_sub', 'rt_idle', 'rt_record', run_as => 'evproc_rt_app') > 0 AS subscribed,
+       evproc_subscribe('rt_held_sub', 'rt_held', 'rt_record', run_as => 'evproc_rt_app') > 0 AS subscribed_too;
+SELECT evproc_pause('rt_idle_sub'), evproc_pause('rt_held_sub');
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT evproc_enqueue('rt_held', 'k', '{"n": 900012}') > 0 AS enqueued;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT s.name, p.tick_id > 0 AS placed FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
+ WHERE s.name IN ('rt_idle_sub', 'rt_held_sub') ORDER BY s.name;
+SELECT evproc.maintain();
+SELECT s.name, p.tick_id = (SELECT max(id) FROM evproc.tick) AS at_newest
+  FROM evproc.progress p JOIN evproc.subscription s ON s.id = p.subscription_id
+ WHERE s.name IN ('rt_idle_sub', 'rt_held_sub') ORDER BY s.name;
+SELECT evproc_resume('rt_held_sub');
+SELECT pg_temp.drain() >= 1 AS drained;
+SELECT count(*) AS held_event_delivered FROM rt_seen WHERE n = 900012;
+SELECT evproc_unsubscribe('rt_idle_sub'), evproc_unsubscribe('rt_held_sub');
+SELECT evproc_drop_topic('rt_idle'), evproc_drop_topic('rt_held');
+
 -- Clean up.
 SELECT evproc_unsubscribe('rt_sub');
 SELECT evproc_drop_topic('rt');

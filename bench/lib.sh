@@ -196,7 +196,7 @@ CREATE FUNCTION record_seen(events evproc.event[]) RETURNS void LANGUAGE sql AS 
      ORDER BY o
 $$;
 GRANT EXECUTE ON FUNCTION record_seen(evproc.event[]) TO bench_app;
-CREATE UNLOGGED TABLE bench_lat (sys text, id bigint, handler_at timestamptz, xid xid);
+CREATE UNLOGGED TABLE bench_lat (sys text, id bigint, handler_at timestamptz, xid xid, xid8 xid8);
 GRANT INSERT ON bench_lat TO bench_app;
 CREATE FUNCTION record_lat(events evproc.event[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE started timestamptz := clock_timestamp();

@@ -15,7 +15,7 @@ int max_batch_events = 10000;
 
 char *database_name = nullptr;
 int worker_count = 2;
-int tick_interval_ms = 2;
+int tick_interval_ms = 1;
 int maintenance_interval_s = 10;
 bool worker_synchronous_commit = false;
 int partition_interval_s = 3600;
@@ -44,7 +44,7 @@ void DefineBackgroundSettings() {
   DefineCustomIntVariable(
       "evproc.tick_interval",
       "Shortest time between two ticks (snapshots that bound delivery windows).", nullptr,
-      &tick_interval_ms, 2, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+      &tick_interval_ms, 1, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("evproc.maintenance_interval",
                           "Time between two runs of evproc.maintain() by the maintenance worker.",
                           nullptr, &maintenance_interval_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S,

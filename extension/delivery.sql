@@ -104,7 +104,8 @@ CREATE INDEX progress_ready_idx ON evproc.progress (subscription_id, partition) 
 CREATE INDEX progress_retry_due_idx ON evproc.progress (retry_due_at) WHERE retry_due_at IS NOT NULL;
 -- The launcher's tick finds the units of the slots that got commits.
 CREATE INDEX progress_slot_idx ON evproc.progress (slot);
--- The subscriptions the launcher's tick marks units of (evproc.flag_ready): with thousands
+-- The subscriptions the launcher's tick marks units of (kFlagReady in
+-- src/delivery_statements.hpp): with thousands
 -- of paused or pull subscriptions, reading only the active push ones keeps the tick's
 -- cost to theirs (issue 18: the tick read every subscription, 0.8 ms a tick at 2,000).
 CREATE INDEX subscription_active_idx ON evproc.subscription (id)
@@ -659,54 +660,6 @@ BEGIN
     RETURN changed;
 END
 $fn$;
-
--- The launcher's tick (src/launcher.cpp, docs/design.md "Claiming a unit"): the units of
--- the slots that got commits (all units: NULL, after a start) become ready, for active
--- push subscriptions. Rows someone holds are skipped, not waited for: the tick never
--- waits behind a batch or maintenance. Returns how many units became ready and the
--- slots whose units are still not ready (held, or cleared by a batch that committed
--- meanwhile), which the launcher tries again shortly; a unit held by a worker whose
--- committed row reads ready is left to that worker, which looks at its slot's stamp
--- after its commit. A table lock held by someone (an ALTER TABLE) makes every slot be
--- tried again. Its statements keep one generic plan (through subscription_active_idx):
--- left to choose, PL/pgSQL planned them afresh at every tick for the slot array, which
--- was 40 % of the launcher's CPU at 1,000 events/s (bench/profile, issue 18).
-CREATE FUNCTION evproc.flag_ready(slots integer[], OUT flagged integer, OUT again integer[])
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '50ms'
-    SET plan_cache_mode = force_generic_plan
-AS $fn$
-BEGIN
-    IF slots IS NULL THEN
-        UPDATE evproc.progress p SET ready = true
-         WHERE (p.subscription_id, p.partition) IN
-               (SELECT q.subscription_id, q.partition
-                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                 WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
-                   FOR UPDATE OF q SKIP LOCKED);
-        GET DIAGNOSTICS flagged = ROW_COUNT;
-        again := ARRAY(SELECT DISTINCT q.slot
-                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                        WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL);
-    ELSE
-        UPDATE evproc.progress p SET ready = true
-         WHERE (p.subscription_id, p.partition) IN
-               (SELECT q.subscription_id, q.partition
-                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                 WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
-                   AND s.handler IS NOT NULL
-                   FOR UPDATE OF q SKIP LOCKED);
-        GET DIAGNOSTICS flagged = ROW_COUNT;
-        again := ARRAY(SELECT DISTINCT q.slot
-                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                        WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
-                          AND s.handler IS NOT NULL);
-    END IF;
-EXCEPTION WHEN lock_not_available THEN
-    flagged := 0;
-    again := coalesce(slots, ARRAY(SELECT g FROM generate_series(0, 4095) g));
-END
-$fn$;
-REVOKE ALL ON FUNCTION evproc.flag_ready(integer[]) FROM PUBLIC;
 
 CREATE FUNCTION evproc.maintain() RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'

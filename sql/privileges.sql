@@ -408,6 +408,37 @@ SELECT pg_temp.drain() AS drained;
 SELECT count(*) AS bob_got_it FROM pv_seen WHERE id = :after_revoke AND who = 'evproc_bob';
 
 -------------------------------------------------------------------------------
+-- 'subscribe' held through a group: the worker's check (delivery::OwnerState, from the
+-- catalog caches) follows evproc.may_subscribe's rule. carol, a member of a group that
+-- holds 'subscribe', subscribes and is delivered to; out of the group, her subscription
+-- pauses, and the event waits.
+-------------------------------------------------------------------------------
+CREATE ROLE evproc_team;
+CREATE ROLE evproc_carol IN ROLE evproc_team;
+GRANT USAGE ON SCHEMA evproc TO evproc_carol;
+GRANT INSERT ON pv_seen TO evproc_carol;
+SET ROLE evproc_alice;
+SELECT evproc_grant('pv.orders', 'evproc_team', 'subscribe') AS granted;
+RESET ROLE;
+SET ROLE evproc_carol;
+SELECT evproc_subscribe('pv_carol', 'pv.orders', 'pv_record') > 0 AS subscribed;
+RESET ROLE;
+SELECT evproc_enqueue('pv.orders', 'c', '{"n": 30}') AS to_carol \gset
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain() AS drained;
+SELECT count(*) AS carol_got_it FROM pv_seen WHERE id = :to_carol AND who = 'evproc_carol';
+REVOKE evproc_team FROM evproc_carol;
+SELECT evproc_enqueue('pv.orders', 'c', '{"n": 31}') AS not_to_carol \gset
+SELECT evproc.take_tick() > 0 AS ticked;
+SELECT pg_temp.drain() AS drained;
+SELECT name, state, reason FROM evproc_subscriptions WHERE name = 'pv_carol';
+SELECT count(*) AS carol_got_it FROM pv_seen WHERE id = :not_to_carol AND who = 'evproc_carol';
+SELECT evproc_unsubscribe('pv_carol');
+REVOKE INSERT ON pv_seen FROM evproc_carol;
+REVOKE USAGE ON SCHEMA evproc FROM evproc_carol;
+DROP ROLE evproc_carol, evproc_team;
+
+-------------------------------------------------------------------------------
 -- search_path: the implementations pin theirs. A caller's schema first in its path,
 -- shadowing pg_catalog's pg_has_role and text equality, changes nothing for them (it
 -- does for the caller's own unqualified calls).

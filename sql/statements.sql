@@ -10,13 +10,16 @@ SELECT count(*) AS statements, count(DISTINCT t) AS distinct_texts
                     'due_retries', 'window_pending', 'window_range',
                     'delete_retries', 'park', 'dead_letter', 'promote_heads', 'advance',
                     'pause', 'trip_breaker', 'event_type', 'claim_unit', 'advance_ready',
-                    'set_ready']) n,
+                    'set_ready', 'flag_ready', 'flag_ready_all']) n,
        LATERAL evproc.statement_sql(n) t;
 SELECT pg_temp.try($$SELECT evproc.statement_sql('nope')$$);
--- The rule "may this owner subscribe to the topic" is evproc.may_subscribe, in the claim
--- as in evproc_subscribe and evproc_replay.
-SELECT evproc.statement_sql('claim') ~ 'evproc\.may_subscribe\(s\.owner::oid, t\)' AS claim_asks,
-       evproc.statement_sql('claim_replay') ~ 'evproc\.may_subscribe\(s\.owner::oid, t\)' AS replay_claim_asks;
+-- The rule "may this owner subscribe to the topic" is evproc.may_subscribe's in
+-- evproc_subscribe and evproc_replay; the claims return the roles it asks about (the
+-- topic's owner, then its 'subscribe' grantees) and the worker asks the same question of
+-- the catalog caches (delivery::OwnerState; sql/privileges.sql revokes and grants).
+SELECT bool_and(evproc.statement_sql(n) ~ 'ARRAY\[t\.owner::oid\] \|\| t\.subscribers::oid\[\]')
+         AS claims_return_topic_roles
+  FROM unnest(ARRAY['claim', 'claim_unit', 'claim_replay']) n;
 
 -- Some units, a retry line and statistics: the plans below are what a worker gets with
 -- a few subscriptions.

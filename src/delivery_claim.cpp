@@ -5,11 +5,15 @@
 #include "delivery_plans.hpp"
 #include "delivery_ready.hpp"
 #include "handler_call.hpp"
+#include "pg_compat.hpp"
 
 extern "C" {
 #include "access/xact.h"
+#include "catalog/pg_type_d.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 }
 
@@ -33,6 +37,28 @@ void ReadBinding(Unit *unit) {
 }
 
 }  // namespace
+
+const char *OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles) {
+  if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner))) return "missing";
+  if (superuser_arg(owner)) return "superuser";
+  // A handler dropped since the claim resolved it is reported by HandlerProblem.
+  if (OidIsValid(handler_fn) && SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(handler_fn)) &&
+      !compat::MayExecute(handler_fn, owner)) {
+    return "no_execute";
+  }
+  // evproc.may_subscribe's rule: a member of the topic's owner or of a grantee (a
+  // grantee dropped since is a member of nothing).
+  if (topic_roles != nullptr) {
+    Datum *roles = nullptr;
+    bool *nulls = nullptr;
+    int count = 0;
+    deconstruct_array(topic_roles, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &roles, &nulls, &count);
+    for (int i = 0; i < count; ++i) {
+      if (!nulls[i] && is_member_of_role(owner, DatumGetObjectId(roles[i]))) return "ok";
+    }
+  }
+  return "no_subscribe";
+}
 
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
   if (Run(replay ? plans.claim_replay : ClaimPlan(), nullptr, nullptr, false, SPI_OK_SELECT) == 0)
@@ -67,7 +93,9 @@ void UnitFromRow(Unit *unit, uint64 row, bool replay, MemoryContext context) {
   unit->handler_fn = isnull ? InvalidOid : DatumGetObjectId(fn);
   unit->batch_form = DatumGetBool(Column(row, 12, &isnull));
   unit->owner = DatumGetObjectId(Column(row, 13, &isnull));
-  unit->owner_state = CopiedText(row, 14, context);
+  Datum topic_roles = Column(row, 14, &isnull);
+  unit->owner_state =
+      OwnerState(unit->owner, unit->handler_fn, isnull ? nullptr : DatumGetArrayTypeP(topic_roles));
   unit->batch_size = DatumGetInt32(Column(row, 15, &isnull));
   unit->max_attempts = DatumGetInt32(Column(row, 16, &isnull));
   unit->backoff_base_us = DatumGetInt64(Column(row, 17, &isnull));

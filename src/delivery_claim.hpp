@@ -5,6 +5,10 @@
 
 #include "delivery_types.hpp"
 
+extern "C" {
+#include "utils/array.h"
+}
+
 namespace evproc::delivery {
 
 // Claims a live unit (or, with `replay`, a running replay) and fills *unit with it and
@@ -15,6 +19,12 @@ bool ClaimUnit(Unit *unit, bool replay, MemoryContext context);
 // kClaimReplay with `replay`): the readers of pull subscriptions claim with statements of
 // their own that return the same columns (lease_sql.hpp).
 void UnitFromRow(Unit *unit, uint64 row, bool replay, MemoryContext context);
+
+// What the subscription's owner may do: "missing" (the role was dropped), "superuser",
+// "no_execute" (of handler_fn, when it exists), "no_subscribe" (a member of none of
+// `topic_roles`, the topic's owner and 'subscribe' grantees: evproc.may_subscribe's rule)
+// or "ok". From the catalog caches, in the claim's transaction.
+const char *OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles);
 
 // When idle: the earliest moment a retry falls due or a breaker closes (0: none).
 TimestampTz NextDue();

@@ -11,10 +11,12 @@ namespace evproc::sql {
 // oldest enqueued_at the subscription wants, from its start_from, applied to every
 // window: a transaction that enqueued before start_from may commit at any later tick),
 // then what a
-// batch needs to know of the subscription that owns it (8-23): its handler and whether
-// it may run (owner_state: 'missing', 'superuser', 'no_execute', 'no_subscribe' or 'ok';
-// whether the owner may subscribe to the topic is evproc.may_subscribe, the rule
-// evproc_subscribe and evproc_replay check too), and its settings. Only units of active
+// batch needs to know of the subscription that owns it (8-23): its handler, its owner,
+// the roles whose members may subscribe to the topic (14: the topic's owner, then its
+// 'subscribe' grantees; whether the owner may run the handler is decided from these in
+// C, delivery::OwnerState, which asks the catalog caches: a view join and a SQL
+// function per claim cost a worker more than the batch of one event they guarded,
+// issue 13), and its settings. Only units of active
 // subscriptions with a handler whose breaker is closed are claimed: pull subscriptions
 // (no handler) are read by consumers (lease_read.cpp, whose claims return the same
 // columns).
@@ -27,12 +29,7 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        coalesce(s.start_from, p.history_from), p.retry_due_at,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
-       CASE WHEN r.oid IS NULL THEN 'missing'
-            WHEN r.rolsuper THEN 'superuser'
-            WHEN h.fn IS NOT NULL
-             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
-            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
-            ELSE 'ok' END,
+       ARRAY[t.owner::oid] || t.subscribers::oid[],
        s.batch_size, s.max_attempts,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
@@ -41,7 +38,6 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
   FROM evproc.progress p
   JOIN evproc.subscription s ON s.id = p.subscription_id
   JOIN evproc.topic t ON t.id = s.topic_id
-  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
  WHERE NOT s.paused AND s.handler IS NOT NULL
    AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
@@ -67,12 +63,7 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        coalesce(s.start_from, p.history_from), p.retry_due_at,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
-       CASE WHEN r.oid IS NULL THEN 'missing'
-            WHEN r.rolsuper THEN 'superuser'
-            WHEN h.fn IS NOT NULL
-             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
-            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
-            ELSE 'ok' END,
+       ARRAY[t.owner::oid] || t.subscribers::oid[],
        s.batch_size, s.max_attempts,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
@@ -84,7 +75,6 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
                         AND (a.breaker_open_until IS NULL OR a.breaker_open_until <= now())
                      OFFSET 0) s
   JOIN evproc.topic t ON t.id = s.topic_id
-  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
  WHERE p.ready OR p.retry_due_at <= now()
  ORDER BY p.last_batch_at NULLS FIRST
@@ -98,12 +88,7 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
        NULL::timestamptz,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
-       CASE WHEN r.oid IS NULL THEN 'missing'
-            WHEN r.rolsuper THEN 'superuser'
-            WHEN h.fn IS NOT NULL
-             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
-            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
-            ELSE 'ok' END,
+       ARRAY[t.owner::oid] || t.subscribers::oid[],
        s.batch_size, s.max_attempts,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
@@ -113,7 +98,6 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
   FROM evproc.replay rp
   JOIN evproc.subscription s ON s.id = rp.subscription_id
   JOIN evproc.topic t ON t.id = s.topic_id
-  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
  WHERE NOT s.paused AND s.handler IS NOT NULL
    AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
@@ -382,7 +366,7 @@ UPDATE evproc.progress SET ready = true
  WHERE subscription_id = $1 AND partition = $2 AND NOT ready
    AND tick_id < (SELECT max(id) FROM evproc.tick))sql";
 
-// Whether this extension version marks units ready (kClaimReadyUnit).
+// Whether this extension version marks units ready (kClaimReadyUnit, kFlagReady).
 inline constexpr const char *kHasReady = R"sql(
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                 WHERE attrelid = 'evproc.progress'::pg_catalog.regclass
@@ -432,6 +416,56 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
 inline constexpr const char *kEventType = R"sql(
 SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
 
+// The launcher's flagging after a tick (ready_flags.hpp, docs/design.md "Claiming a
+// unit"): the units of the slots in $1 that an active push subscription awaits become
+// ready. Rows someone holds (a batch, maintenance) are skipped, not waited for: the tick
+// never waits behind them. Returns how many units became ready and the slots of the
+// units left waiting (held, or cleared by a batch that committed meanwhile), which the
+// launcher tries again shortly; a unit held by a worker whose committed row reads ready
+// is left to that worker, which looks at its slot's stamp after its commit. One generic
+// plan (through subscription_active_idx and progress_slot_idx), prepared once: planned
+// afresh at every tick for the slot array, it was 40 % of the launcher's CPU (issue 18).
+// It was a PL/pgSQL function until its call (SET clauses, an exception block's
+// subtransaction, two statements) was found to be most of what a tick cost (issue 13).
+// kFlagReadyAll is the same for every unit (after a start).
+inline constexpr const char *kFlagReady = R"sql(
+WITH waiting AS (
+    SELECT q.subscription_id, q.partition, q.slot
+      FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+     WHERE q.slot = ANY ($1) AND NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL),
+flagged AS (
+    UPDATE evproc.progress p SET ready = true
+     WHERE (p.subscription_id, p.partition) IN
+           (SELECT q.subscription_id, q.partition
+              FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+             WHERE q.slot = ANY ($1) AND NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
+               FOR UPDATE OF q SKIP LOCKED)
+    RETURNING p.subscription_id, p.partition)
+SELECT (SELECT count(*) FROM flagged)::int4,
+       ARRAY(SELECT DISTINCT w.slot FROM waiting w
+              WHERE NOT EXISTS (SELECT 1 FROM flagged f
+                                 WHERE f.subscription_id = w.subscription_id
+                                   AND f.partition = w.partition)))sql";
+
+inline constexpr const char *kFlagReadyAll = R"sql(
+WITH waiting AS (
+    SELECT q.subscription_id, q.partition, q.slot
+      FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+     WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL),
+flagged AS (
+    UPDATE evproc.progress p SET ready = true
+     WHERE (p.subscription_id, p.partition) IN
+           (SELECT q.subscription_id, q.partition
+              FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
+             WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
+               FOR UPDATE OF q SKIP LOCKED)
+    RETURNING p.subscription_id, p.partition)
+SELECT (SELECT count(*) FROM flagged)::int4,
+       ARRAY(SELECT DISTINCT w.slot FROM waiting w
+              WHERE NOT EXISTS (SELECT 1 FROM flagged f
+                                 WHERE f.subscription_id = w.subscription_id
+                                   AND f.partition = w.partition)))sql";
+
 // Every statement by the name evproc.statement_sql() knows it by.
 struct NamedStatement {
   const char *name;
@@ -462,6 +496,8 @@ inline constexpr NamedStatement kStatements[] = {
     {"trip_breaker", kTripBreaker},
     {"owner_search_path", kOwnerSearchPath},
     {"event_type", kEventType},
+    {"flag_ready", kFlagReady},
+    {"flag_ready_all", kFlagReadyAll},
 };
 
 }  // namespace evproc::sql

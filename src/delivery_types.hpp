@@ -34,7 +34,7 @@ struct Unit {
   Oid handler_fn;  // InvalidOid: dropped
   bool batch_form;
   Oid owner;
-  char *owner_state;  // ok, missing, superuser, no_execute, no_subscribe
+  const char *owner_state;  // ok, missing, superuser, no_execute, no_subscribe (OwnerState)
   // The function the subscription is bound to (evproc.subscription.handler_oid) and
   // whether it was bound in this extension (not before a restore, nor never): a bound
   // subscription runs handler_fn only if it is bound_fn.

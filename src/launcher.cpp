@@ -410,6 +410,9 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   // A tick lost in a crash is simply taken again; its commit need not wait for a flush
   // (workers' commits flush the WAL that holds it).
   SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+  // Our statements (the tick, the flagging) must mean what they say whatever search_path
+  // the database's owner configures: we run as a superuser.
+  SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
   evproc::SharedState *state = evproc::Shared();
   pg_atomic_write_u32(&state->launcher_procno, evproc::compat::MyProcIndex());

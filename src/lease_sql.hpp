@@ -18,12 +18,7 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
        p.history_from, p.retry_due_at,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
-       CASE WHEN r.oid IS NULL THEN 'missing'
-            WHEN r.rolsuper THEN 'superuser'
-            WHEN h.fn IS NOT NULL
-             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
-            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
-            ELSE 'ok' END,
+       ARRAY[t.owner::oid] || t.subscribers::oid[],
        s.batch_size, s.max_attempts,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
@@ -32,7 +27,6 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
   FROM evproc.progress p
   JOIN evproc.subscription s ON s.id = p.subscription_id
   JOIN evproc.topic t ON t.id = s.topic_id
-  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
  WHERE NOT s.paused
    AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())
@@ -52,12 +46,7 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
        NULL::timestamptz,
        s.name, s.topic_id, t.name, h.fn,
        s.handler_form = 'batch', s.owner::oid,
-       CASE WHEN r.oid IS NULL THEN 'missing'
-            WHEN r.rolsuper THEN 'superuser'
-            WHEN h.fn IS NOT NULL
-             AND NOT pg_catalog.has_function_privilege(s.owner::oid, h.fn, 'EXECUTE') THEN 'no_execute'
-            WHEN NOT evproc.may_subscribe(s.owner::oid, t) THEN 'no_subscribe'
-            ELSE 'ok' END,
+       ARRAY[t.owner::oid] || t.subscribers::oid[],
        s.batch_size, s.max_attempts,
        (extract(epoch FROM s.backoff_base) * 1000000)::int8,
        (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
@@ -67,7 +56,6 @@ SELECT rp.subscription_id, -1, 0::int8, NULL::int8, NULL::int8, NULL::timestampt
   FROM evproc.replay rp
   JOIN evproc.subscription s ON s.id = rp.subscription_id
   JOIN evproc.topic t ON t.id = s.topic_id
-  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.owner::oid
   CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
  WHERE NOT s.paused
    AND (s.breaker_open_until IS NULL OR s.breaker_open_until <= now())

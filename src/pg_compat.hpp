@@ -7,6 +7,7 @@
 
 extern "C" {
 #include "catalog/pg_database_d.h"
+#include "catalog/pg_proc_d.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
 }
@@ -19,6 +20,16 @@ inline bool OwnsDatabase(Oid database, Oid role) {
   return object_ownercheck(DatabaseRelationId, database, role);
 #else
   return pg_database_ownercheck(database, role);
+#endif
+}
+
+// Whether `role` may execute function `fn`. PostgreSQL 16 folded the per-catalog ACL
+// checks into object_aclcheck().
+inline bool MayExecute(Oid fn, Oid role) {
+#if PG_VERSION_NUM >= 160000
+  return object_aclcheck(ProcedureRelationId, fn, role, ACL_EXECUTE) == ACLCHECK_OK;
+#else
+  return pg_proc_aclcheck(fn, role, ACL_EXECUTE) == ACLCHECK_OK;
 #endif
 }
 

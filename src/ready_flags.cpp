@@ -3,13 +3,17 @@
 
 #include <cstring>
 
+#include "delivery_statements.hpp"
 #include "shared_state.hpp"
 #include "spi_plan.hpp"
 
 extern "C" {
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 }
 
@@ -22,8 +26,9 @@ bool again[kPartitionSlots];
 int again_list[kPartitionSlots];
 int again_count = 0;
 SPIPlanPtr flag_plan = nullptr;
-// Whether the served extension has evproc.flag_ready(), as of the version last looked at.
-bool has_flag_ready = false;
+SPIPlanPtr flag_all_plan = nullptr;
+// Whether the served extension marks units ready, as of the version last looked at.
+bool has_ready_units = false;
 Oid checked_extension = InvalidOid;
 char checked_version[NAMEDATALEN];
 
@@ -39,21 +44,32 @@ void Forget() {
   every_unit_pending = false;
 }
 
-bool HasFlagReady(Oid extension, const char *version) {
+// Whether the served extension marks units ready (0.3.0 on), looked up once per version.
+bool HasReadyUnits(Oid extension, const char *version) {
   if (checked_extension == extension && strcmp(checked_version, version) == 0) {
-    return has_flag_ready;
+    return has_ready_units;
   }
-  if (SPI_execute("SELECT pg_catalog.to_regprocedure('evproc.flag_ready(integer[])') IS NOT NULL",
-                  true, 1) != SPI_OK_SELECT ||
-      SPI_processed != 1) {
-    elog(ERROR, "evproc launcher: could not look for evproc.flag_ready");
+  if (SPI_execute(sql::kHasReady, true, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    elog(ERROR, "evproc launcher: could not look for ready units");
   }
   bool isnull = false;
-  has_flag_ready =
+  has_ready_units =
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   checked_extension = extension;
   strlcpy(checked_version, version, sizeof checked_version);
-  return has_flag_ready;
+  return has_ready_units;
+}
+
+// The tables the flagging writes and reads, locked now if no one stands in the way. A
+// DDL statement or VACUUM FULL on them must not hold the launcher, and so every tick,
+// behind it: the flagging is left for the next try instead (what its SKIP LOCKED does
+// for the rows).
+bool LockTablesAtOnce() {
+  Oid progress = get_relname_relid("progress", get_namespace_oid("evproc", false));
+  Oid subscription = get_relname_relid("subscription", get_namespace_oid("evproc", false));
+  if (!OidIsValid(progress) || !OidIsValid(subscription)) return false;
+  return ConditionalLockRelationOid(progress, RowExclusiveLock) &&
+         ConditionalLockRelationOid(subscription, AccessShareLock);
 }
 
 }  // namespace
@@ -69,21 +85,22 @@ int FlagInTransaction(Oid extension, const char *version) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
   int flagged = 0;
-  if (!HasFlagReady(extension, version)) {
+  if (!HasReadyUnits(extension, version)) {
     Forget();
-  } else {
+  } else if (LockTablesAtOnce()) {
     static const Oid types[] = {INT4ARRAYOID};
-    SPIPlanPtr plan =
-        PrepareOnce(&flag_plan, "SELECT flagged, again FROM evproc.flag_ready($1)", 1, types);
-    ArrayType *list = nullptr;  // NULL: every unit
-    if (!every_unit_pending) {
+    Datum args[1] = {0};
+    SPIPlanPtr plan = nullptr;
+    if (every_unit_pending) {
+      plan = PrepareOnce(&flag_all_plan, sql::kFlagReadyAll, 0, nullptr, CURSOR_OPT_GENERIC_PLAN);
+    } else {
+      plan = PrepareOnce(&flag_plan, sql::kFlagReady, 1, types, CURSOR_OPT_GENERIC_PLAN);
       static Datum values[kPartitionSlots];
       for (int i = 0; i < again_count; ++i) values[i] = Int32GetDatum(again_list[i]);
-      list = construct_array(values, again_count, INT4OID, 4, true, TYPALIGN_INT);
+      args[0] =
+          PointerGetDatum(construct_array(values, again_count, INT4OID, 4, true, TYPALIGN_INT));
     }
-    Datum args[] = {PointerGetDatum(list)};
-    char nulls[] = {list == nullptr ? 'n' : ' ', '\0'};
-    if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1) {
+    if (SPI_execute_plan(plan, args, nullptr, false, 1) != SPI_OK_SELECT || SPI_processed != 1) {
       elog(ERROR, "evproc launcher: could not mark units ready");
     }
     bool isnull = false;
@@ -101,7 +118,7 @@ int FlagInTransaction(Oid extension, const char *version) {
         if (!item_nulls[i]) Again(DatumGetInt32(items[i]));
       }
     }
-  }
+  }  // else what was remembered stays, for the next try
   PopActiveSnapshot();
   SPI_finish();
   return flagged;

@@ -2,9 +2,10 @@
 
 namespace evproc {
 
-SPIPlanPtr PrepareOnce(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types) {
+SPIPlanPtr PrepareOnce(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types,
+                       int cursor_options) {
   if (*slot == nullptr) {
-    SPIPlanPtr plan = SPI_prepare(sql, nargs, const_cast<Oid *>(types));
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, const_cast<Oid *>(types), cursor_options);
     if (plan == nullptr) {
       elog(ERROR, "evproc: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
     }

@@ -1458,42 +1458,6 @@ UPDATE evproc.progress p
 CREATE INDEX progress_ready_idx ON evproc.progress (subscription_id, partition) WHERE ready;
 CREATE INDEX progress_retry_due_idx ON evproc.progress (retry_due_at) WHERE retry_due_at IS NOT NULL;
 CREATE INDEX progress_slot_idx ON evproc.progress (slot);
-CREATE FUNCTION evproc.flag_ready(slots integer[], OUT flagged integer, OUT again integer[])
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '50ms'
-    SET plan_cache_mode = force_generic_plan
-AS $fn$
-BEGIN
-    IF slots IS NULL THEN
-        UPDATE evproc.progress p SET ready = true
-         WHERE (p.subscription_id, p.partition) IN
-               (SELECT q.subscription_id, q.partition
-                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                 WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
-                   FOR UPDATE OF q SKIP LOCKED);
-        GET DIAGNOSTICS flagged = ROW_COUNT;
-        again := ARRAY(SELECT DISTINCT q.slot
-                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                        WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL);
-    ELSE
-        UPDATE evproc.progress p SET ready = true
-         WHERE (p.subscription_id, p.partition) IN
-               (SELECT q.subscription_id, q.partition
-                  FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                 WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
-                   AND s.handler IS NOT NULL
-                   FOR UPDATE OF q SKIP LOCKED);
-        GET DIAGNOSTICS flagged = ROW_COUNT;
-        again := ARRAY(SELECT DISTINCT q.slot
-                         FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-                        WHERE q.slot = ANY (slots) AND NOT q.ready AND NOT s.paused
-                          AND s.handler IS NOT NULL);
-    END IF;
-EXCEPTION WHEN lock_not_available THEN
-    flagged := 0;
-    again := coalesce(slots, ARRAY(SELECT g FROM generate_series(0, 4095) g));
-END
-$fn$;
-REVOKE ALL ON FUNCTION evproc.flag_ready(integer[]) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler regprocedure,
                                       batch_size integer, max_attempts integer,
                                       backoff_base interval, backoff_cap interval,
@@ -1914,7 +1878,8 @@ BEGIN
 END
 $fn$;
 
--- The subscriptions the launcher's tick marks units of (evproc.flag_ready): with thousands
+-- The subscriptions the launcher's tick marks units of (kFlagReady in
+-- src/delivery_statements.hpp): with thousands
 -- of paused or pull subscriptions, reading only the active push ones keeps the tick's
 -- cost to theirs (issue 18: the tick read every subscription, 0.8 ms a tick at 2,000).
 CREATE INDEX subscription_active_idx ON evproc.subscription (id)

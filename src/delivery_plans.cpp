@@ -132,13 +132,19 @@ bool EnsurePlans() {
 // They run with sequential scans discouraged: each has an index that serves it whatever
 // the statistics. So does the ready claim (kClaimReadyUnit), whose partial indexes hold
 // only the units with work: right after a restart every unit is ready, and a plan made
-// then would otherwise scan every unit at each claim. The other statements on the small,
+// then would otherwise scan every unit at each claim. And the window's bounds
+// (kWindowBounds), which read evproc.tick by its key: a plan made while the tick table
+// was a page or two scanned it whole at every batch once it had grown (a tick a
+// millisecond, deleted by maintenance, vacuumed by autovacuum only): 5,000 scans a second
+// of 44 pages at 1,000 events/s after a drain (bench/compare's latency phase, issue 13).
+// The other statements on the small,
 // often-updated tables (progress, retry) keep sequential scans: there they are the right
 // plan, and an index scan can walk long chains of dead entries.
 namespace {
 bool WithoutSeqScans(SPIPlanPtr plan) {
   return plan == plans.window_pending || plan == plans.window_range ||
-         plan == plans.replay_events || (plans.claim_ready != nullptr && plan == plans.claim_ready);
+         plan == plans.bounds || plan == plans.replay_events ||
+         (plans.claim_ready != nullptr && plan == plans.claim_ready);
 }
 }  // namespace
 

@@ -142,9 +142,8 @@ bool EnsurePlans() {
 // plan, and an index scan can walk long chains of dead entries.
 namespace {
 bool WithoutSeqScans(SPIPlanPtr plan) {
-  return plan == plans.window_pending || plan == plans.window_range ||
-         plan == plans.bounds || plan == plans.replay_events ||
-         (plans.claim_ready != nullptr && plan == plans.claim_ready);
+  return plan == plans.window_pending || plan == plans.window_range || plan == plans.bounds ||
+         plan == plans.replay_events || (plans.claim_ready != nullptr && plan == plans.claim_ready);
 }
 }  // namespace
 

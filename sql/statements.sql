@@ -10,7 +10,7 @@ SELECT count(*) AS statements, count(DISTINCT t) AS distinct_texts
                     'due_retries', 'window_pending', 'window_range',
                     'delete_retries', 'park', 'dead_letter', 'promote_heads', 'advance',
                     'pause', 'trip_breaker', 'event_type', 'claim_unit', 'advance_ready',
-                    'set_ready', 'flag_ready', 'flag_ready_all']) n,
+                    'set_ready', 'flag_ready']) n,
        LATERAL evproc.statement_sql(n) t;
 SELECT pg_temp.try($$SELECT evproc.statement_sql('nope')$$);
 -- The rule "may this owner subscribe to the topic" is evproc.may_subscribe's in

@@ -427,7 +427,8 @@ SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
 // afresh at every tick for the slot array, it was 40 % of the launcher's CPU (issue 18).
 // It was a PL/pgSQL function until its call (SET clauses, an exception block's
 // subtransaction, two statements) was found to be most of what a tick cost (issue 13).
-// kFlagReadyAll is the same for every unit (after a start).
+// After a start $1 lists every slot: each unit of an active push subscription is looked
+// at once (every unit has a slot: evproc_subscribe sets it, the 0.3.0 update filled it).
 inline constexpr const char *kFlagReady = R"sql(
 WITH waiting AS (
     SELECT q.subscription_id, q.partition, q.slot
@@ -439,25 +440,6 @@ flagged AS (
            (SELECT q.subscription_id, q.partition
               FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
              WHERE q.slot = ANY ($1) AND NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
-               FOR UPDATE OF q SKIP LOCKED)
-    RETURNING p.subscription_id, p.partition)
-SELECT (SELECT count(*) FROM flagged)::int4,
-       ARRAY(SELECT DISTINCT w.slot FROM waiting w
-              WHERE NOT EXISTS (SELECT 1 FROM flagged f
-                                 WHERE f.subscription_id = w.subscription_id
-                                   AND f.partition = w.partition)))sql";
-
-inline constexpr const char *kFlagReadyAll = R"sql(
-WITH waiting AS (
-    SELECT q.subscription_id, q.partition, q.slot
-      FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-     WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL),
-flagged AS (
-    UPDATE evproc.progress p SET ready = true
-     WHERE (p.subscription_id, p.partition) IN
-           (SELECT q.subscription_id, q.partition
-              FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-             WHERE NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
                FOR UPDATE OF q SKIP LOCKED)
     RETURNING p.subscription_id, p.partition)
 SELECT (SELECT count(*) FROM flagged)::int4,
@@ -497,7 +479,6 @@ inline constexpr NamedStatement kStatements[] = {
     {"owner_search_path", kOwnerSearchPath},
     {"event_type", kEventType},
     {"flag_ready", kFlagReady},
-    {"flag_ready_all", kFlagReadyAll},
 };
 
 }  // namespace evproc::sql

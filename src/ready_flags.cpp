@@ -26,7 +26,6 @@ bool again[kPartitionSlots];
 int again_list[kPartitionSlots];
 int again_count = 0;
 SPIPlanPtr flag_plan = nullptr;
-SPIPlanPtr flag_all_plan = nullptr;
 // Whether the served extension marks units ready, as of the version last looked at.
 bool has_ready_units = false;
 Oid checked_extension = InvalidOid;
@@ -89,17 +88,13 @@ int FlagInTransaction(Oid extension, const char *version) {
     Forget();
   } else if (LockTablesAtOnce()) {
     static const Oid types[] = {INT4ARRAYOID};
-    Datum args[1] = {0};
-    SPIPlanPtr plan = nullptr;
-    if (every_unit_pending) {
-      plan = PrepareOnce(&flag_all_plan, sql::kFlagReadyAll, 0, nullptr, CURSOR_OPT_GENERIC_PLAN);
-    } else {
-      plan = PrepareOnce(&flag_plan, sql::kFlagReady, 1, types, CURSOR_OPT_GENERIC_PLAN);
-      static Datum values[kPartitionSlots];
-      for (int i = 0; i < again_count; ++i) values[i] = Int32GetDatum(again_list[i]);
-      args[0] =
-          PointerGetDatum(construct_array(values, again_count, INT4OID, 4, true, TYPALIGN_INT));
-    }
+    SPIPlanPtr plan = PrepareOnce(&flag_plan, sql::kFlagReady, 1, types, CURSOR_OPT_GENERIC_PLAN);
+    static Datum values[kPartitionSlots];
+    int count = every_unit_pending ? kPartitionSlots : again_count;
+    for (int i = 0; i < count; ++i)
+      values[i] = Int32GetDatum(every_unit_pending ? i : again_list[i]);
+    Datum args[] = {
+        PointerGetDatum(construct_array(values, count, INT4OID, 4, true, TYPALIGN_INT))};
     if (SPI_execute_plan(plan, args, nullptr, false, 1) != SPI_OK_SELECT || SPI_processed != 1) {
       elog(ERROR, "evproc launcher: could not mark units ready");
     }

@@ -1,0 +1,58 @@
+# The launcher's flagging never waits for a lock (docs/design.md "Claiming a unit"): it
+# takes its tables' locks only if they are free, and otherwise leaves the slots it had
+# to mark for its next try. Here a session holds ACCESS EXCLUSIVE on evproc.progress (an
+# operator's ALTER TABLE or VACUUM FULL) for a few seconds while events are published:
+# the launcher keeps taking ticks meanwhile (waiting for the lock, it would take none),
+# and once the lock is gone every event is delivered, each once.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use EvprocTAP;
+use Time::HiRes qw(usleep);
+
+my $node = evproc_node('flag_lock', "evproc.maintenance_interval = 1h\n");
+$node->safe_psql(
+	'postgres', q{
+SELECT evproc_create_topic('held', partitions => 4);
+CREATE TABLE held_seen (id bigint PRIMARY KEY);
+GRANT INSERT ON held_seen TO app;
+CREATE FUNCTION held_record(events evproc.event[]) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO public.held_seen SELECT e.id FROM unnest(events) e $$;
+SELECT evproc_subscribe('held_sub', 'held', 'held_record', run_as => 'app');
+SELECT evproc_enqueue('held', 'warm', '{}');
+});
+ok(wait_until($node, 'SELECT count(*) = 1 FROM held_seen'), 'delivery runs');
+
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN');
+$holder->query_safe('LOCK TABLE evproc.progress IN ACCESS EXCLUSIVE MODE');
+my $ticks_before = sql_value($node, 'SELECT max(id) FROM evproc.tick');
+# Each commit asks for a tick; the ticks' flagging finds evproc.progress locked.
+for my $i (1 .. 20)
+{
+	$node->safe_psql('postgres',
+		"SELECT evproc_enqueue('held', 'k$i', jsonb_build_object('n', $i))");
+	usleep(100_000);
+}
+my $ticks_during = sql_value($node, 'SELECT max(id) FROM evproc.tick');
+cmp_ok($ticks_during - $ticks_before, '>=', 5,
+	'the launcher keeps ticking while evproc.progress is locked');
+is(sql_value($node, 'SELECT count(*) FROM held_seen'), '1',
+	'nothing is delivered while the workers cannot write their progress');
+$holder->query_safe('COMMIT');
+$holder->quit;
+
+ok(wait_until($node, 'SELECT count(*) = 21 FROM held_seen', timeout => 60),
+	'every event is delivered once the lock is gone');
+is( sql_value($node, q{SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
+                        WHERE t.name = 'held'}),
+	'21', 'enqueued = delivered');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM evproc_dead_letters}), '0',
+	'no dead letters');
+
+$node->stop;
+done_testing();

@@ -1,9 +1,11 @@
 // Marking units ready after a tick (docs/design.md "Claiming a unit"): the launcher's
 // part of the ready units. After each tick the units of the slots it stamped (every
-// unit after a start) become ready, through evproc.flag_ready(), which skips the units
-// someone holds and returns their slots: they are tried again within kRetryMs, with the
-// next tick's slots or alone. Extension versions before 0.3.0 have no ready units
-// (their workers claim the old way). Launcher process only.
+// unit after a start) become ready, through one statement (kFlagReady,
+// delivery_statements.hpp), which skips the units someone holds and returns their slots:
+// they are tried again within kRetryMs, with the next tick's slots or alone, as are all
+// of them when the statement's tables are locked by someone else. Extension versions
+// before 0.3.0 have no ready units (their workers claim the old way). Launcher process
+// only.
 #pragma once
 
 extern "C" {
@@ -21,7 +23,7 @@ bool Pending();
 // Marks what was remembered, inside the caller's transaction (the launcher's gated one,
 // taken after the slots' stamps: a batch that commits after its snapshot looks at the
 // stamp after its commit, src/delivery_ready.cpp). `extension` and `version` name the
-// served extension (whether it has evproc.flag_ready is looked up once per version).
+// served extension (whether it marks units ready is looked up once per version).
 // Returns how many units became ready. An error leaves every slot to try again.
 int FlagInTransaction(Oid extension, const char *version);
 

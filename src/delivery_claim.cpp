@@ -1,7 +1,5 @@
 #include "delivery_claim.hpp"
 
-#include <string_view>
-
 #include "delivery_plans.hpp"
 #include "delivery_ready.hpp"
 #include "handler_call.hpp"
@@ -38,13 +36,13 @@ void ReadBinding(Unit *unit) {
 
 }  // namespace
 
-const char *OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles) {
-  if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner))) return "missing";
-  if (superuser_arg(owner)) return "superuser";
+OwnerStatus OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles) {
+  if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner))) return OwnerStatus::kMissing;
+  if (superuser_arg(owner)) return OwnerStatus::kSuperuser;
   // A handler dropped since the claim resolved it is reported by HandlerProblem.
   if (OidIsValid(handler_fn) && SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(handler_fn)) &&
       !compat::MayExecute(handler_fn, owner)) {
-    return "no_execute";
+    return OwnerStatus::kNoExecute;
   }
   // evproc.may_subscribe's rule: a member of the topic's owner or of a grantee (a
   // grantee dropped since is a member of nothing).
@@ -54,10 +52,12 @@ const char *OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles) {
     int count = 0;
     deconstruct_array(topic_roles, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &roles, &nulls, &count);
     for (int i = 0; i < count; ++i) {
-      if (!nulls[i] && is_member_of_role(owner, DatumGetObjectId(roles[i]))) return "ok";
+      if (!nulls[i] && is_member_of_role(owner, DatumGetObjectId(roles[i]))) {
+        return OwnerStatus::kOk;
+      }
     }
   }
-  return "no_subscribe";
+  return OwnerStatus::kNoSubscribe;
 }
 
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
@@ -94,7 +94,7 @@ void UnitFromRow(Unit *unit, uint64 row, bool replay, MemoryContext context) {
   unit->batch_form = DatumGetBool(Column(row, 12, &isnull));
   unit->owner = DatumGetObjectId(Column(row, 13, &isnull));
   Datum topic_roles = Column(row, 14, &isnull);
-  unit->owner_state =
+  unit->owner_status =
       OwnerState(unit->owner, unit->handler_fn, isnull ? nullptr : DatumGetArrayTypeP(topic_roles));
   unit->batch_size = DatumGetInt32(Column(row, 15, &isnull));
   unit->max_attempts = DatumGetInt32(Column(row, 16, &isnull));
@@ -144,26 +144,26 @@ const char *HandlerProblem(const Unit &unit) {
     return psprintf("handler %s does not exist (dropped?); recreate it and call evproc_resume",
                     unit.handler);
   }
-  std::string_view state(unit.owner_state);
   if (unit.bound_here && unit.handler_fn != unit.bound_fn) {
     return psprintf(
         "handler %s is not the function the subscription was made with or last resumed with: "
         "it was dropped and created again; check it and call evproc_resume",
         unit.handler);
   }
-  if (state == "missing")
-    return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
-  if (state == "superuser") {
-    return psprintf("owner %s is now a superuser; handlers never run as a superuser",
-                    GetUserNameFromId(unit.owner, false));
-  }
-  if (state == "no_execute") {
-    return psprintf("owner %s may not execute handler %s", GetUserNameFromId(unit.owner, false),
-                    unit.handler);
-  }
-  if (state == "no_subscribe") {
-    return psprintf("owner %s no longer holds the 'subscribe' privilege on topic \"%s\"",
-                    GetUserNameFromId(unit.owner, false), unit.topic);
+  switch (unit.owner_status) {
+    case OwnerStatus::kMissing:
+      return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
+    case OwnerStatus::kSuperuser:
+      return psprintf("owner %s is now a superuser; handlers never run as a superuser",
+                      GetUserNameFromId(unit.owner, false));
+    case OwnerStatus::kNoExecute:
+      return psprintf("owner %s may not execute handler %s", GetUserNameFromId(unit.owner, false),
+                      unit.handler);
+    case OwnerStatus::kNoSubscribe:
+      return psprintf("owner %s no longer holds the 'subscribe' privilege on topic \"%s\"",
+                      GetUserNameFromId(unit.owner, false), unit.topic);
+    case OwnerStatus::kOk:
+      break;
   }
   return nullptr;
 }

@@ -20,11 +20,11 @@ bool ClaimUnit(Unit *unit, bool replay, MemoryContext context);
 // their own that return the same columns (lease_sql.hpp).
 void UnitFromRow(Unit *unit, uint64 row, bool replay, MemoryContext context);
 
-// What the subscription's owner may do: "missing" (the role was dropped), "superuser",
-// "no_execute" (of handler_fn, when it exists), "no_subscribe" (a member of none of
-// `topic_roles`, the topic's owner and 'subscribe' grantees: evproc.may_subscribe's rule)
-// or "ok". From the catalog caches, in the claim's transaction.
-const char *OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles);
+// What the subscription's owner may do: kNoExecute concerns handler_fn when it exists;
+// kNoSubscribe, a member of none of `topic_roles` (the topic's owner and 'subscribe'
+// grantees: evproc.may_subscribe's rule). From the catalog caches, in the claim's
+// transaction.
+OwnerStatus OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles);
 
 // When idle: the earliest moment a retry falls due or a breaker closes (0: none).
 TimestampTz NextDue();

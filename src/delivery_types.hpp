@@ -16,6 +16,15 @@ extern "C" {
 
 namespace evproc::delivery {
 
+// What a subscription's owner may do, as the claim finds it (delivery::OwnerState).
+enum class OwnerStatus : uint8 {
+  kOk,
+  kMissing,      // the role was dropped
+  kSuperuser,    // handlers never run as a superuser
+  kNoExecute,    // may not execute the handler
+  kNoSubscribe,  // holds 'subscribe' on the topic no more
+};
+
 struct Unit {
   int32 subscription_id;
   int32 partition;
@@ -34,7 +43,7 @@ struct Unit {
   Oid handler_fn;  // InvalidOid: dropped
   bool batch_form;
   Oid owner;
-  const char *owner_state;  // ok, missing, superuser, no_execute, no_subscribe (OwnerState)
+  OwnerStatus owner_status;  // what the owner may do (delivery::OwnerState)
   // The function the subscription is bound to (evproc.subscription.handler_oid) and
   // whether it was bound in this extension (not before a restore, nor never): a bound
   // subscription runs handler_fn only if it is bound_fn.

@@ -151,10 +151,9 @@ bool ClaimLeaseReplay(const Request &request, Unit *unit, MemoryContext context)
 // the owner of a pull subscription: only the owner's existence and its 'subscribe'
 // privilege matter.
 const char *OwnerProblem(const Unit &unit) {
-  std::string_view state(unit.owner_state);
-  if (state == "missing")
+  if (unit.owner_status == dl::OwnerStatus::kMissing)
     return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
-  if (state == "no_subscribe") {
+  if (unit.owner_status == dl::OwnerStatus::kNoSubscribe) {
     return psprintf("owner %s no longer holds the 'subscribe' privilege on topic \"%s\"",
                     GetUserNameFromId(unit.owner, false), unit.topic);
   }

@@ -64,8 +64,9 @@ bool HasReadyUnits(Oid extension, const char *version) {
 // behind it: the flagging is left for the next try instead (what its SKIP LOCKED does
 // for the rows).
 bool LockTablesAtOnce() {
-  Oid progress = get_relname_relid("progress", get_namespace_oid("evproc", false));
-  Oid subscription = get_relname_relid("subscription", get_namespace_oid("evproc", false));
+  Oid schema = get_namespace_oid("evproc", false);
+  Oid progress = get_relname_relid("progress", schema);
+  Oid subscription = get_relname_relid("subscription", schema);
   if (!OidIsValid(progress) || !OidIsValid(subscription)) return false;
   return ConditionalLockRelationOid(progress, RowExclusiveLock) &&
          ConditionalLockRelationOid(subscription, AccessShareLock);

@@ -46,7 +46,13 @@ is(sql_value($node, 'SELECT count(*) FROM held_seen'), '1',
 $holder->query_safe('COMMIT');
 $holder->quit;
 
-ok(wait_until($node, 'SELECT count(*) = 21 FROM held_seen', timeout => 60),
+ok( wait_until(
+		$node, 'SELECT count(*) = 21 FROM held_seen',
+		timeout => 60,
+		diag => q{SELECT (SELECT count(*) FROM held_seen) AS seen,
+                         (SELECT string_agg(format('%s:%s ready=%s tick=%s', partition, delivered, ready, tick_id), ', ')
+                            FROM evproc.progress) AS units,
+                         (SELECT max(id) FROM evproc.tick) AS newest_tick}),
 	'every event is delivered once the lock is gone');
 is( sql_value($node, q{SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
                         WHERE t.name = 'held'}),

@@ -47,6 +47,7 @@ void StartupHook() {
     for (auto &idle : shared->worker_idle) pg_atomic_init_u32(&idle, 0);
     for (auto &asleep : shared->worker_asleep) pg_atomic_init_u32(&asleep, 0);
     for (auto &procno : shared->reader_procno) pg_atomic_init_u32(&procno, kNoProc);
+    pg_atomic_init_u32(&shared->reader_wakes, 0);
     for (auto &slot : shared->slots) {
       pg_atomic_init_u32(&slot.committed, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
@@ -111,6 +112,12 @@ void NoteWorkerAsleep(int index, bool asleep) {
   if (pg_atomic_read_u32(&shared->tick_requested) != 0) WakeLauncher();
 }
 
+bool WokenWhileLooking(int index) {
+  if (shared == nullptr || index < 0 || index >= kMaxWorkers) return false;
+  pg_memory_barrier();  // the look's reads before this one
+  return pg_atomic_read_u32(&shared->worker_idle[index]) == 0;
+}
+
 bool AnyWorkerAsleep() {
   if (shared == nullptr) return false;
   for (auto &asleep : shared->worker_asleep) {
@@ -134,8 +141,15 @@ int WakeIdleWorkers(int wanted) {
   return woken;
 }
 
+uint32 ReaderWakes() {
+  if (shared == nullptr) return 0;
+  pg_memory_barrier();
+  return pg_atomic_read_u32(&shared->reader_wakes);
+}
+
 void WakeReaders() {
   if (shared == nullptr) return;
+  pg_atomic_fetch_add_u32(&shared->reader_wakes, 1);  // a full barrier, before the latches
   // Not ourselves: we are not waiting, and a sink worker woken by its own
   // acknowledgement would look for work once more for nothing (sink_worker.cpp).
   uint32 self = MyProc != nullptr ? compat::MyProcIndex() : kNoProc;

@@ -62,6 +62,7 @@ struct SharedState {
   pg_atomic_uint32 worker_idle[kMaxWorkers];    // 1: about to look for work, or asleep
   pg_atomic_uint32 worker_asleep[kMaxWorkers];  // 1: found no work, waits on its latch
   pg_atomic_uint32 reader_procno[kMaxReaders];  // kNoProc: free
+  pg_atomic_uint32 reader_wakes;                // counts WakeReaders calls
   PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
@@ -80,6 +81,11 @@ void WakeLauncher();
 void NoteWorkerLooking(int index);
 void NoteWorkerBusy(int index);
 int WakeIdleWorkers(int wanted);  // returns how many it woke
+// Whether a wake lowered the flag the worker raised before its look. The flag, not the
+// latch, is what records the wake: a lock wait inside the look sleeps on the same latch
+// and resets it (ProcSleep), so a worker that trusted its latch would sleep through the
+// only wake it gets (t/025_flag_under_lock.pl).
+bool WokenWhileLooking(int index);
 // A worker that found no work and goes to sleep says so, and wakes the launcher if
 // commits await a tick: while a worker waits, ticks do not wait for the interval that
 // busy workers widened (core/tick_pace.hpp). Cleared when it wakes.
@@ -87,5 +93,8 @@ void NoteWorkerAsleep(int index, bool asleep);
 bool AnyWorkerAsleep();
 void WakeReaders();      // the waiting readers of pull subscriptions look for work
 void WakeMaintenance();  // the metrics registry must follow (un)subscribing at once
+// How many times readers were woken: a reader that saw this change during its look looks
+// again instead of waiting (a lock wait in the look may have reset its latch).
+uint32 ReaderWakes();
 
 }  // namespace evproc

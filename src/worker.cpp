@@ -149,6 +149,9 @@ extern "C" void evproc_worker_main(Datum main_arg) {
       evproc::metrics::WorkerBatchDone(batch.result.delivered + batch.result.failed);
       continue;
     }
+    // Woken during the look (a tick marked units after the look's snapshot): look again
+    // rather than sleep on a latch a lock wait in the look may have reset.
+    if (evproc::WokenWhileLooking(worker_index)) continue;
     evproc::metrics::WorkerIdle();
     evproc::NoteWorkerAsleep(worker_index, true);
     evproc::SleepOnLatch(MillisecondsUntil(batch.result.next_due));

@@ -21,6 +21,7 @@
 #include "error_boundary.hpp"
 #include "lease_plans.hpp"
 #include "lease_wait.hpp"
+#include "shared_state.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -402,6 +403,7 @@ Look Read(const Request &request, int64 wait_us, MemoryContext context) {
       BeginInternalSubTransaction(nullptr);
       MemoryContextSwitchTo(outer);
     });
+    uint32 wakes_before = ReaderWakes();  // atomics only: nothing to guard
     Look look = LookOnce(request, context);
     if (look.wrote) {
       CallPostgres([&] {
@@ -427,6 +429,8 @@ Look Read(const Request &request, int64 wait_us, MemoryContext context) {
     if (retry_due != 0 && retry_due < until) until = retry_due;
     if (lease_expiry != 0 && lease_expiry < until) until = lease_expiry;
     long timeout_ms = static_cast<long>((until - now + 999) / 1000);
+    // Woken during the look: look again; its latch may have been reset by a lock wait.
+    if (ReaderWakes() != wakes_before) continue;
     CallPostgres([&] { WaitForReaderWake(timeout_ms); });
     if (retry_due != 0 && CallPostgres([] { return GetCurrentTimestamp(); }) >= retry_due)
       return look;

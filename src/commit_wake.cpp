@@ -24,6 +24,7 @@ bool touched_overflow = false;
 bool wake_pending = false;      // something committed that workers must look at
 bool registry_pending = false;  // subscriptions changed: the metrics registry must follow
 bool readers_pending = false;   // units were freed (ack, resume): waiting readers look again
+int64 events_enqueued = 0;      // by this transaction, for the ticks' pace
 
 void Forget() {
   touched_count = 0;
@@ -31,6 +32,7 @@ void Forget() {
   wake_pending = false;
   registry_pending = false;
   readers_pending = false;
+  events_enqueued = 0;
 }
 
 // Marks a slot committed (read first: under load it is marked already, and a read
@@ -73,6 +75,7 @@ void Publish() {
     }
   }
   if (touched_count == 0 && !touched_overflow) (void)Raise(&state->workers_wanted);
+  if (events_enqueued > 0) pg_atomic_fetch_add_u64(&state->events_committed, events_enqueued);
   pg_memory_barrier();  // P3
   bool asked = false;   // P4 (or its lazy form)
   if (awaited) {
@@ -192,6 +195,11 @@ int AwaitedSlots(const int *slots, int count) {
   return awaited;
 }
 
+uint64 EventsCommitted() {
+  SharedState *state = Shared();
+  return state != nullptr ? pg_atomic_read_u64(&state->events_committed) : 0;
+}
+
 void CommittedSlotsTicked() {
   for (int i = 0; i < carried_count; ++i) carried[carried_list[i]] = false;
   carried_count = 0;
@@ -229,6 +237,7 @@ int64 DirtyTick(int32 topic_id, int32 partition) {
 
 void NoteEnqueued(int32 topic_id, int32 partition) {
   wake_pending = true;
+  ++events_enqueued;
   if (touched_overflow) return;
   int slot = SlotOf(topic_id, partition);
   for (int i = 0; i < touched_count; ++i) {

@@ -22,6 +22,7 @@ int TakeCommittedSlots(int *slots);             // before a tick's snapshot: the
 void CommittedSlotsTicked();                    // the tick that listed them is recorded
 int AwaitedSlots(const int *slots, int count);  // how many some subscription delivers
 bool TakeWorkersWanted();                       // subscriptions changed: every worker looks
+uint64 EventsCommitted();                       // a running total since the server started
 
 // Whether the launcher ticks for this database (it stamps the slots).
 bool LauncherServesHere();

@@ -434,8 +434,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   static TimestampTz last_tick_at = 0;
   static TimestampTz next_extension_check = 0;
   static ExtensionState extension_state = ExtensionState::kUnknown;
-  // Ticks' spacing: evproc.tick_interval at low rates, wider under load (up to 25 ms).
+  // Ticks' spacing: evproc.tick_interval at low rates, wider under load (up to 25 ms),
+  // and above evproc.tick_widen_above events a second (core/tick_pace.hpp).
   static evproc::core::TickPace pace(evproc::tick_interval_ms, 25);
+  pace.SetWidenRate(evproc::tick_widen_above);
 
   sigjmp_buf recover;
   if (sigsetjmp(recover, 1) != 0) {
@@ -454,6 +456,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
       int workers_before = evproc::worker_count;
       ProcessConfigFile(PGC_SIGHUP);
       pace.SetFloor(evproc::tick_interval_ms);
+      pace.SetWidenRate(evproc::tick_widen_above);
       ReportWorkerCount(workers_before);
     }
     TimestampTz now = GetCurrentTimestamp();
@@ -539,6 +542,7 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
           continue;
         }
         evproc::CommittedSlotsTicked();
+        pace.CountedEvents(evproc::EventsCommitted(), static_cast<double>(tick_start) / 1000.0);
         // After a start (or the extension created again) the stamps of before name
         // ticks of before, possibly ahead of this one: they go; the floor covers them.
         if (!ticked_once) {

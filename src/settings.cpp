@@ -16,6 +16,7 @@ int max_batch_events = 10000;
 char *database_name = nullptr;
 int worker_count = 2;
 int tick_interval_ms = 1;
+int tick_widen_above = 2000;
 int maintenance_interval_s = 10;
 bool worker_synchronous_commit = false;
 int partition_interval_s = 3600;
@@ -45,6 +46,12 @@ void DefineBackgroundSettings() {
       "evproc.tick_interval",
       "Shortest time between two ticks (snapshots that bound delivery windows).", nullptr,
       &tick_interval_ms, 1, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "evproc.tick_widen_above",
+      "Rate of committed events (per second) above which ticks space out, 0 for never.",
+      "From this rate to twice it, the time between ticks grows from evproc.tick_interval "
+      "to 25 ms, so that each batch carries more events under load.",
+      &tick_widen_above, 2000, 0, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("evproc.maintenance_interval",
                           "Time between two runs of evproc.maintain() by the maintenance worker.",
                           nullptr, &maintenance_interval_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S,

@@ -21,6 +21,7 @@ extern int max_batch_events;   // evproc.max_batch_events
 extern char *database_name;             // evproc.database
 extern int worker_count;                // evproc.workers
 extern int tick_interval_ms;            // evproc.tick_interval
+extern int tick_widen_above;            // evproc.tick_widen_above (events a second)
 extern int maintenance_interval_s;      // evproc.maintenance_interval
 extern bool worker_synchronous_commit;  // evproc.worker_synchronous_commit
 extern int partition_interval_s;        // evproc.partition_interval (read by SQL maintenance)

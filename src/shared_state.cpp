@@ -31,6 +31,7 @@ void StartupHook() {
   if (!found) {
     pg_atomic_init_u32(&shared->tick_requested, 0);
     pg_atomic_init_u32(&shared->lazy_marks, 0);
+    pg_atomic_init_u64(&shared->events_committed, 0);
     pg_atomic_init_u32(&shared->workers_wanted, 0);
     pg_atomic_init_u32(&shared->deliverable_known, 0);
     for (auto &word : shared->deliverable) pg_atomic_init_u64(&word, 0);

@@ -63,7 +63,11 @@ struct SharedState {
   pg_atomic_uint32 worker_asleep[kMaxWorkers];  // 1: found no work, waits on its latch
   pg_atomic_uint32 reader_procno[kMaxReaders];  // kNoProc: free
   pg_atomic_uint32 reader_wakes;                // counts WakeReaders calls
-  PartitionSlot slots[kPartitionSlots];
+  // Events committed, a running total for the ticks' pace (core/tick_pace.hpp). On a
+  // cache line of its own: every publishing commit adds to it, while the flags above
+  // are read first and written rarely, so that their line stays shared.
+  alignas(PG_CACHE_LINE_SIZE) pg_atomic_uint64 events_committed;
+  alignas(PG_CACHE_LINE_SIZE) PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
 

@@ -434,9 +434,9 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   static TimestampTz last_tick_at = 0;
   static TimestampTz next_extension_check = 0;
   static ExtensionState extension_state = ExtensionState::kUnknown;
-  // Ticks' spacing: evproc.tick_interval at low rates, wider under load (up to 25 ms),
+  // Ticks' spacing: evproc.tick_interval at low rates, wider under load (up to 50 ms),
   // and above evproc.tick_widen_above events a second (core/tick_pace.hpp).
-  static evproc::core::TickPace pace(evproc::tick_interval_ms, 25);
+  static evproc::core::TickPace pace(evproc::tick_interval_ms, 50);
   pace.SetWidenRate(evproc::tick_widen_above);
 
   sigjmp_buf recover;

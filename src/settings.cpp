@@ -50,7 +50,7 @@ void DefineBackgroundSettings() {
       "evproc.tick_widen_above",
       "Rate of committed events (per second) above which ticks space out, 0 for never.",
       "From this rate to twice it, the time between ticks grows from evproc.tick_interval "
-      "to 25 ms, so that each batch carries more events under load.",
+      "to 50 ms, so that each batch carries more events under load.",
       &tick_widen_above, 2000, 0, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("evproc.maintenance_interval",
                           "Time between two runs of evproc.maintain() by the maintenance worker.",

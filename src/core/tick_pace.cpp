@@ -43,7 +43,7 @@ void TickPace::CountedEvents(uint64_t total, double now_ms) {
   double elapsed = now_ms - counted_at_ms_;
   if (elapsed <= 0) return;
   double rate = static_cast<double>(total - counted_) * 1000.0 / elapsed;
-  // An average over time, not over ticks: ticks come 1 to 25 ms apart.
+  // An average over time, not over ticks: ticks come 1 to 50 ms apart.
   rate_ += (1.0 - std::exp(-elapsed / kRateTimeMs)) * (rate - rate_);
   counted_ = total;
   counted_at_ms_ = now_ms;

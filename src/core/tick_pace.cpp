@@ -11,8 +11,10 @@ constexpr double kAverageWeight = 0.2;  // of the newest tick in the moving aver
 constexpr double kRateTimeMs = 200;     // the event rate's memory: a burst counts in ~0.2 s
 }  // namespace
 
-TickPace::TickPace(double floor_ms, double ceiling_ms)
-    : floor_ms_(floor_ms), ceiling_ms_(std::max(floor_ms, ceiling_ms)) {}
+TickPace::TickPace(double floor_ms, double ceiling_ms, double rate_ceiling_ms)
+    : floor_ms_(floor_ms),
+      ceiling_ms_(std::max(floor_ms, ceiling_ms)),
+      rate_ceiling_ms_(std::max(ceiling_ms_, rate_ceiling_ms)) {}
 
 void TickPace::Ticked(double took_ms, bool worker_idle) {
   took_ms = std::max(0.0, took_ms);
@@ -22,16 +24,17 @@ void TickPace::Ticked(double took_ms, bool worker_idle) {
 
 double TickPace::IntervalMs(bool worker_waiting) const {
   double backoff = worker_waiting ? 1.0 : backoff_;
-  return std::clamp(std::max({floor_ms_ * backoff, kTickShare * took_ms_, RateIntervalMs()}),
-                    floor_ms_, ceiling_ms_);
+  double paced =
+      std::clamp(std::max(floor_ms_ * backoff, kTickShare * took_ms_), floor_ms_, ceiling_ms_);
+  return std::max(paced, RateIntervalMs());
 }
 
-// The floor up to the widening rate, the ceiling from twice that rate, geometric in
-// between (each step of the rate multiplies the interval by the same factor).
+// The floor up to the widening rate, the rate's ceiling from twice that rate, geometric
+// in between (each step of the rate multiplies the interval by the same factor).
 double TickPace::RateIntervalMs() const {
-  if (widen_rate_ <= 0 || rate_ <= widen_rate_ || floor_ms_ >= ceiling_ms_) return floor_ms_;
+  if (widen_rate_ <= 0 || rate_ <= widen_rate_ || floor_ms_ >= rate_ceiling_ms_) return floor_ms_;
   double over = std::min(1.0, (rate_ - widen_rate_) / widen_rate_);
-  return floor_ms_ * std::pow(ceiling_ms_ / floor_ms_, over);
+  return floor_ms_ * std::pow(rate_ceiling_ms_ / floor_ms_, over);
 }
 
 void TickPace::CountedEvents(uint64_t total, double now_ms) {
@@ -54,6 +57,7 @@ void TickPace::SetWidenRate(double events_per_s) { widen_rate_ = std::max(0.0, e
 void TickPace::SetFloor(double floor_ms) {
   floor_ms_ = floor_ms;
   ceiling_ms_ = std::max(ceiling_ms_, floor_ms);
+  rate_ceiling_ms_ = std::max(rate_ceiling_ms_, floor_ms);
   backoff_ = 1.0;
 }
 

@@ -14,13 +14,14 @@
 //    ends between two widened ticks does not leave its worker asleep on committed events
 //    for up to the ceiling (the p99 latency at 1,000 events/s, docs/performance.md);
 //  * above a rate of committed events (evproc.tick_widen_above), ticks space out with the
-//    rate whether workers wait or not, reaching the ceiling at twice that rate. The
+//    rate whether workers wait or not, reaching a ceiling of their own (the rate's, wider
+//    than the busy workers' one) at twice that rate. The
 //    workers would otherwise take each unit as soon as it has a few events, and pay a
 //    claim, a read, a handler call and a progress update for every three or four of them:
 //    publishing at full speed beside a draining subscription kept 0.46 x a plain INSERT's
 //    rate with 1 ms ticks, 0.75 x with 25 ms ones and 0.81 x with 50 ms ones (the
-//    launcher's ceiling; docs/performance.md). Below that rate a tick follows each commit
-//    as before, so the latency at 1,000 events a second is not touched.
+//    launcher's rate ceiling; docs/performance.md). Below that rate a tick follows each
+//    commit as before, so the latency at 1,000 events a second is not touched.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +30,8 @@ namespace evproc::core {
 
 class TickPace {
  public:
-  TickPace(double floor_ms, double ceiling_ms);
+  // `rate_ceiling_ms`: how far the event rate alone may widen them (default: the ceiling).
+  TickPace(double floor_ms, double ceiling_ms, double rate_ceiling_ms = 0);
 
   // After a tick that took `took_ms`, taken while `worker_idle` (some worker waited).
   void Ticked(double took_ms, bool worker_idle);
@@ -45,6 +47,7 @@ class TickPace {
  private:
   double floor_ms_;
   double ceiling_ms_;
+  double rate_ceiling_ms_;
   double took_ms_ = 0;    // a moving average of what ticks took
   double backoff_ = 1.0;  // doubles while every worker is busy
   double widen_rate_ = 0;

@@ -109,3 +109,14 @@ TEST(TickPace, WideningOffWithZero) {
   Feed(&pace, &total, &now, 100000, 2000, 1);
   EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 1);
 }
+
+TEST(TickPace, RateMayWidenPastTheBusyWorkersCeiling) {
+  TickPace pace(1, 25, 50);
+  pace.SetWidenRate(2000);
+  for (int i = 0; i < 20; ++i) pace.Ticked(0.1, false);
+  EXPECT_DOUBLE_EQ(pace.IntervalMs(), 25);  // busy workers: their ceiling
+  uint64_t total = 0;
+  double now = 0;
+  Feed(&pace, &total, &now, 8000, 2000, 25);
+  EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 50);  // the rate: its own
+}

@@ -51,72 +51,66 @@ TEST(TickPace, FloorFollowsTheSetting) {
   EXPECT_DOUBLE_EQ(pace.IntervalMs(), 50);
 }
 
-// Feeds `rate` events a second for `ms` milliseconds, one count per tick of `tick_ms`.
-static void Feed(TickPace *pace, uint64_t *total, double *now, double rate, double ms,
-                 double tick_ms) {
-  for (double t = 0; t < ms; t += tick_ms) {
-    *total += static_cast<uint64_t>(rate * tick_ms / 1000.0);
-    *now += tick_ms;
-    pace->CountedEvents(*total, *now);
+// A pace with a widening rate, fed a running total of events by ticks.
+struct Publishing {
+  explicit Publishing(double widen_rate, double rate_ceiling_ms = 0)
+      : pace(1, 25, rate_ceiling_ms) {
+    pace.SetWidenRate(widen_rate);
   }
-}
-
-TEST(TickPace, RateBelowTheWideningKeepsTheFloor) {
-  TickPace pace(1, 25);
-  pace.SetWidenRate(2000);
+  // `rate` events a second for `ms` milliseconds, one count per tick of `tick_ms`.
+  void Feed(double rate, double ms, double tick_ms) {
+    for (double t = 0; t < ms; t += tick_ms) {
+      total += static_cast<uint64_t>(rate * tick_ms / 1000.0);
+      now += tick_ms;
+      pace.CountedEvents(total, now);
+    }
+  }
+  TickPace pace;
   uint64_t total = 0;
   double now = 0;
-  Feed(&pace, &total, &now, 1000, 2000, 1);
-  EXPECT_NEAR(pace.EventRate(), 1000, 10);
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(), 1);
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 1);
+};
+
+TEST(TickPace, RateBelowTheWideningKeepsTheFloor) {
+  Publishing p(2000);
+  p.Feed(1000, 2000, 1);
+  EXPECT_NEAR(p.pace.EventRate(), 1000, 10);
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(), 1);
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(true), 1);
 }
 
 TEST(TickPace, HighRateWidensTicksEvenWhileAWorkerWaits) {
-  TickPace pace(1, 25);
-  pace.SetWidenRate(2000);
-  uint64_t total = 0;
-  double now = 0;
-  Feed(&pace, &total, &now, 3000, 2000, 5);  // halfway to twice the rate: sqrt(25) = 5 ms
-  EXPECT_NEAR(pace.IntervalMs(), 5, 0.1);
-  EXPECT_NEAR(pace.IntervalMs(true), 5, 0.1);
-  Feed(&pace, &total, &now, 6000, 2000, 25);
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 25);  // the ceiling from twice the rate
-  Feed(&pace, &total, &now, 0, 2000, 25);       // publishing stops: back to the floor
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 1);
+  Publishing p(2000);
+  p.Feed(3000, 2000, 5);  // halfway to twice the rate: sqrt(25) = 5 ms
+  EXPECT_NEAR(p.pace.IntervalMs(), 5, 0.1);
+  EXPECT_NEAR(p.pace.IntervalMs(true), 5, 0.1);
+  p.Feed(6000, 2000, 25);
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(true), 25);  // the ceiling from twice the rate
+  p.Feed(0, 2000, 25);                            // publishing stops: back to the floor
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(true), 1);
 }
 
 TEST(TickPace, RateIsAnAverageOverTimeNotTicks) {
-  TickPace pace(1, 25);
-  pace.SetWidenRate(2000);
-  uint64_t total = 0;
-  double now = 0;
-  Feed(&pace, &total, &now, 1000, 1000, 1);
+  Publishing p(2000);
+  p.Feed(1000, 1000, 1);
   // One burst of 50 events within a millisecond, then quiet: a moment, not a rate.
-  total += 50;
-  now += 1;
-  pace.CountedEvents(total, now);
-  Feed(&pace, &total, &now, 1000, 100, 1);
-  EXPECT_LT(pace.EventRate(), 2000);
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(), 1);
+  p.total += 50;
+  p.now += 1;
+  p.pace.CountedEvents(p.total, p.now);
+  p.Feed(1000, 100, 1);
+  EXPECT_LT(p.pace.EventRate(), 2000);
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(), 1);
 }
 
 TEST(TickPace, WideningOffWithZero) {
-  TickPace pace(1, 25);
-  pace.SetWidenRate(0);
-  uint64_t total = 0;
-  double now = 0;
-  Feed(&pace, &total, &now, 100000, 2000, 1);
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 1);
+  Publishing p(0);
+  p.Feed(100000, 2000, 1);
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(true), 1);
 }
 
 TEST(TickPace, RateMayWidenPastTheBusyWorkersCeiling) {
-  TickPace pace(1, 25, 50);
-  pace.SetWidenRate(2000);
-  for (int i = 0; i < 20; ++i) pace.Ticked(0.1, false);
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(), 25);  // busy workers: their ceiling
-  uint64_t total = 0;
-  double now = 0;
-  Feed(&pace, &total, &now, 8000, 2000, 25);
-  EXPECT_DOUBLE_EQ(pace.IntervalMs(true), 50);  // the rate: its own
+  Publishing p(2000, 50);
+  for (int i = 0; i < 20; ++i) p.pace.Ticked(0.1, false);
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(), 25);  // busy workers: their ceiling
+  p.Feed(8000, 2000, 25);
+  EXPECT_DOUBLE_EQ(p.pace.IntervalMs(true), 50);  // the rate: its own
 }

@@ -75,7 +75,11 @@ void Publish() {
     }
   }
   if (touched_count == 0 && !touched_overflow) (void)Raise(&state->workers_wanted);
-  if (events_enqueued > 0) pg_atomic_fetch_add_u64(&state->events_committed, events_enqueued);
+  // Only events some subscription awaits pace the ticks: publishing to a topic no one
+  // delivers now (paused, breaker open) must not slow the ticks of everyone else.
+  if (events_enqueued > 0 && awaited) {
+    pg_atomic_fetch_add_u64(&state->events_committed, events_enqueued);
+  }
   pg_memory_barrier();  // P3
   bool asked = false;   // P4 (or its lazy form)
   if (awaited) {

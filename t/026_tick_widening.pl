@@ -3,7 +3,8 @@
 # 50 ms), whether workers wait or not, so that batches carry more events under load.
 # The same publishing (single-event transactions at a fixed rate) runs twice: with the
 # widening off (0), ticks follow the commits; with the threshold far below the rate,
-# ticks come at most about every 50 ms. Counted, not timed: the ticks each phase took
+# ticks come at most about every 50 ms. A third run publishes mostly to a topic whose
+# only subscription is paused: those events must not widen the ticks. Counted, not timed: the ticks each phase took
 # (evproc.tick's ids), and in both phases every event delivered exactly once, each key's
 # events in the order of their ids.
 use strict;
@@ -30,40 +31,55 @@ CREATE FUNCTION busy_record(events evproc.event[]) RETURNS void LANGUAGE sql AS 
   INSERT INTO public.busy_seen (id, key) SELECT e.id, e.key FROM unnest(events) e ORDER BY e.id $$;
 SELECT evproc_subscribe('busy_sub', 'busy', 'busy_record', run_as => 'app');
 SELECT evproc_enqueue('busy', 'warm', '{}');
+SELECT evproc_create_topic('unread', partitions => 4);
+SELECT evproc_subscribe('unread_sub', 'unread', 'busy_record', run_as => 'app');
+SELECT evproc_pause('unread_sub');
 });
 ok(wait_until($node, 'SELECT count(*) = 1 FROM busy_seen'), 'delivery runs');
 
-my $script = $node->basedir . '/publish.sql';
-open my $fh, '>', $script or die "cannot write $script: $!";
-print $fh "SELECT evproc_enqueue('busy', 'k' || (random() * 40)::int, '{}');\n";
-close $fh;
+sub script
+{
+	my ($name, $topic) = @_;
+	my $path = $node->basedir . "/$name.sql";
+	open my $fh, '>', $path or die "cannot write $path: $!";
+	print $fh "SELECT evproc_enqueue('$topic', 'k' || (random() * 40)::int, '{}');\n";
+	close $fh;
+	return $path;
+}
+my $busy = script('busy', 'busy');
+my $unread = script('unread', 'unread');
 
-# Publishes for $seconds at $rate with evproc.tick_widen_above = $threshold; returns
-# the ticks taken meanwhile and the events published.
+# Publishes for $seconds at $rate with evproc.tick_widen_above = $threshold, to 'busy'
+# or as @scripts say (pgbench's script@weight); returns the ticks taken meanwhile and
+# the events published to 'busy'.
 sub publish_with
 {
-	my ($threshold) = @_;
+	my ($threshold, @scripts) = @_;
+	@scripts = ($busy) unless @scripts;
 	$node->safe_psql('postgres',
 		"ALTER SYSTEM SET evproc.tick_widen_above = $threshold; SELECT pg_reload_conf()");
 	sleep 1;    # the launcher reloads at its next wake (at least once a second)
-	my $events_before = sql_value($node, 'SELECT count(*) FROM evproc.log');
+	my $count = q{SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
+	               WHERE t.name = 'busy'};
+	my $events_before = sql_value($node, $count);
 	my $ticks_before = sql_value($node, 'SELECT max(id) FROM evproc.tick');
 	my ($out, $err) = ('', '');
 	my @pgbench = (
 		'pgbench', '-n', '-h', $node->host, '-p', $node->port,
 		'-c', 2, '-j', 2, '-T', $seconds, '-R', $rate,
-		'-f', $script, 'postgres');
+		(map { ('-f', $_) } @scripts), 'postgres');
 	IPC::Run::run(\@pgbench, '>', \$out, '2>', \$err)
 	  or BAIL_OUT("pgbench failed: $err");
 	my $ticks = sql_value($node, 'SELECT max(id) FROM evproc.tick') - $ticks_before;
-	my $events = sql_value($node, 'SELECT count(*) FROM evproc.log') - $events_before;
+	my $events = sql_value($node, $count) - $events_before;
 	return ($ticks, $events);
 }
 
 sub all_delivered_in_order
 {
 	my ($what) = @_;
-	my $total = sql_value($node, 'SELECT count(*) FROM evproc.log');
+	my $total = sql_value($node, q{SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
+	                               WHERE t.name = 'busy'});
 	ok(wait_until($node, "SELECT count(*) = $total FROM busy_seen", timeout => 60),
 		"$what: all $total events delivered");
 	is(sql_value($node, 'SELECT count(*) - count(DISTINCT id) FROM busy_seen'),
@@ -92,6 +108,18 @@ note "ticks: $ticks_off for $events_off events with the widening off, "
 cmp_ok($ticks_off, '>=', $events_off / 3, 'widening off: ticks follow the commits');
 cmp_ok($ticks_on * 3, '<', $ticks_off, 'widening on: fewer ticks for the same rate');
 cmp_ok($ticks_on, '<=', $seconds * 20 * 2, 'widening on: about one tick per 50 ms');
+
+# Events no subscription awaits now (a paused one) do not pace the ticks: 'busy' gets a
+# fifth of the same rate, under the threshold, and 'unread' the rest, far above it. Were
+# they counted, ticks would come every 50 ms, fewer than 'busy''s commits.
+my ($ticks_mixed, $events_mixed) = publish_with(150, "$busy\@1", "$unread\@4");
+note "ticks: $ticks_mixed for $events_mixed events awaited, beside four times as many not";
+cmp_ok($events_mixed, '>=', $rate * $seconds / 10, 'paused topic beside: publishers published');
+cmp_ok($ticks_mixed, '>=', $events_mixed / 3,
+	'events no subscription awaits do not widen the ticks');
+all_delivered_in_order('paused topic beside');
+is(sql_value($node, q{SELECT delivered FROM evproc_subscriptions WHERE name = 'unread_sub'}),
+	'0', 'the paused subscription delivered nothing');
 
 $node->stop;
 done_testing();

@@ -150,6 +150,10 @@ const char *HandlerProblem(const Unit &unit) {
         "it was dropped and created again; check it and call evproc_resume",
         unit.handler);
   }
+  return OwnerStatusText(unit);
+}
+
+const char *OwnerStatusText(const Unit &unit) {
   switch (unit.owner_status) {
     case OwnerStatus::kMissing:
       return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);

@@ -32,6 +32,8 @@ TimestampTz NextDue();
 // Why the unit's handler cannot run at all (dropped, replaced by another function of
 // its name, owner gone, superuser, no EXECUTE, no 'subscribe' on the topic), or nullptr.
 const char *HandlerProblem(const Unit &unit);
+// What is wrong with the unit's owner (owner_status), in words; nullptr when kOk.
+const char *OwnerStatusText(const Unit &unit);
 
 // A subscription not bound to its handler's oid in this extension (restored with
 // pg_dump: the functions' oids changed; or made before 0.3.0) is bound to the function

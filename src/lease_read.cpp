@@ -152,13 +152,11 @@ bool ClaimLeaseReplay(const Request &request, Unit *unit, MemoryContext context)
 // the owner of a pull subscription: only the owner's existence and its 'subscribe'
 // privilege matter.
 const char *OwnerProblem(const Unit &unit) {
-  if (unit.owner_status == dl::OwnerStatus::kMissing)
-    return psprintf("the subscription's owner role (oid %u) was dropped", unit.owner);
-  if (unit.owner_status == dl::OwnerStatus::kNoSubscribe) {
-    return psprintf("owner %s no longer holds the 'subscribe' privilege on topic \"%s\"",
-                    GetUserNameFromId(unit.owner, false), unit.topic);
+  if (unit.owner_status != dl::OwnerStatus::kMissing &&
+      unit.owner_status != dl::OwnerStatus::kNoSubscribe) {
+    return nullptr;
   }
-  return nullptr;
+  return dl::OwnerStatusText(unit);
 }
 
 // Whether a due retry read is the head of a lease that expired.

@@ -28,15 +28,14 @@ evproc.workers = 0
 max_worker_processes = 8
 });
 
-$node->safe_psql(
-	'postgres', q{
-SELECT evproc_create_topic('big', partitions => 16);
-CREATE TABLE sink (event_id bigint PRIMARY KEY);
-GRANT INSERT ON sink TO app;
-CREATE FUNCTION drain(events evproc.event[]) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO sink SELECT e.id FROM unnest(events) AS e $$;
-SELECT evproc_subscribe('drain', 'big', 'drain', batch_size => 500, run_as => 'app');
-});
+id_recording_subscription(
+	$node,
+	topic => 'big',
+	partitions => 16,
+	table => 'sink',
+	handler => 'drain',
+	subscription => 'drain',
+	options => 'batch_size => 500');
 
 # ---------------------------------------------------------------------------
 # (a) restart with a backlog

@@ -15,16 +15,14 @@ use EvprocTAP;
 use Time::HiRes qw(usleep);
 
 my $node = evproc_node('flag_lock', "evproc.maintenance_interval = 1h\n");
-$node->safe_psql(
-	'postgres', q{
-SELECT evproc_create_topic('held', partitions => 4);
-CREATE TABLE held_seen (id bigint PRIMARY KEY);
-GRANT INSERT ON held_seen TO app;
-CREATE FUNCTION held_record(events evproc.event[]) RETURNS void LANGUAGE sql AS $$
-  INSERT INTO public.held_seen SELECT e.id FROM unnest(events) e $$;
-SELECT evproc_subscribe('held_sub', 'held', 'held_record', run_as => 'app');
-SELECT evproc_enqueue('held', 'warm', '{}');
-});
+id_recording_subscription(
+	$node,
+	topic => 'held',
+	partitions => 4,
+	table => 'held_seen',
+	handler => 'held_record',
+	subscription => 'held_sub');
+$node->safe_psql('postgres', q{SELECT evproc_enqueue('held', 'warm', '{}')});
 ok(wait_until($node, 'SELECT count(*) = 1 FROM held_seen'), 'delivery runs');
 
 my $holder = $node->background_psql('postgres');

@@ -12,7 +12,8 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 use FindBin;
 
-our @EXPORT = qw(evproc_node wait_until worker_pids sql_value log_count burn_xids_to);
+our @EXPORT =
+  qw(evproc_node id_recording_subscription wait_until worker_pids sql_value log_count burn_xids_to);
 
 # A started node with evproc preloaded, the extension created in database
 # postgres and a non-superuser role `app` that handlers run as.
@@ -43,6 +44,26 @@ CREATE ROLE app;
 GRANT USAGE ON SCHEMA evproc TO app;
 });
 	return $node;
+}
+
+# A new topic and a subscription to it, run as app, whose batch handler inserts each
+# delivered event's id into a new table (id bigint PRIMARY KEY: a second delivery of an
+# event fails its batch). Names: topic, partitions, table, handler, subscription;
+# options: more evproc_subscribe arguments, as SQL ("batch_size => 500").
+sub id_recording_subscription
+{
+	my ($node, %a) = @_;
+	my $options = defined $a{options} ? ", $a{options}" : '';
+	$node->safe_psql(
+		'postgres', qq{
+SELECT evproc_create_topic('$a{topic}', partitions => $a{partitions});
+CREATE TABLE public.$a{table} (id bigint PRIMARY KEY);
+GRANT INSERT ON public.$a{table} TO app;
+CREATE FUNCTION $a{handler}(events evproc.event[]) RETURNS void LANGUAGE sql AS \$\$
+  INSERT INTO public.$a{table} SELECT e.id FROM unnest(events) e \$\$;
+SELECT evproc_subscribe('$a{subscription}', '$a{topic}', '$a{handler}', run_as => 'app'$options);
+});
+	return;
 }
 
 sub sql_value

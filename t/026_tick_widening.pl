@@ -4,9 +4,9 @@
 # The same publishing (single-event transactions at a fixed rate) runs twice: with the
 # widening off (0), ticks follow the commits; with the threshold far below the rate,
 # ticks come at most about every 50 ms. A third run publishes mostly to a topic whose
-# only subscription is paused: those events must not widen the ticks. Counted, not timed: the ticks each phase took
-# (evproc.tick's ids), and in both phases every event delivered exactly once, each key's
-# events in the order of their ids.
+# only subscription is paused: those events must not widen the ticks. Counted, not
+# timed: the ticks each phase took (evproc.tick's ids), and in every phase each event
+# delivered exactly once, each key's events in the order of their ids.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -48,6 +48,8 @@ sub script
 }
 my $busy = script('busy', 'busy');
 my $unread = script('unread', 'unread');
+my $busy_events = q{SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
+                     WHERE t.name = 'busy'};
 
 # Publishes for $seconds at $rate with evproc.tick_widen_above = $threshold, to 'busy'
 # or as @scripts say (pgbench's script@weight); returns the ticks taken meanwhile and
@@ -59,9 +61,7 @@ sub publish_with
 	$node->safe_psql('postgres',
 		"ALTER SYSTEM SET evproc.tick_widen_above = $threshold; SELECT pg_reload_conf()");
 	sleep 1;    # the launcher reloads at its next wake (at least once a second)
-	my $count = q{SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
-	               WHERE t.name = 'busy'};
-	my $events_before = sql_value($node, $count);
+	my $events_before = sql_value($node, $busy_events);
 	my $ticks_before = sql_value($node, 'SELECT max(id) FROM evproc.tick');
 	my ($out, $err) = ('', '');
 	my @pgbench = (
@@ -71,15 +71,14 @@ sub publish_with
 	IPC::Run::run(\@pgbench, '>', \$out, '2>', \$err)
 	  or BAIL_OUT("pgbench failed: $err");
 	my $ticks = sql_value($node, 'SELECT max(id) FROM evproc.tick') - $ticks_before;
-	my $events = sql_value($node, $count) - $events_before;
+	my $events = sql_value($node, $busy_events) - $events_before;
 	return ($ticks, $events);
 }
 
 sub all_delivered_in_order
 {
 	my ($what) = @_;
-	my $total = sql_value($node, q{SELECT count(*) FROM evproc.log l JOIN evproc.topic t ON t.id = l.topic_id
-	                               WHERE t.name = 'busy'});
+	my $total = sql_value($node, $busy_events);
 	ok(wait_until($node, "SELECT count(*) = $total FROM busy_seen", timeout => 60),
 		"$what: all $total events delivered");
 	is(sql_value($node, 'SELECT count(*) - count(DISTINCT id) FROM busy_seen'),

@@ -8,6 +8,7 @@ MODULE_big = evproc
 CORE_OBJS = src/core/json_schema.o src/core/schema_api.o src/core/backoff.o src/core/latency.o \
             src/core/version.o src/core/breaker.o src/core/replay_step.o src/core/destination.o \
             src/core/webhook_answer.o src/core/webhook_signature.o src/core/tick_pace.o \
+            src/core/ready_hints.o \
             src/core/stream_naming.o
 # The sink framework and its transports (plain C++, src/sink/) and the sink workers.
 SINK_OBJS = src/sink/registry.o src/sink/webhook_options.o src/sink/webhook_transport.o \

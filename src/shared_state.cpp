@@ -53,6 +53,8 @@ void StartupHook() {
       pg_atomic_init_u32(&slot.committed, 0);
       pg_atomic_init_u64(&slot.dirty_tick, 0);
     }
+    SpinLockInit(&shared->hints_lock);
+    shared->hints = core::ReadyHints{};
     metrics::InitMetrics(&shared->metrics);
   }
   shared_lock = &GetNamedLWLockTranche("evproc")->lock;
@@ -158,6 +160,24 @@ void WakeReaders() {
     uint32 procno = pg_atomic_read_u32(&slot);
     if (procno != self) SetProcLatch(procno);
   }
+}
+
+void HintReady(int32 subscription_id, int32 partition) {
+  if (shared == nullptr) return;
+  SpinLockAcquire(&shared->hints_lock);
+  shared->hints.Push(core::UnitKey{subscription_id, partition});
+  SpinLockRelease(&shared->hints_lock);
+}
+
+bool TakeReadyHint(int32 *subscription_id, int32 *partition) {
+  if (shared == nullptr) return false;
+  core::UnitKey unit{};
+  SpinLockAcquire(&shared->hints_lock);
+  bool taken = shared->hints.Pop(&unit);
+  SpinLockRelease(&shared->hints_lock);
+  *subscription_id = unit.subscription_id;
+  *partition = unit.partition;
+  return taken;
 }
 
 }  // namespace evproc

@@ -14,10 +14,14 @@
 //    floor_tick, which covers everything committed before the launcher started), so idle
 //    units cost nothing. Slots are a fixed hash of (topic, partition): a collision only
 //    makes a unit look busy, never idle.
+//  * Ready hints (core/ready_hints.hpp): the launcher names the units its tick marked
+//    ready, after its commit, and a worker the unit it left ready, after its batch's;
+//    workers claim a hinted unit by its key.
 #pragma once
 
 #include <cstdint>
 
+#include "core/ready_hints.hpp"
 #include "metrics.hpp"
 #include "pg_headers.hpp"
 
@@ -25,6 +29,7 @@ extern "C" {
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 }
 
 namespace evproc {
@@ -67,6 +72,8 @@ struct SharedState {
   // cache line of its own: every publishing commit adds to it, while the flags above
   // are read first and written rarely, so that their line stays shared.
   alignas(PG_CACHE_LINE_SIZE) pg_atomic_uint64 events_committed;
+  alignas(PG_CACHE_LINE_SIZE) slock_t hints_lock;
+  core::ReadyHints hints;
   alignas(PG_CACHE_LINE_SIZE) PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
@@ -100,5 +107,10 @@ void WakeMaintenance();  // the metrics registry must follow (un)subscribing at 
 // How many times readers were woken: a reader that saw this change during its look looks
 // again instead of waiting (a lock wait in the look may have reset its latch).
 uint32 ReaderWakes();
+// Names a unit that may have work (after the commit that made it ready); a full ring
+// drops the hint, and the claim that reads every ready unit finds the unit instead.
+void HintReady(int32 subscription_id, int32 partition);
+// The oldest hint, if any.
+bool TakeReadyHint(int32 *subscription_id, int32 *partition);
 
 }  // namespace evproc

@@ -84,7 +84,6 @@ CREATE TABLE evproc.progress (
     batches         bigint NOT NULL DEFAULT 0,
     delivered       bigint NOT NULL DEFAULT 0,
     last_batch_at   timestamptz,
-    PRIMARY KEY (subscription_id, partition),
     -- A pull subscription's unit held by a consumer's lease (evproc.lease) until it is
     -- acknowledged or leased_until passes; no other read claims it meanwhile.
     lease_id        text,
@@ -97,6 +96,11 @@ CREATE TABLE evproc.progress (
     ready           boolean NOT NULL DEFAULT true,
     slot            integer            -- the unit's commit-stamp slot (evproc.slot_of)
 ) WITH (fillfactor = 50);
+-- A unit's row by its key. Not unique (subscribing inserts each unit once): a unique
+-- index makes every update that is not HOT look at each version of the key, and under a
+-- transaction held open none can be pruned (docs/performance.md "Under a transaction held
+-- open"); the workers' look-ups by key read it backwards, newest version first.
+CREATE INDEX progress_unit_idx ON evproc.progress (subscription_id, partition);
 -- The claim reads these two instead of every unit; neither holds last_batch_at, which
 -- every batch changes, so a batch's update of its row stays HOT (the claim sorts the
 -- few ready units it finds).

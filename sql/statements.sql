@@ -10,7 +10,7 @@ SELECT count(*) AS statements, count(DISTINCT t) AS distinct_texts
                     'due_retries', 'window_pending', 'window_range',
                     'delete_retries', 'park', 'dead_letter', 'promote_heads', 'advance',
                     'pause', 'trip_breaker', 'event_type', 'claim_unit', 'advance_ready',
-                    'set_ready', 'flag_ready']) n,
+                    'set_ready', 'flag_ready', 'claim_hinted']) n,
        LATERAL evproc.statement_sql(n) t;
 SELECT pg_temp.try($$SELECT evproc.statement_sql('nope')$$);
 -- The rule "may this owner subscribe to the topic" is evproc.may_subscribe's in
@@ -19,7 +19,7 @@ SELECT pg_temp.try($$SELECT evproc.statement_sql('nope')$$);
 -- the catalog caches (delivery::OwnerState; sql/privileges.sql revokes and grants).
 SELECT bool_and(evproc.statement_sql(n) ~ 'ARRAY\[t\.owner::oid\] \|\| t\.subscribers::oid\[\]')
          AS claims_return_topic_roles
-  FROM unnest(ARRAY['claim', 'claim_unit', 'claim_replay']) n;
+  FROM unnest(ARRAY['claim', 'claim_unit', 'claim_replay', 'claim_hinted']) n;
 
 -- Some units, a retry line and statistics: the plans below are what a worker gets with
 -- a few subscriptions.
@@ -142,6 +142,62 @@ RESET enable_seqscan;
 RESET plan_cache_mode;
 DEALLOCATE ALL;
 SELECT count(evproc_unsubscribe('st_idle_' || n)) FROM generate_series(1, 500) n;
+
+-- Under a transaction held open (docs/performance.md "Under a transaction held open"):
+-- no version of a progress row can be pruned, and a look-up by key that starts from the
+-- oldest walks them all. The claim of a hinted unit and the advance find the newest
+-- version first (a backward scan, LIMIT 1) and then use its ctid; the claim that reads
+-- every ready unit walks the whole history. Here 4,000 versions of one unit's row,
+-- written inside this transaction (so none can be pruned), flipping ready as batches and
+-- ticks do.
+SELECT id AS st_two FROM evproc.subscription WHERE name = 'st_2' \gset
+SELECT format('PREPARE st_%s%s AS ', name, types) || evproc.statement_sql(name)
+  FROM (VALUES ('claim_hinted', '(int, int)'), ('claim_unit', ''),
+               ('advance_ready', '(int, int, bigint, bigint, bigint, timestamptz, boolean, '
+                                 'bigint, boolean)')) s(name, types) \gexec
+SET plan_cache_mode = force_generic_plan;
+CREATE FUNCTION pg_temp.pages(statement text) RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+  line text;
+  most bigint := 0;
+BEGIN
+  FOR line IN EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) ' || statement LOOP
+    most := greatest(most, coalesce(substring(line FROM 'shared hit=(\d+)')::bigint, 0)
+                           + coalesce(substring(line FROM 'read=(\d+)')::bigint, 0));
+  END LOOP;
+  RETURN most;
+END $fn$;
+CREATE FUNCTION pg_temp.rows(statement text) RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+  n bigint;
+BEGIN
+  EXECUTE statement;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $fn$;
+BEGIN;
+DO $$
+BEGIN
+  FOR i IN 1..4000 LOOP
+    UPDATE evproc.progress p SET ready = (i % 2 = 0), last_batch_at = now(), batches = i
+      FROM evproc.subscription s
+     WHERE s.id = p.subscription_id AND s.name = 'st_2' AND p.partition = 0;
+  END LOOP;
+END $$;
+SELECT pg_temp.rows(format('EXECUTE st_claim_hinted(%s, 0)', :st_two)) AS hinted_claimed,
+       pg_temp.pages(format('EXECUTE st_claim_hinted(%s, 0)', :st_two)) < 15 AS hinted_few_pages,
+       pg_temp.pages(format('EXECUTE st_advance_ready(%s, 0, 0, NULL, NULL, NULL, false, 1, NULL)',
+                            :st_two)) < 25 AS advance_few_pages;
+-- (Both read about ten pages, with 2,000 versions or 6,000; by key from the oldest
+-- version they read over a hundred, and the claim of every ready unit reads 40-90.)
+-- The advance moved the newest version: batches = 4000 + 1.
+SELECT batches, delivered FROM evproc.progress WHERE subscription_id = :st_two AND partition = 0;
+-- A unit that is not ready is not claimed by its hint (the newest version says so).
+UPDATE evproc.progress SET ready = false WHERE subscription_id = :st_two AND partition = 0;
+SELECT pg_temp.rows(format('EXECUTE st_claim_hinted(%s, 0)', :st_two)) AS not_ready_claimed;
+ROLLBACK;
+RESET plan_cache_mode;
+DEALLOCATE ALL;
 
 SELECT count(evproc_unsubscribe('st_' || n)) FROM generate_series(1, 4) n;
 SELECT evproc_drop_topic('st.t');

@@ -61,7 +61,9 @@ OwnerStatus OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles) {
 }
 
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
-  if (Run(replay ? plans.claim_replay : ClaimPlan(), nullptr, nullptr, false, SPI_OK_SELECT) == 0)
+  bool claimed = !replay && ClaimHintedUnit();
+  if (!claimed &&
+      Run(replay ? plans.claim_replay : ClaimPlan(), nullptr, nullptr, false, SPI_OK_SELECT) == 0)
     return false;
   UnitFromRow(unit, 0, replay, context);
   // After UnitFromRow: the binding's statement replaces SPI's result.

@@ -116,8 +116,13 @@ void Advance(const Unit &unit, const Position &at, bool retries_changed, int64 d
                     ' ',
                     NullFlag(keep_ready),
                     '\0'};
-  Run(plans.advance_ready != nullptr ? plans.advance_ready : plans.advance, args, nulls, false,
-      SPI_OK_UPDATE);
+  // The row is found by the ctid of its newest version (kAdvance): the batch holds it
+  // locked, so exactly that row must be there.
+  if (Run(plans.advance_ready != nullptr ? plans.advance_ready : plans.advance, args, nulls, false,
+          SPI_OK_UPDATE) != 1) {
+    elog(ERROR, "evproc: the progress row of subscription %d, partition %d was not found",
+         unit.subscription_id, unit.partition);
+  }
 }
 Datum ArrayOf(const std::vector<Datum> &values, Oid type) {
   return CallPostgres([&] {

@@ -32,13 +32,13 @@ SPIPlanPtr Prepare(const char *text, int nargs, const Oid *types) {
 namespace {
 
 void FreePlans() {
-  SPIPlanPtr *all[] = {&plans.claim,          &plans.next_due,       &plans.bounds,
-                       &plans.due_retries,    &plans.window_pending, &plans.window_range,
-                       &plans.delete_retries, &plans.park,           &plans.dead_letter,
-                       &plans.promote,        &plans.advance,        &plans.pause,
-                       &plans.trip,           &plans.claim_replay,   &plans.replay_events,
-                       &plans.advance_replay, &plans.retry_due,      &plans.owner_search_path,
-                       &plans.claim_ready,    &plans.advance_ready,  &plans.set_ready};
+  SPIPlanPtr *all[] = {
+      &plans.claim,          &plans.next_due,          &plans.bounds,         &plans.due_retries,
+      &plans.window_pending, &plans.window_range,      &plans.delete_retries, &plans.park,
+      &plans.dead_letter,    &plans.promote,           &plans.advance,        &plans.pause,
+      &plans.trip,           &plans.claim_replay,      &plans.replay_events,  &plans.advance_replay,
+      &plans.retry_due,      &plans.owner_search_path, &plans.claim_ready,    &plans.advance_ready,
+      &plans.set_ready,      &plans.claim_hinted};
   for (SPIPlanPtr *plan : all) {
     if (*plan != nullptr) SPI_freeplan(*plan);
     *plan = nullptr;
@@ -116,6 +116,7 @@ bool EnsurePlans() {
                                        TIMESTAMPTZOID, BOOLOID, INT8OID, BOOLOID};
     const Oid unit_types[] = {INT4OID, INT4OID};
     plans.claim_ready = Prepare(sql::kClaimReadyUnit, 0, nullptr);
+    plans.claim_hinted = Prepare(sql::kClaimHintedUnit, 2, unit_types);
     plans.advance_ready = Prepare(sql::kAdvanceReady, 9, advance_ready_types);
     plans.set_ready = Prepare(sql::kSetReady, 2, unit_types);
   }

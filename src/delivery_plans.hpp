@@ -35,6 +35,7 @@ struct Plans {
   SPIPlanPtr owner_search_path = nullptr;
   // nullptr: an extension version without progress.ready (claim and advance then)
   SPIPlanPtr claim_ready = nullptr;
+  SPIPlanPtr claim_hinted = nullptr;
   SPIPlanPtr advance_ready = nullptr;
   SPIPlanPtr set_ready = nullptr;
   SPIPlanPtr bound_handler = nullptr;  // nullptr: an extension version without bindings

@@ -1,12 +1,15 @@
 #include "delivery_ready.hpp"
 
 #include "commit_wake.hpp"
+#include "core/ready_hints.hpp"
 #include "error_boundary.hpp"
 #include "extension_gate.hpp"
+#include "shared_state.hpp"
 
 extern "C" {
 #include "access/xact.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 }
 
 namespace evproc::delivery {
@@ -25,11 +28,42 @@ struct Cleared {
 };
 Cleared cleared{};
 
+// The unit the last batch left ready, hinted after its commit.
+struct Kept {
+  bool pending;
+  int32 subscription_id;
+  int32 partition;
+};
+Kept kept{};
+
+// Stale hints (units claimed or cleared meanwhile) cost a look each; a claim looks at no
+// more than this many before it reads every ready unit instead.
+constexpr int kMostHintsPerClaim = 64;
+TimestampTz last_full_claim = 0;
+
 }  // namespace
 
 void SetReadyMayClear(bool value) {
   may_clear = value;
   cleared.pending = false;
+  kept.pending = false;
+}
+
+bool ClaimHintedUnit() {
+  if (plans.claim_hinted == nullptr || ClaimPlan() != plans.claim_ready) return false;
+  TimestampTz now = GetCurrentTimestamp();
+  if (TimestampDifferenceExceeds(last_full_claim, now, core::kFullClaimEveryMs)) {
+    last_full_claim = now;
+    return false;
+  }
+  int32 subscription_id = 0;
+  int32 partition = 0;
+  for (int i = 0; i < kMostHintsPerClaim && TakeReadyHint(&subscription_id, &partition); ++i) {
+    Datum args[] = {Int32GetDatum(subscription_id), Int32GetDatum(partition)};
+    if (Run(plans.claim_hinted, args, nullptr, false, SPI_OK_SELECT) == 1) return true;
+  }
+  last_full_claim = now;
+  return false;
 }
 
 SPIPlanPtr ClaimPlan() {
@@ -40,8 +74,11 @@ bool StillReady(const Unit &unit, const Position &at, bool *isnull) {
   *isnull = !may_clear;
   if (!may_clear) return true;
   bool ready = at.window_tick != 0 || at.tick_id < DirtyTick(unit.topic_id, unit.partition);
-  if (!ready)
+  if (ready) {
+    kept = Kept{true, unit.subscription_id, unit.partition};
+  } else {
     cleared = Cleared{true, unit.subscription_id, unit.partition, unit.topic_id, at.tick_id};
+  }
   return ready;
 }
 
@@ -51,11 +88,16 @@ bool StillReady(const Unit &unit, const Position &at, bool *isnull) {
 // should someone else hold it, tries again shortly. If it came after, the stamp came
 // before our commit, and this look, after the commit, sees it.
 void ReadyAfterCommit() {
+  if (kept.pending) {
+    kept.pending = false;
+    HintReady(kept.subscription_id, kept.partition);
+  }
   if (!cleared.pending) return;
   cleared.pending = false;
   pg_memory_barrier();
   if (DirtyTick(cleared.topic_id, cleared.partition) <= cleared.tick_id) return;
-  pg::CallPostgres([] {
+  bool marked = false;
+  pg::CallPostgres([&marked] {
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
     if (EnterExtension(nullptr) == ExtensionGate::kInstalled) {
@@ -63,13 +105,14 @@ void ReadyAfterCommit() {
       PushActiveSnapshot(GetTransactionSnapshot());
       if (EnsurePlans() && plans.set_ready != nullptr) {
         Datum args[] = {Int32GetDatum(cleared.subscription_id), Int32GetDatum(cleared.partition)};
-        Run(plans.set_ready, args, nullptr, false, SPI_OK_UPDATE);
+        marked = Run(plans.set_ready, args, nullptr, false, SPI_OK_UPDATE) == 1;
       }
       PopActiveSnapshot();
       SPI_finish();
     }
     CommitTransactionCommand();
   });
+  if (marked) HintReady(cleared.subscription_id, cleared.partition);  // once committed
 }
 
 }  // namespace evproc::delivery

@@ -18,15 +18,24 @@ void SetReadyMayClear(bool may_clear);
 // stamps this database's slots, else the claim that looks at every unit.
 SPIPlanPtr ClaimPlan();
 
+// Claims a unit named by a ready hint (core/ready_hints.hpp) by its key, newest row
+// version first (kClaimHintedUnit): its row is then SPI's result. False when no hint named
+// a unit still ready and free, and every kFullClaimEveryMs even if one would have: the
+// caller then runs the claim that reads every ready unit (ClaimPlan), which also finds
+// due retries and units made ready without a hint.
+bool ClaimHintedUnit();
+
 // Whether a unit that moved to `at` may still have work: a window in progress, or a
 // stamp of its slot newer than its tick. Sets *isnull (keep ready as it is) where
-// batches may not clear it. Remembers a unit it cleared for ReadyAfterCommit.
+// batches may not clear it. Remembers a unit it cleared, or left ready, for
+// ReadyAfterCommit.
 bool StillReady(const Unit &unit, const Position &at, bool *isnull);
 
-// Plain C++ over PostgreSQL calls (not inside SPI), after the batch's commit: if the
-// batch cleared its unit and the unit's slot got a newer stamp since the batch looked,
-// the launcher may have skipped the unit while the batch held it: the unit is marked
-// ready again, in a transaction of its own.
+// Plain C++ over PostgreSQL calls (not inside SPI), after the batch's commit: a unit the
+// batch left ready is hinted (the next claim takes it by key). If the batch cleared its
+// unit and the unit's slot got a newer stamp since the batch looked, the launcher may
+// have skipped the unit while the batch held it: the unit is marked ready again, in a
+// transaction of its own, and hinted.
 void ReadyAfterCommit();
 
 }  // namespace evproc::delivery

@@ -81,6 +81,41 @@ SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
  LIMIT 1
    FOR UPDATE OF p SKIP LOCKED)sql";
 
+// The claim of one unit named by a ready hint (core/ready_hints.hpp): the same columns
+// and checks as kClaimReadyUnit, for the unit ($1, $2) only. Its row is found newest
+// version first (a backward scan of progress_unit_idx, LIMIT 1): under a transaction held
+// open every version a unit's row ever had stays, and a lookup by its key that starts
+// from the oldest walks them all; the newest, the one a current snapshot sees, comes
+// first backwards (versions that cannot be pruned go to ever later places in the
+// table). The row is then fetched and locked by its ctid: SKIP LOCKED on a unit someone
+// holds returns nothing at once, where the index scan would go on through every older
+// version. A row updated since the look is followed to its newest version by the lock,
+// and the conditions are checked again there.
+inline constexpr const char *kClaimHintedUnit = R"sql(
+SELECT p.subscription_id, p.partition, p.tick_id, p.window_tick, p.cursor_id,
+       coalesce(s.start_from, p.history_from), p.retry_due_at,
+       s.name, s.topic_id, t.name, h.fn,
+       s.handler_form = 'batch', s.owner::oid,
+       ARRAY[t.owner::oid] || t.subscribers::oid[],
+       s.batch_size, s.max_attempts,
+       (extract(epoch FROM s.backoff_base) * 1000000)::int8,
+       (extract(epoch FROM s.backoff_cap) * 1000000)::int8,
+       least(extract(epoch FROM s.handler_timeout) * 1000, 2147483647)::int4,
+       s.on_dead_letter = 'block', s.failure_budget::float8, s.breaker_min_attempts, s.handler
+  FROM evproc.progress p
+ CROSS JOIN LATERAL (SELECT * FROM evproc.subscription a
+                      WHERE a.id = p.subscription_id AND NOT a.paused AND a.handler IS NOT NULL
+                        AND (a.breaker_open_until IS NULL OR a.breaker_open_until <= now())
+                     OFFSET 0) s
+  JOIN evproc.topic t ON t.id = s.topic_id
+  CROSS JOIN LATERAL (SELECT pg_catalog.to_regprocedure(s.handler)::oid AS fn) h
+ WHERE p.ctid = (SELECT q.ctid FROM evproc.progress q
+                  WHERE q.subscription_id = $1 AND q.partition >= $2 AND q.partition <= $2
+                  ORDER BY q.partition DESC LIMIT 1)
+   AND p.subscription_id = $1 AND p.partition = $2
+   AND (p.ready OR p.retry_due_at <= now())
+   FOR UPDATE OF p SKIP LOCKED)sql";
+
 // A running replay, claimed like a unit; partition -1 stands for all of them. Its own
 // columns follow the subscription's (24-30).
 inline constexpr const char *kClaimReplay = R"sql(
@@ -336,6 +371,10 @@ UPDATE evproc.retry r SET is_head = true, next_attempt_at = now()
                        WHERE subscription_id = $1 AND partition = $2 AND key = ANY ($3)
                        ORDER BY key, seq))sql";
 
+// The unit's new position, by the ctid of its row's newest version (see kClaimHintedUnit:
+// a lookup by key walks every version a transaction held open keeps). The batch holds
+// the row locked since its claim, so that version is the one it locked; the batch checks
+// that one row was updated.
 inline constexpr const char *kAdvance = R"sql(
 UPDATE evproc.progress
    SET tick_id = $3, window_tick = $4, cursor_id = $5, history_from = $6,
@@ -343,7 +382,10 @@ UPDATE evproc.progress
                                            WHERE subscription_id = $1 AND partition = $2 AND is_head)
                            ELSE retry_due_at END,
        batches = batches + 1, delivered = delivered + $8, last_batch_at = now()
- WHERE subscription_id = $1 AND partition = $2)sql";
+ WHERE ctid = (SELECT q.ctid FROM evproc.progress q
+                WHERE q.subscription_id = $1 AND q.partition >= $2 AND q.partition <= $2
+                ORDER BY q.partition DESC LIMIT 1)
+   AND subscription_id = $1 AND partition = $2)sql";
 
 // kAdvance, where units are marked ready (kClaimReadyUnit): $9 whether the unit may still
 // have work (NULL: as it was); never at the newest tick with no window in progress,
@@ -357,7 +399,10 @@ UPDATE evproc.progress
                            ELSE retry_due_at END,
        batches = batches + 1, delivered = delivered + $8, last_batch_at = now(),
        ready = coalesce($9 AND ($4 IS NOT NULL OR $3 < (SELECT max(id) FROM evproc.tick)), ready)
- WHERE subscription_id = $1 AND partition = $2)sql";
+ WHERE ctid = (SELECT q.ctid FROM evproc.progress q
+                WHERE q.subscription_id = $1 AND q.partition >= $2 AND q.partition <= $2
+                ORDER BY q.partition DESC LIMIT 1)
+   AND subscription_id = $1 AND partition = $2)sql";
 
 // A batch that found nothing left committed after its slot got a newer stamp, which the
 // launcher may have skipped while the batch held the unit: the unit is ready again.
@@ -422,13 +467,17 @@ SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
 // never waits behind them. Returns how many units became ready and the slots of the
 // units left waiting (held, or cleared by a batch that committed meanwhile), which the
 // launcher tries again shortly; a unit held by a worker whose committed row reads ready
-// is left to that worker, which looks at its slot's stamp after its commit. One generic
+// is left to that worker, which looks at its slot's stamp after its commit. Then the
+// units it flagged (two arrays, in the same order), which the launcher hints to the
+// workers after its commit (core/ready_hints.hpp). One generic
 // plan (through subscription_active_idx and progress_slot_idx), prepared once: planned
 // afresh at every tick for the slot array, it was 40 % of the launcher's CPU (issue 18).
 // It was a PL/pgSQL function until its call (SET clauses, an exception block's
 // subtransaction, two statements) was found to be most of what a tick cost (issue 13).
 // After a start $1 lists every slot: each unit of an active push subscription is looked
 // at once (every unit has a slot: evproc_subscribe sets it, the 0.3.0 update filled it).
+// The rows locked are updated by their ctids, which the lock gave (their newest
+// versions): not looked up again by key (see kClaimHintedUnit).
 inline constexpr const char *kFlagReady = R"sql(
 WITH waiting AS (
     SELECT q.subscription_id, q.partition, q.slot
@@ -436,17 +485,20 @@ WITH waiting AS (
      WHERE q.slot = ANY ($1) AND NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL),
 flagged AS (
     UPDATE evproc.progress p SET ready = true
-     WHERE (p.subscription_id, p.partition) IN
-           (SELECT q.subscription_id, q.partition
+     WHERE p.ctid = ANY (ARRAY(
+           SELECT q.ctid
               FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
              WHERE q.slot = ANY ($1) AND NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
-               FOR UPDATE OF q SKIP LOCKED)
+               FOR UPDATE OF q SKIP LOCKED))
     RETURNING p.subscription_id, p.partition)
 SELECT (SELECT count(*) FROM flagged)::int4,
        ARRAY(SELECT DISTINCT w.slot FROM waiting w
               WHERE NOT EXISTS (SELECT 1 FROM flagged f
                                  WHERE f.subscription_id = w.subscription_id
-                                   AND f.partition = w.partition)))sql";
+                                   AND f.partition = w.partition)),
+       u.ids, u.partitions
+  FROM (SELECT array_agg(f.subscription_id) AS ids, array_agg(f.partition) AS partitions
+          FROM flagged f) u)sql";
 
 // Every statement by the name evproc.statement_sql() knows it by.
 struct NamedStatement {
@@ -456,6 +508,7 @@ struct NamedStatement {
 inline constexpr NamedStatement kStatements[] = {
     {"claim", kClaimUnit},
     {"claim_unit", kClaimReadyUnit},
+    {"claim_hinted", kClaimHintedUnit},
     {"claim_replay", kClaimReplay},
     {"replay_events", kReplayEvents},
     {"advance_replay", kAdvanceReplay},

@@ -384,6 +384,7 @@ int FlagReady(const int *slots, int count, bool every_unit) {
   if (!BeginGated()) return -1;
   int flagged = evproc::ready::FlagInTransaction(served_extension, installed_version);
   CommitTransactionCommand();
+  evproc::ready::HintFlagged();
   return flagged;
 }
 

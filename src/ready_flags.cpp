@@ -30,6 +30,10 @@ SPIPlanPtr flag_plan = nullptr;
 bool has_ready_units = false;
 Oid checked_extension = InvalidOid;
 char checked_version[NAMEDATALEN];
+// The units the last flagging marked, hinted after its commit (at most what the ring
+// holds: the rest are found by the workers' claim that reads every ready unit).
+core::UnitKey flagged_units[core::kReadyHintCapacity];
+int flagged_count = 0;
 
 void Again(int slot) {
   if (slot < 0 || slot >= kPartitionSlots || again[slot]) return;
@@ -81,6 +85,42 @@ void Remember(const int *slots, int count, bool every_unit) {
 
 bool Pending() { return every_unit_pending || again_count > 0; }
 
+void HintFlagged() {
+  for (int i = 0; i < flagged_count; ++i) {
+    HintReady(flagged_units[i].subscription_id, flagged_units[i].partition);
+  }
+  flagged_count = 0;
+}
+
+namespace {
+
+// Keeps the flagged units of the statement's result row (columns 3 and 4: arrays in the
+// same order) for HintFlagged.
+void KeepFlagged() {
+  flagged_count = 0;
+  bool ids_null = false;
+  bool partitions_null = false;
+  Datum ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &ids_null);
+  Datum partitions =
+      SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &partitions_null);
+  if (ids_null || partitions_null) return;
+  Datum *id_items = nullptr;
+  Datum *partition_items = nullptr;
+  int id_count = 0;
+  int partition_count = 0;
+  deconstruct_array(DatumGetArrayTypeP(ids), INT4OID, 4, true, TYPALIGN_INT, &id_items, nullptr,
+                    &id_count);
+  deconstruct_array(DatumGetArrayTypeP(partitions), INT4OID, 4, true, TYPALIGN_INT,
+                    &partition_items, nullptr, &partition_count);
+  int count = id_count < partition_count ? id_count : partition_count;
+  for (int i = 0; i < count && flagged_count < static_cast<int>(core::kReadyHintCapacity); ++i) {
+    flagged_units[flagged_count++] =
+        core::UnitKey{DatumGetInt32(id_items[i]), DatumGetInt32(partition_items[i])};
+  }
+}
+
+}  // namespace
+
 int FlagInTransaction(Oid extension, const char *version) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "evproc launcher: SPI_connect failed");
   PushActiveSnapshot(GetTransactionSnapshot());
@@ -102,6 +142,7 @@ int FlagInTransaction(Oid extension, const char *version) {
     bool isnull = false;
     Datum count_datum = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     flagged = isnull ? 0 : DatumGetInt32(count_datum);
+    KeepFlagged();
     Datum held = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
     Forget();
     if (!isnull) {  // the slots of units someone held: tried again shortly

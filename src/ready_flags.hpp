@@ -26,5 +26,9 @@ bool Pending();
 // served extension (whether it marks units ready is looked up once per version).
 // Returns how many units became ready. An error leaves every slot to try again.
 int FlagInTransaction(Oid extension, const char *version);
+// After the commit of that transaction: names the units it marked ready to the workers
+// (shared_state.hpp HintReady), so that they claim them by key. Before the commit a
+// worker would find them not ready yet and drop the hints.
+void HintFlagged();
 
 }  // namespace evproc::ready

@@ -1458,6 +1458,9 @@ UPDATE evproc.progress p
 CREATE INDEX progress_ready_idx ON evproc.progress (subscription_id, partition) WHERE ready;
 CREATE INDEX progress_retry_due_idx ON evproc.progress (retry_due_at) WHERE retry_due_at IS NOT NULL;
 CREATE INDEX progress_slot_idx ON evproc.progress (slot);
+-- The unit's key is no longer unique (see extension/delivery.sql).
+ALTER TABLE evproc.progress DROP CONSTRAINT progress_pkey;
+CREATE INDEX progress_unit_idx ON evproc.progress (subscription_id, partition);
 CREATE OR REPLACE FUNCTION evproc.subscribe_impl(caller oid, name text, topic text, handler regprocedure,
                                       batch_size integer, max_attempts integer,
                                       backoff_base interval, backoff_cap interval,

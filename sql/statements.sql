@@ -10,7 +10,7 @@ SELECT count(*) AS statements, count(DISTINCT t) AS distinct_texts
                     'due_retries', 'window_pending', 'window_range',
                     'delete_retries', 'park', 'dead_letter', 'promote_heads', 'advance',
                     'pause', 'trip_breaker', 'event_type', 'claim_unit', 'advance_ready',
-                    'set_ready', 'flag_ready', 'claim_hinted']) n,
+                    'set_ready', 'flag_ready', 'claim_hinted', 'push_units']) n,
        LATERAL evproc.statement_sql(n) t;
 SELECT pg_temp.try($$SELECT evproc.statement_sql('nope')$$);
 -- The rule "may this owner subscribe to the topic" is evproc.may_subscribe's in
@@ -150,11 +150,12 @@ SELECT count(evproc_unsubscribe('st_idle_' || n)) FROM generate_series(1, 500) n
 -- every ready unit walks the whole history. Here 4,000 versions of one unit's row,
 -- written inside this transaction (so none can be pruned), flipping ready as batches and
 -- ticks do.
-SELECT id AS st_two FROM evproc.subscription WHERE name = 'st_2' \gset
+SELECT id AS st_two, topic_id AS st_topic FROM evproc.subscription WHERE name = 'st_2' \gset
 SELECT format('PREPARE st_%s%s AS ', name, types) || evproc.statement_sql(name)
   FROM (VALUES ('claim_hinted', '(int, int)'), ('claim_unit', ''),
                ('advance_ready', '(int, int, bigint, bigint, bigint, timestamptz, boolean, '
-                                 'bigint, boolean)')) s(name, types) \gexec
+                                 'bigint, boolean)'),
+               ('flag_ready', '(int[], int[], int[])')) s(name, types) \gexec
 SET plan_cache_mode = force_generic_plan;
 CREATE FUNCTION pg_temp.pages(statement text) RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -195,6 +196,17 @@ SELECT batches, delivered FROM evproc.progress WHERE subscription_id = :st_two A
 -- A unit that is not ready is not claimed by its hint (the newest version says so).
 UPDATE evproc.progress SET ready = false WHERE subscription_id = :st_two AND partition = 0;
 SELECT pg_temp.rows(format('EXECUTE st_claim_hinted(%s, 0)', :st_two)) AS not_ready_claimed;
+-- The launcher's flagging finds it the same way, from the launcher's map of units (not
+-- through an index of progress), marks it, and names it for the workers. (About 60
+-- pages, most of them the update's search for room and its index entries, with 4,000
+-- versions as with 8,000; through progress_slot_idx it read every version.)
+SELECT pg_temp.pages(format('EXECUTE st_flag_ready(ARRAY[%s], ARRAY[0], ARRAY[evproc.slot_of(%s, 0)])',
+                            :st_two, :st_topic)) < 100 AS flag_few_pages;
+SELECT ready FROM evproc.progress WHERE subscription_id = :st_two AND partition = 0;
+UPDATE evproc.progress SET ready = false WHERE subscription_id = :st_two AND partition = 0;
+CREATE TEMP TABLE flag_out (marked, waiting, ids, partitions) AS
+  EXECUTE st_flag_ready(ARRAY[:st_two], ARRAY[0], ARRAY[1]);
+SELECT marked, waiting, ids = ARRAY[:st_two] AS hinted_it, partitions FROM flag_out;
 ROLLBACK;
 RESET plan_cache_mode;
 DEALLOCATE ALL;

@@ -72,6 +72,7 @@ BatchResult DeliverBatch(MemoryContext context, bool report_activity) {
   });
   if (!claimed) {
     result.next_due = CallPostgres([] { return OidIsValid(plans.extension) ? NextDue() : 0; });
+    NoteNextDue(result.next_due);
     return result;
   }
   result.worked = true;

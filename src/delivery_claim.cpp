@@ -61,10 +61,17 @@ OwnerStatus OwnerState(Oid owner, Oid handler_fn, ArrayType *topic_roles) {
 }
 
 bool ClaimUnit(Unit *unit, bool replay, MemoryContext context) {
-  bool claimed = !replay && ClaimHintedUnit();
-  if (!claimed &&
-      Run(replay ? plans.claim_replay : ClaimPlan(), nullptr, nullptr, false, SPI_OK_SELECT) == 0)
-    return false;
+  if (replay) {
+    if (Run(plans.claim_replay, nullptr, nullptr, false, SPI_OK_SELECT) == 0) return false;
+  } else {
+    HintedClaim hinted = ClaimHintedUnit();
+    if (hinted == HintedClaim::kNone) return false;
+    if (hinted == HintedClaim::kReadAll) {
+      bool found = Run(ClaimPlan(), nullptr, nullptr, false, SPI_OK_SELECT) > 0;
+      ReadAllFound(found);
+      if (!found) return false;
+    }
+  }
   UnitFromRow(unit, 0, replay, context);
   // After UnitFromRow: the binding's statement replaces SPI's result.
   ReadBinding(unit);

@@ -40,6 +40,12 @@ Kept kept{};
 // more than this many before it reads every ready unit instead.
 constexpr int kMostHintsPerClaim = 64;
 TimestampTz last_full_claim = 0;
+// Hints were lost: every claim reads every ready unit until one finds none.
+bool reading_all = false;
+uint32 lost_seen = 0;
+// The earliest due retry or closing breaker this worker last heard of (NextDue, when it
+// found nothing to claim); 0: none.
+TimestampTz next_due = 0;
 
 }  // namespace
 
@@ -49,25 +55,44 @@ void SetReadyMayClear(bool value) {
   kept.pending = false;
 }
 
-bool ClaimHintedUnit() {
-  if (plans.claim_hinted == nullptr || ClaimPlan() != plans.claim_ready) return false;
+SPIPlanPtr ClaimPlan() {
+  return plans.claim_ready != nullptr && LauncherServesHere() ? plans.claim_ready : plans.claim;
+}
+
+HintedClaim ClaimHintedUnit() {
+  if (plans.claim_hinted == nullptr || ClaimPlan() != plans.claim_ready) return HintedClaim::kReadAll;
+  // Hints were lost (the ring was full): read every ready unit until that finds none.
+  uint32 lost = HintsLostCount();
+  if (lost != lost_seen) {
+    lost_seen = lost;
+    reading_all = true;
+  }
+  if (reading_all) return HintedClaim::kReadAll;
   TimestampTz now = GetCurrentTimestamp();
-  if (TimestampDifferenceExceeds(last_full_claim, now, core::kFullClaimEveryMs)) {
+  bool due = TimestampDifferenceExceeds(last_full_claim, now, core::kFullClaimEveryMs);
+  if (due) {
     last_full_claim = now;
-    return false;
+    return HintedClaim::kReadAll;
   }
   int32 subscription_id = 0;
   int32 partition = 0;
   for (int i = 0; i < kMostHintsPerClaim && TakeReadyHint(&subscription_id, &partition); ++i) {
     Datum args[] = {Int32GetDatum(subscription_id), Int32GetDatum(partition)};
-    if (Run(plans.claim_hinted, args, nullptr, false, SPI_OK_SELECT) == 1) return true;
+    if (Run(plans.claim_hinted, args, nullptr, false, SPI_OK_SELECT) == 1) return HintedClaim::kClaimed;
   }
-  last_full_claim = now;
-  return false;
+  // Out of hints: a worker that slept until a retry fell due reads every unit for it.
+  if (next_due != 0 && next_due <= now) {
+    next_due = 0;
+    last_full_claim = now;
+    return HintedClaim::kReadAll;
+  }
+  return HintedClaim::kNone;
 }
 
-SPIPlanPtr ClaimPlan() {
-  return plans.claim_ready != nullptr && LauncherServesHere() ? plans.claim_ready : plans.claim;
+void NoteNextDue(TimestampTz due) { next_due = due; }
+
+void ReadAllFound(bool found) {
+  if (!found) reading_all = false;
 }
 
 bool StillReady(const Unit &unit, const Position &at, bool *isnull) {

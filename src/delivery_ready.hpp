@@ -19,11 +19,21 @@ void SetReadyMayClear(bool may_clear);
 SPIPlanPtr ClaimPlan();
 
 // Claims a unit named by a ready hint (core/ready_hints.hpp) by its key, newest row
-// version first (kClaimHintedUnit): its row is then SPI's result. False when no hint named
-// a unit still ready and free, and every kFullClaimEveryMs even if one would have: the
-// caller then runs the claim that reads every ready unit (ClaimPlan), which also finds
-// due retries and units made ready without a hint.
-bool ClaimHintedUnit();
+// version first (kClaimHintedUnit). kClaimed: its row is SPI's result. kReadAll: run the
+// claim that reads every ready unit (ClaimPlan) instead: every kFullClaimEveryMs (due
+// retries, units made ready without a hint, a hint dropped because maintenance or an
+// operator held its unit), while hints were lost to a full ring, and where units are not
+// marked ready at all, and once a retry this worker waited for fell due. kNone: no hint
+// named a unit still ready and free, and the full claim ran less than kFullClaimEveryMs
+// ago: nothing to claim now.
+enum class HintedClaim { kClaimed, kReadAll, kNone };
+HintedClaim ClaimHintedUnit();
+// What the claim of every ready unit found after kReadAll.
+void ReadAllFound(bool found);
+// When the earliest retry falls due or breaker closes (NextDue, 0: none), as a worker
+// that found nothing to claim heard of it: once it passed, a claim with no hints left
+// reads every ready unit.
+void NoteNextDue(TimestampTz due);
 
 // Whether a unit that moved to `at` may still have work: a window in progress, or a
 // stamp of its slot newer than its tick. Sets *isnull (keep ready as it is) where

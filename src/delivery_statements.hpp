@@ -406,9 +406,14 @@ UPDATE evproc.progress
 
 // A batch that found nothing left committed after its slot got a newer stamp, which the
 // launcher may have skipped while the batch held the unit: the unit is ready again.
+// The row by the ctid of its newest version (see kClaimHintedUnit); one updated since is
+// followed to its newest version, where the conditions are checked again.
 inline constexpr const char *kSetReady = R"sql(
 UPDATE evproc.progress SET ready = true
- WHERE subscription_id = $1 AND partition = $2 AND NOT ready
+ WHERE ctid = (SELECT q.ctid FROM evproc.progress q
+                WHERE q.subscription_id = $1 AND q.partition >= $2 AND q.partition <= $2
+                ORDER BY q.partition DESC LIMIT 1)
+   AND subscription_id = $1 AND partition = $2 AND NOT ready
    AND tick_id < (SELECT max(id) FROM evproc.tick))sql";
 
 // Whether this extension version marks units ready (kClaimReadyUnit, kFlagReady).
@@ -462,43 +467,54 @@ inline constexpr const char *kEventType = R"sql(
 SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
 
 // The launcher's flagging after a tick (ready_flags.hpp, docs/design.md "Claiming a
-// unit"): the units of the slots in $1 that an active push subscription awaits become
-// ready. Rows someone holds (a batch, maintenance) are skipped, not waited for: the tick
-// never waits behind them. Returns how many units became ready and the slots of the
-// units left waiting (held, or cleared by a batch that committed meanwhile), which the
-// launcher tries again shortly; a unit held by a worker whose committed row reads ready
-// is left to that worker, which looks at its slot's stamp after its commit. Then the
-// units it flagged (two arrays, in the same order), which the launcher hints to the
-// workers after its commit (core/ready_hints.hpp). One generic
-// plan (through subscription_active_idx and progress_slot_idx), prepared once: planned
-// afresh at every tick for the slot array, it was 40 % of the launcher's CPU (issue 18).
-// It was a PL/pgSQL function until its call (SET clauses, an exception block's
-// subtransaction, two statements) was found to be most of what a tick cost (issue 13).
-// After a start $1 lists every slot: each unit of an active push subscription is looked
-// at once (every unit has a slot: evproc_subscribe sets it, the 0.3.0 update filled it).
-// The rows locked are updated by their ctids, which the lock gave (their newest
-// versions): not looked up again by key (see kClaimHintedUnit).
+// unit"): of the candidate units ($1 subscriptions, $2 partitions, $3 their slots: the
+// units of the slots the tick stamped, every unit after a start, taken from the
+// launcher's map of units, ready_flags.cpp), those of active push subscriptions that are
+// not ready become ready. Each unit's row is found newest version first (a backward scan
+// of progress_unit_idx, LIMIT 1; see kClaimHintedUnit), then locked and updated by its
+// ctid: under a transaction held open a look-up by slot or by key walks every version the
+// rows ever had, and the flagging did so at every tick. Rows someone holds (a batch,
+// maintenance) are skipped, not waited for: the tick never waits behind them. Returns how
+// many units became ready, the slots of the units left waiting (held, or updated by a
+// batch that committed meanwhile), which the launcher tries again shortly (a unit held
+// by a worker whose committed row reads ready is left to that worker, which looks at its
+// slot's stamp after its commit), and the units it marked (two arrays in the same order),
+// which the launcher hints to the workers after its commit (core/ready_hints.hpp). One
+// generic plan, prepared once: planned afresh at every tick for the arrays, it was 40 % of
+// the launcher's CPU (issue 18). It was a PL/pgSQL function until its call (SET clauses,
+// an exception block's subtransaction, two statements) was found to be most of what a
+// tick cost (issue 13).
 inline constexpr const char *kFlagReady = R"sql(
-WITH waiting AS (
-    SELECT q.subscription_id, q.partition, q.slot
-      FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-     WHERE q.slot = ANY ($1) AND NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL),
+WITH c AS (
+    SELECT c.sid, c.part, c.slot, n.ctid
+      FROM ROWS FROM (pg_catalog.unnest($1::int4[]), pg_catalog.unnest($2::int4[]),
+                      pg_catalog.unnest($3::int4[])) AS c(sid, part, slot)
+      JOIN evproc.subscription s ON s.id = c.sid
+     CROSS JOIN LATERAL (SELECT q.ctid, q.ready FROM evproc.progress q
+                          WHERE q.subscription_id = c.sid
+                            AND q.partition >= c.part AND q.partition <= c.part
+                          ORDER BY q.partition DESC LIMIT 1) n
+     WHERE NOT s.paused AND s.handler IS NOT NULL AND NOT n.ready),
 flagged AS (
     UPDATE evproc.progress p SET ready = true
-     WHERE p.ctid = ANY (ARRAY(
-           SELECT q.ctid
-              FROM evproc.progress q JOIN evproc.subscription s ON s.id = q.subscription_id
-             WHERE q.slot = ANY ($1) AND NOT q.ready AND NOT s.paused AND s.handler IS NOT NULL
-               FOR UPDATE OF q SKIP LOCKED))
+     WHERE p.ctid = ANY (ARRAY(SELECT q.ctid FROM evproc.progress q
+                                WHERE q.ctid = ANY (ARRAY(SELECT c.ctid FROM c)) AND NOT q.ready
+                                  FOR UPDATE OF q SKIP LOCKED))
     RETURNING p.subscription_id, p.partition)
 SELECT (SELECT count(*) FROM flagged)::int4,
-       ARRAY(SELECT DISTINCT w.slot FROM waiting w
+       ARRAY(SELECT DISTINCT c.slot FROM c
               WHERE NOT EXISTS (SELECT 1 FROM flagged f
-                                 WHERE f.subscription_id = w.subscription_id
-                                   AND f.partition = w.partition)),
-       u.ids, u.partitions
-  FROM (SELECT array_agg(f.subscription_id) AS ids, array_agg(f.partition) AS partitions
-          FROM flagged f) u)sql";
+                                 WHERE f.subscription_id = c.sid AND f.partition = c.part)),
+       ARRAY(SELECT f.subscription_id FROM flagged f ORDER BY f.subscription_id, f.partition),
+       ARRAY(SELECT f.partition FROM flagged f ORDER BY f.subscription_id, f.partition))sql";
+
+// The launcher's map of units (ready_flags.cpp): the push subscriptions and the number
+// of partitions of their topics, read when subscriptions changed (evproc.registry_seq).
+// Never from evproc.progress, whose rows are updated at every batch.
+inline constexpr const char *kPushUnits = R"sql(
+SELECT s.id, s.topic_id, t.partitions
+  FROM evproc.subscription s JOIN evproc.topic t ON t.id = s.topic_id
+ WHERE s.handler IS NOT NULL)sql";
 
 // Every statement by the name evproc.statement_sql() knows it by.
 struct NamedStatement {
@@ -532,6 +548,7 @@ inline constexpr NamedStatement kStatements[] = {
     {"owner_search_path", kOwnerSearchPath},
     {"event_type", kEventType},
     {"flag_ready", kFlagReady},
+    {"push_units", kPushUnits},
 };
 
 }  // namespace evproc::sql

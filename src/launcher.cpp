@@ -561,6 +561,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
         ticked_once = true;
         last_tick_at = now;
         // After a start every unit is looked at once (stamps of before were lost).
+        // Units made ready without a hint (after a start every unit; a commit that changed
+        // subscriptions or re-drove work made some ready in SQL): the workers read every
+        // ready unit until that finds none (delivery_ready.hpp).
+        if (every_worker) evproc::HintsLost();
         int flagged = FlagReady(dirty_slots, dirty_count, first_tick);
         if (flagged < 0) {
           next_extension_check = 0;

@@ -55,6 +55,7 @@ void StartupHook() {
     }
     SpinLockInit(&shared->hints_lock);
     shared->hints = core::ReadyHints{};
+    pg_atomic_init_u32(&shared->hints_lost, 0);
     metrics::InitMetrics(&shared->metrics);
   }
   shared_lock = &GetNamedLWLockTranche("evproc")->lock;
@@ -165,8 +166,17 @@ void WakeReaders() {
 void HintReady(int32 subscription_id, int32 partition) {
   if (shared == nullptr) return;
   SpinLockAcquire(&shared->hints_lock);
-  shared->hints.Push(core::UnitKey{subscription_id, partition});
+  bool kept = shared->hints.Push(core::UnitKey{subscription_id, partition});
   SpinLockRelease(&shared->hints_lock);
+  if (!kept) HintsLost();
+}
+
+void HintsLost() {
+  if (shared != nullptr) pg_atomic_fetch_add_u32(&shared->hints_lost, 1);
+}
+
+uint32 HintsLostCount() {
+  return shared != nullptr ? pg_atomic_read_u32(&shared->hints_lost) : 0;
 }
 
 bool TakeReadyHint(int32 *subscription_id, int32 *partition) {

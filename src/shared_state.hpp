@@ -74,6 +74,7 @@ struct SharedState {
   alignas(PG_CACHE_LINE_SIZE) pg_atomic_uint64 events_committed;
   alignas(PG_CACHE_LINE_SIZE) slock_t hints_lock;
   core::ReadyHints hints;
+  pg_atomic_uint32 hints_lost;  // counts the times hints were lost (HintsLost)
   alignas(PG_CACHE_LINE_SIZE) PartitionSlot slots[kPartitionSlots];
   metrics::Metrics metrics;
 };
@@ -112,5 +113,10 @@ uint32 ReaderWakes();
 void HintReady(int32 subscription_id, int32 partition);
 // The oldest hint, if any.
 bool TakeReadyHint(int32 *subscription_id, int32 *partition);
+// Units ready with no hint (a full ring, a start, SQL that made units ready): every
+// worker reads every ready unit until that finds none.
+void HintsLost();
+// How many times hints were lost: a worker that sees it change reads every ready unit.
+uint32 HintsLostCount();
 
 }  // namespace evproc

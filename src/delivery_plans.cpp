@@ -141,19 +141,33 @@ bool EnsurePlans() {
 // The other statements on the small,
 // often-updated tables (progress, retry) keep sequential scans: there they are the right
 // plan, and an index scan can walk long chains of dead entries.
+// The statements that find a unit's progress row newest version first (a backward scan
+// of progress_unit_idx, LIMIT 1: kClaimHintedUnit) run without bitmap scans as well,
+// which would read every version of the row; so does the look for the next due retry
+// (kNextDue), which reads the units with a retry time through their partial index.
 namespace {
 bool WithoutSeqScans(SPIPlanPtr plan) {
   return plan == plans.window_pending || plan == plans.window_range || plan == plans.bounds ||
-         plan == plans.replay_events || (plans.claim_ready != nullptr && plan == plans.claim_ready);
+         plan == plans.replay_events || plan == plans.next_due ||
+         (plans.claim_ready != nullptr && plan == plans.claim_ready);
+}
+bool NewestVersionFirst(SPIPlanPtr plan) {
+  return plan != nullptr && (plan == plans.claim_hinted || plan == plans.advance ||
+                             plan == plans.advance_ready || plan == plans.set_ready);
 }
 }  // namespace
 
 uint64 Run(SPIPlanPtr plan, const Datum *args, const char *nulls, bool read_only, int expected) {
   int guc_level = -1;
-  if (WithoutSeqScans(plan)) {
+  bool newest_first = NewestVersionFirst(plan);
+  if (newest_first || WithoutSeqScans(plan)) {
     guc_level = NewGUCNestLevel();
     (void)set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
                             true, 0, false);
+    if (newest_first) {
+      (void)set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+                              GUC_ACTION_SAVE, true, 0, false);
+    }
   }
   int rc = SPI_execute_plan(plan, const_cast<Datum *>(args), nulls, read_only, 0);
   // (On an ERROR the transaction's or subtransaction's abort closes the level.)

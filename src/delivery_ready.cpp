@@ -60,7 +60,8 @@ SPIPlanPtr ClaimPlan() {
 }
 
 HintedClaim ClaimHintedUnit() {
-  if (plans.claim_hinted == nullptr || ClaimPlan() != plans.claim_ready) return HintedClaim::kReadAll;
+  if (plans.claim_hinted == nullptr || ClaimPlan() != plans.claim_ready)
+    return HintedClaim::kReadAll;
   // Hints were lost (the ring was full): read every ready unit until that finds none.
   uint32 lost = HintsLostCount();
   if (lost != lost_seen) {
@@ -78,7 +79,8 @@ HintedClaim ClaimHintedUnit() {
   int32 partition = 0;
   for (int i = 0; i < kMostHintsPerClaim && TakeReadyHint(&subscription_id, &partition); ++i) {
     Datum args[] = {Int32GetDatum(subscription_id), Int32GetDatum(partition)};
-    if (Run(plans.claim_hinted, args, nullptr, false, SPI_OK_SELECT) == 1) return HintedClaim::kClaimed;
+    if (Run(plans.claim_hinted, args, nullptr, false, SPI_OK_SELECT) == 1)
+      return HintedClaim::kClaimed;
   }
   // Out of hints: a worker that slept until a retry fell due reads every unit for it.
   if (next_due != 0 && next_due <= now) {

@@ -183,12 +183,16 @@ UPDATE evproc.progress p
                         WHERE r.subscription_id = $1 AND r.partition = p.partition AND r.is_head)
  WHERE p.subscription_id = $1 AND p.partition = ANY ($2))sql";
 
-// When idle: the earliest moment a retry falls due or a breaker closes.
+// When idle: the earliest moment a retry falls due or a breaker closes. The units with a
+// retry time are read through their partial index (run without sequential scans,
+// delivery_plans.cpp): every worker that finds nothing to do asks, and a scan of
+// evproc.progress reads every version its rows have, which a transaction held open keeps.
 inline constexpr const char *kNextDue = R"sql(
 SELECT min(due) FROM (
   SELECT p.retry_due_at AS due FROM evproc.progress p
-    JOIN evproc.subscription s ON s.id = p.subscription_id
-   WHERE NOT s.paused AND s.handler IS NOT NULL AND p.retry_due_at < 'infinity'
+   WHERE p.retry_due_at IS NOT NULL AND p.retry_due_at < 'infinity'
+     AND EXISTS (SELECT 1 FROM evproc.subscription s
+                  WHERE s.id = p.subscription_id AND NOT s.paused AND s.handler IS NOT NULL)
   UNION ALL
   SELECT breaker_open_until FROM evproc.subscription
    WHERE NOT paused AND handler IS NOT NULL AND breaker_open_until > now()) d)sql";
@@ -483,18 +487,21 @@ SELECT 'evproc.event'::pg_catalog.regtype::oid)sql";
 // generic plan, prepared once: planned afresh at every tick for the arrays, it was 40 % of
 // the launcher's CPU (issue 18). It was a PL/pgSQL function until its call (SET clauses,
 // an exception block's subtransaction, two statements) was found to be most of what a
-// tick cost (issue 13).
+// tick cost (issue 13). Each unit's subscription is looked up by its key (OFFSET 0: not
+// a join the planner may turn into a loop over every subscription).
 inline constexpr const char *kFlagReady = R"sql(
 WITH c AS (
     SELECT c.sid, c.part, c.slot, n.ctid
       FROM ROWS FROM (pg_catalog.unnest($1::int4[]), pg_catalog.unnest($2::int4[]),
                       pg_catalog.unnest($3::int4[])) AS c(sid, part, slot)
-      JOIN evproc.subscription s ON s.id = c.sid
+     CROSS JOIN LATERAL (SELECT 1 FROM evproc.subscription a
+                          WHERE a.id = c.sid AND NOT a.paused AND a.handler IS NOT NULL
+                         OFFSET 0) s
      CROSS JOIN LATERAL (SELECT q.ctid, q.ready FROM evproc.progress q
                           WHERE q.subscription_id = c.sid
                             AND q.partition >= c.part AND q.partition <= c.part
                           ORDER BY q.partition DESC LIMIT 1) n
-     WHERE NOT s.paused AND s.handler IS NOT NULL AND NOT n.ready),
+     WHERE NOT n.ready),
 flagged AS (
     UPDATE evproc.progress p SET ready = true
      WHERE p.ctid = ANY (ARRAY(SELECT q.ctid FROM evproc.progress q

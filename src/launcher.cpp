@@ -421,6 +421,10 @@ extern "C" void evproc_launcher_main(Datum /*main_arg*/) {
   // at every tick made ticks slower, so fewer (latency at 1,000 events/s after a drain,
   // p50 / p99: 1.96 / 7.39 ms with 560 ticks a second, 1.54 / 6.24 with 714, issue 13).
   SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+  // Nor bitmap scans: the flagging reads each unit's row newest version first, a backward
+  // index scan that stops at the first row (kFlagReady); a bitmap scan would read every
+  // version of it, and under a transaction held open they are never pruned.
+  SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
   evproc::SharedState *state = evproc::Shared();
   pg_atomic_write_u32(&state->launcher_procno, evproc::compat::MyProcIndex());

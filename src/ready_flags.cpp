@@ -68,7 +68,8 @@ int BySlot(const void *a, const void *b) {
   const auto *x = static_cast<const MapUnit *>(a);
   const auto *y = static_cast<const MapUnit *>(b);
   if (x->slot != y->slot) return x->slot < y->slot ? -1 : 1;
-  if (x->subscription_id != y->subscription_id) return x->subscription_id < y->subscription_id ? -1 : 1;
+  if (x->subscription_id != y->subscription_id)
+    return x->subscription_id < y->subscription_id ? -1 : 1;
   return x->partition < y->partition ? -1 : (x->partition > y->partition ? 1 : 0);
 }
 
@@ -85,9 +86,10 @@ void RefreshMap(Oid extension) {
   int64 total = 0;
   for (uint64 row = 0; row < SPI_processed; ++row) {
     bool isnull = false;
-    total += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 3, &isnull));
+    total +=
+        DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 3, &isnull));
   }
-  MapUnit *units = static_cast<MapUnit *>(MemoryContextAllocHuge(
+  auto *units = static_cast<MapUnit *>(MemoryContextAllocHuge(
       TopMemoryContext, sizeof(MapUnit) * static_cast<Size>(total > 0 ? total : 1)));
   int count = 0;
   for (uint64 row = 0; row < SPI_processed; ++row) {
@@ -214,15 +216,15 @@ int FlagInTransaction(Oid extension, const char *version) {
     int most = every_unit_pending ? map_count : 0;
     if (!every_unit_pending) {
       for (int i = 0; i < again_count; ++i) {
-        for (int u = FirstOfSlot(again_list[i]); u < map_count && map_units[u].slot == again_list[i];
-             ++u) {
+        for (int u = FirstOfSlot(again_list[i]);
+             u < map_count && map_units[u].slot == again_list[i]; ++u) {
           ++most;
         }
       }
     }
-    Datum *ids = static_cast<Datum *>(palloc(sizeof(Datum) * (most + 1)));
-    Datum *partitions = static_cast<Datum *>(palloc(sizeof(Datum) * (most + 1)));
-    Datum *slots = static_cast<Datum *>(palloc(sizeof(Datum) * (most + 1)));
+    auto *ids = static_cast<Datum *>(palloc(sizeof(Datum) * (most + 1)));
+    auto *partitions = static_cast<Datum *>(palloc(sizeof(Datum) * (most + 1)));
+    auto *slots = static_cast<Datum *>(palloc(sizeof(Datum) * (most + 1)));
     int count = 0;
     auto add = [&](const MapUnit &unit) {
       ids[count] = Int32GetDatum(unit.subscription_id);
@@ -234,8 +236,8 @@ int FlagInTransaction(Oid extension, const char *version) {
       for (int u = 0; u < map_count; ++u) add(map_units[u]);
     } else {
       for (int i = 0; i < again_count; ++i) {
-        for (int u = FirstOfSlot(again_list[i]); u < map_count && map_units[u].slot == again_list[i];
-             ++u) {
+        for (int u = FirstOfSlot(again_list[i]);
+             u < map_count && map_units[u].slot == again_list[i]; ++u) {
           add(map_units[u]);
         }
       }

@@ -175,9 +175,7 @@ void HintsLost() {
   if (shared != nullptr) pg_atomic_fetch_add_u32(&shared->hints_lost, 1);
 }
 
-uint32 HintsLostCount() {
-  return shared != nullptr ? pg_atomic_read_u32(&shared->hints_lost) : 0;
-}
+uint32 HintsLostCount() { return shared != nullptr ? pg_atomic_read_u32(&shared->hints_lost) : 0; }
 
 bool TakeReadyHint(int32 *subscription_id, int32 *partition) {
   if (shared == nullptr) return false;
